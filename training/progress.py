@@ -1,0 +1,55 @@
+"""A progress line every few seconds: percent done, rate, loss and ETA."""
+import time
+
+from absl import logging
+
+
+class Progress:
+  """Logs `label: 12.3% | 350,000 words/s | loss 2.31 | ETA 1m05s` every `every` seconds."""
+
+  def __init__(self, total, unit="words", every=5.0, label="train", clock=time.monotonic):
+    self.total = max(int(total), 1)
+    self.unit = unit
+    self.every = every
+    self.label = label
+    self.clock = clock
+    self.start = clock()
+    self.last = self.start
+    self.done_at_start = None
+    self.rate = 0.0
+
+  def update(self, done, loss=None, force=False):
+    """Reports `done` units so far; logs if `every` seconds passed. Returns the rate."""
+    now = self.clock()
+    if self.done_at_start is None:
+      self.done_at_start = done
+      self.start = now
+      return 0.0
+    elapsed = max(now - self.start, 1e-9)
+    self.rate = (done - self.done_at_start) / elapsed
+    if force or now - self.last >= self.every:
+      self.last = now
+      logging.info("%s", self.line(done, loss))
+    return self.rate
+
+  def line(self, done, loss=None):
+    pct = 100.0 * min(done, self.total) / self.total
+    eta = (self.total - done) / self.rate if self.rate > 0 else float("nan")
+    parts = [f"{self.label}: {pct:5.1f}%", f"{self.rate:,.0f} {self.unit}/s"]
+    if loss is not None:
+      parts.append(f"loss {float(loss):.4f}")
+    parts.append(f"ETA {format_seconds(eta)}")
+    return " | ".join(parts)
+
+
+def format_seconds(s):
+  if s != s or s == float("inf"):  # nan / inf
+    return "?"
+  s = int(round(s))
+  h, rem = divmod(s, 3600)
+  m, sec = divmod(rem, 60)
+  if h:
+    return f"{h}h{m:02d}m"
+  if m:
+    return f"{m}m{sec:02d}s"
+  return f"{sec}s"
