@@ -1,0 +1,53 @@
+"""The loss library: pure TensorFlow losses, samplers and multi-task weights.
+
+Every loss is a function over tensors; reductions are stated in each
+docstring (the default is the MEAN over the batch).
+"""
+
+from losses.multitask import MAX_TASKS
+from losses.multitask import pareto_loss_weights
+from losses.multitask import pareto_weights_from_gram
+from losses.pointwise import binary_focal_loss
+from losses.pointwise import jrc_loss
+from losses.pointwise import l2_loss
+from losses.pointwise import weighted_cross_entropy_loss
+from losses.primitives import large_negative
+from losses.primitives import softmax_cross_entropy
+from losses.primitives import sparse_softmax_cross_entropy
+from losses.primitives import stable_sigmoid_cross_entropy
+from losses.retrieval import in_batch_softmax_loss
+from losses.retrieval import info_nce_loss
+from losses.retrieval import sigmoid_cross_entropy_loss
+from losses.retrieval import unsupervised_softmax_cross_entropy_loss
+from losses.sampled import full_sigmoid_loss
+from losses.sampled import full_softmax_loss
+from losses.sampled import nce_loss
+from losses.sampled import sampled_softmax_loss
+from losses.samplers import SAMPLERS
+from losses.samplers import sample_candidates
+from losses.samplers import sampler_probabilities
+
+__all__ = [
+    "MAX_TASKS",
+    "SAMPLERS",
+    "binary_focal_loss",
+    "full_sigmoid_loss",
+    "full_softmax_loss",
+    "in_batch_softmax_loss",
+    "info_nce_loss",
+    "jrc_loss",
+    "l2_loss",
+    "large_negative",
+    "nce_loss",
+    "pareto_loss_weights",
+    "pareto_weights_from_gram",
+    "sample_candidates",
+    "sampled_softmax_loss",
+    "sampler_probabilities",
+    "sigmoid_cross_entropy_loss",
+    "softmax_cross_entropy",
+    "sparse_softmax_cross_entropy",
+    "stable_sigmoid_cross_entropy",
+    "unsupervised_softmax_cross_entropy_loss",
+    "weighted_cross_entropy_loss",
+]

@@ -1,0 +1,153 @@
+"""Retrieval (two-tower) losses over query / item embeddings.
+
+Every loss here returns a scalar, the MEAN over the batch (for info_nce the
+mean over the 2N anchors); each docstring states it again.
+"""
+
+import tensorflow as tf
+
+from losses import primitives
+
+
+def sigmoid_cross_entropy_loss(pos_logit, neg_logit):
+  """Binary cross-entropy of positives vs sampled negatives (seed 000).
+
+  loss = mean_i softplus(-pos_logit_i) + mean_j softplus(neg_logit_j), i.e.
+  the mean sigmoid cross-entropy of the positives with label 1 plus the mean
+  over ALL negative logits with label 0 (graph-learn's form: the two means
+  are added, so the negatives' weight does not grow with their number).
+
+  Args:
+    pos_logit: float [batch_size] or [batch_size, 1], positive pair scores.
+    neg_logit: float of any shape, e.g. [batch_size, num_neg], negative pair
+      scores.
+
+  Returns:
+    Scalar float: mean over positives + mean over negatives.
+  """
+  pos_logit = tf.convert_to_tensor(pos_logit)
+  neg_logit = tf.convert_to_tensor(neg_logit)
+  true_xent = primitives.stable_sigmoid_cross_entropy(
+      tf.ones_like(pos_logit), pos_logit)
+  negative_xent = primitives.stable_sigmoid_cross_entropy(
+      tf.zeros_like(neg_logit), neg_logit)
+  return tf.reduce_mean(true_xent) + tf.reduce_mean(negative_xent)
+
+
+def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb,
+                                            temperature=1.0):
+  """Softmax of one positive against shared negatives (seed 000).
+
+  For each row i: logits_i = [s_i . p_i, s_i . n_1, ..., s_i . n_M] / T and
+  loss_i = -log_softmax(logits_i)[0] = logsumexp(logits_i) - logits_i[0].
+  Unlike the seed's -log(softmax + 1e-12), this is exact for any logit size
+  (the seed form caps at -log(1e-12) = 27.63 and its gradient vanishes).
+
+  Args:
+    src_emb: float [batch_size, dim] query/source embeddings.
+    pos_emb: float [batch_size, dim] the positive of each row.
+    neg_emb: float [batch_size * neg_num, dim] (any M rows): negatives shared
+      by every row.
+    temperature: positive float (Python number <= 0 raises ValueError) or
+      scalar tensor.
+
+  Returns:
+    Scalar float: mean over the batch.
+  """
+  primitives.check_temperature(temperature)
+  src_emb = tf.convert_to_tensor(src_emb)
+  pos_emb = tf.cast(pos_emb, src_emb.dtype)
+  neg_emb = tf.cast(neg_emb, src_emb.dtype)
+  # [batch_size, 1]
+  pos_sim = tf.reduce_sum(src_emb * pos_emb, axis=-1, keepdims=True)
+  # [batch_size, M]
+  neg_sim = tf.matmul(src_emb, neg_emb, transpose_b=True)
+  logits = tf.concat([pos_sim, neg_sim], axis=-1) / tf.cast(
+      temperature, src_emb.dtype)
+  labels = tf.zeros(tf.shape(logits)[:1], tf.int32)
+  return tf.reduce_mean(primitives.sparse_softmax_cross_entropy(labels, logits))
+
+
+def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
+                          item_ids=None):
+  """In-batch softmax: each query against every item of the batch.
+
+  logits = query_emb @ item_emb^T / temperature, [B, B]; row i's label is
+  column i. Optional corrections, in this order:
+    * logQ (Yi et al., RecSys 2019): logits[:, j] -= item_log_q[j], so items
+      that appear often as in-batch negatives are not over-penalised.
+    * accidental hits: for j != i with item_ids[j] == item_ids[i] the logit
+      is set to a large finite negative (-1e9 for float32), removing the
+      duplicate of the positive from the negatives.
+  loss_i = logsumexp(logits[i]) - logits[i, i].
+
+  Args:
+    query_emb: float [B, D].
+    item_emb: float [B, D], item_emb[i] is the positive of query i.
+    temperature: positive float (Python number <= 0 raises ValueError) or
+      scalar tensor.
+    item_log_q: optional float [B], log sampling probability of each item.
+    item_ids: optional int or string [B], item identities for hit removal.
+
+  Returns:
+    Scalar float: mean over the B queries.
+  """
+  primitives.check_temperature(temperature)
+  query_emb = tf.convert_to_tensor(query_emb)
+  item_emb = tf.cast(item_emb, query_emb.dtype)
+  dtype = query_emb.dtype
+  # Scores of every query against every in-batch item: [B, B].
+  logits = tf.matmul(query_emb, item_emb, transpose_b=True) / tf.cast(
+      temperature, dtype)
+  if item_log_q is not None:
+    logits -= tf.cast(tf.reshape(item_log_q, [1, -1]), dtype)
+  batch_size = tf.shape(logits)[0]
+  if item_ids is not None:
+    item_ids = tf.reshape(item_ids, [-1])
+    same_item = tf.equal(item_ids[:, None], item_ids[None, :])
+    not_diagonal = tf.logical_not(tf.eye(batch_size, dtype=tf.bool))
+    logits = tf.where(
+        tf.logical_and(same_item, not_diagonal),
+        tf.constant(primitives.large_negative(dtype), dtype), logits)
+  labels = tf.range(batch_size)
+  return tf.reduce_mean(primitives.sparse_softmax_cross_entropy(labels, logits))
+
+
+def info_nce_loss(hidden, temperature, hidden_norm=True):
+  """InfoNCE / NT-Xent in SimCLR's two-view form (seed 001).
+
+  hidden = [h1; h2] stacks two views of N examples ([2N, D]). Each of the 2N
+  anchors is classified against the 2N - 1 other rows: the other view of the
+  same example is the positive, self-similarity is masked out. With
+  s = cos-similarity (or the dot product if hidden_norm is False) / T:
+    L(a) = -log(exp(s(a, a+)) / sum_{k != a} exp(s(a, k))).
+
+  Reduction: the MEAN over the 2N anchors, i.e. (1/2N) sum_k
+  [L(k, k+N) + L(k+N, k)] as the seed's formula. SimCLR's objective.py
+  returns loss_a_mean + loss_b_mean, which is exactly twice this value.
+
+  Args:
+    hidden: float [2N, D], the first N rows one view, the last N the other.
+    temperature: positive float (Python number <= 0 raises ValueError) or
+      scalar tensor.
+    hidden_norm: bool, L2-normalise rows first (cosine similarity).
+
+  Returns:
+    Scalar float: mean over the 2N anchors.
+  """
+  primitives.check_temperature(temperature)
+  hidden = tf.convert_to_tensor(hidden)
+  dtype = hidden.dtype
+  if hidden_norm:
+    hidden = tf.math.l2_normalize(hidden, axis=-1)
+  two_n = tf.shape(hidden)[0]
+  n = two_n // 2
+  # All pairwise similarities: [2N, 2N].
+  logits = tf.matmul(hidden, hidden, transpose_b=True) / tf.cast(
+      temperature, dtype)
+  logits = tf.where(tf.eye(two_n, dtype=tf.bool),
+                    tf.constant(primitives.large_negative(dtype), dtype),
+                    logits)
+  # The positive of row k is row (k + N) mod 2N.
+  labels = tf.math.floormod(tf.range(two_n) + n, two_n)
+  return tf.reduce_mean(primitives.sparse_softmax_cross_entropy(labels, logits))
