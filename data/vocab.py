@@ -1,0 +1,190 @@
+"""The word vocabulary: frequency-sorted ids, UNK at id 0, saved as vocab.tsv.
+
+Ids are assigned in descending count order, ties broken by first appearance in
+the corpus (not alphabetically), so id order is frequency rank. TensorFlow's
+log-uniform candidate sampler assumes exactly this (P(id) decreases with id).
+
+Id 0 is ``<unk>``. Its count is the total count of every dropped word: words
+seen fewer than `min_count` times, and words cut off by `max_size`. A token
+that is literally ``<unk>`` in the corpus (possible with the whitespace
+tokenizer) is counted as UNK too. So ``total_count`` equals the number of
+tokens in the corpus, and ``counts / total_count`` is the unigram distribution
+of the encoded id stream.
+
+``max_size`` (flag ``--max_vocab_size``) is the total number of ids INCLUDING
+UNK, i.e. the number of rows of the embedding matrix: max_size=50000 keeps UNK
+plus the 49,999 most frequent words (as in the TensorFlow word2vec tutorial).
+"""
+import collections
+import itertools
+import os
+import time
+
+import numpy as np
+from absl import logging
+
+from data.atomic import atomic_write
+from data.errors import UserError
+
+UNK = "<unk>"
+_FORBIDDEN = ("\t", "\n", "\r")
+
+
+class Vocabulary:
+  """Word <-> id mapping with counts.
+
+  Attributes:
+    words: list of str in id order; words[0] == UNK.
+    counts: np.int64 array, counts[i] = occurrences of words[i] in the corpus.
+    index: dict word -> id.
+  """
+
+  UNK = UNK
+
+  def __init__(self, words, counts):
+    words = list(words)
+    if not words or words[0] != UNK:
+      raise ValueError(f"the first word must be {UNK!r}")
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.shape != (len(words),):
+      raise ValueError(f"{len(words)} words but counts has shape {counts.shape}")
+    self.words = words
+    self.counts = counts
+    self.index = {w: i for i, w in enumerate(words)}
+    if len(self.index) != len(words):
+      dup = [w for w, n in collections.Counter(words).items() if n > 1][:3]
+      raise ValueError(f"duplicate words in vocabulary: {dup}")
+
+  @classmethod
+  def build(cls, token_chunks, min_count=5, max_size=None):
+    """Counts tokens and builds the vocabulary.
+
+    Args:
+      token_chunks: iterable of lists of str tokens, in corpus order (e.g.
+        Corpus.iter_token_chunks()).
+      min_count: keep words seen at least this many times (>= 1).
+      max_size: if set, at most this many ids in total, UNK included (>= 2).
+
+    Returns:
+      A Vocabulary.
+
+    Raises:
+      ValueError: bad arguments, or a token containing a tab or newline.
+      UserError: no word reaches min_count (the corpus is too small).
+    """
+    if min_count < 1:
+      raise ValueError(f"min_count must be >= 1, got {min_count}")
+    if max_size is not None and max_size < 2:
+      raise ValueError(f"max_size must be >= 2 (UNK plus one word), got {max_size}")
+    # Counter keeps insertion order = order of first appearance across chunks.
+    counter = collections.Counter()
+    start = last_log = time.monotonic()
+    for chunk in token_chunks:
+      counter.update(chunk)
+      now = time.monotonic()
+      if now - last_log >= 5.0:
+        last_log = now
+        total = sum(counter.values())
+        logging.info("vocabulary: counted %s tokens, %s distinct (%s tokens/s)",
+                     f"{total:,}", f"{len(counter):,}", f"{total / (now - start):,.0f}")
+    unk_count = counter.pop(UNK, 0)
+    # sorted() is stable, so equal counts keep first-appearance order.
+    ranked = sorted(counter.items(), key=lambda item: -item[1])
+    kept = [(w, c) for w, c in ranked if c >= min_count]
+    if max_size is not None:
+      kept = kept[:max_size - 1]
+    for w, _ in kept:
+      if not w or any(ch in w for ch in _FORBIDDEN):
+        raise ValueError(f"token {w!r} is empty or contains a tab/newline; tokenize first")
+    total = sum(c for _, c in ranked) + unk_count
+    if not kept:
+      raise UserError(f"no word occurs at least {min_count} times in {total:,} tokens: "
+                      "lower --min_count or use a bigger corpus")
+    unk_count = total - sum(c for _, c in kept)
+    vocab = cls([UNK] + [w for w, _ in kept], [unk_count] + [c for _, c in kept])
+    logging.info(
+        "vocabulary: %s ids (UNK + %s words with count >= %d%s) from %s distinct words; "
+        "UNK covers %.2f%% of %s tokens", f"{len(vocab):,}", f"{len(kept):,}", min_count,
+        f", max_size={max_size}" if max_size else "", f"{len(counter):,}",
+        100.0 * unk_count / max(total, 1), f"{total:,}")
+    return vocab
+
+  def __len__(self):
+    return len(self.words)
+
+  def __contains__(self, word):
+    return word in self.index
+
+  @property
+  def total_count(self):
+    """Total tokens in the corpus the vocabulary was built from (UNK included)."""
+    return int(self.counts.sum())
+
+  def encode(self, tokens):
+    """Maps tokens to ids; words not in the vocabulary map to 0 (UNK).
+
+    Args:
+      tokens: sequence of str.
+
+    Returns:
+      np.ndarray of int32, shape [len(tokens)].
+    """
+    ids = map(self.index.get, tokens, itertools.repeat(0))
+    return np.fromiter(ids, dtype=np.int32, count=len(tokens))
+
+  def save(self, path):
+    """Writes ``word<TAB>count`` lines in id order (UNK first), atomically."""
+    for w in self.words:
+      if not w or any(ch in w for ch in _FORBIDDEN):
+        raise ValueError(f"word {w!r} contains a tab or newline and cannot be written to a .tsv vocabulary")
+    with atomic_write(path) as f:
+      for w, c in zip(self.words, self.counts.tolist()):
+        f.write(f"{w}\t{c}\n")
+
+  @classmethod
+  def load(cls, path):
+    """Reads a vocab.tsv written by `save`.
+
+    Raises:
+      UserError: missing file or malformed content, with the line number.
+    """
+    path = os.fspath(path)
+    fix = "rebuild it by training again or pass the vocab.tsv of a finished run"
+    if not os.path.isfile(path):
+      raise UserError(f"vocabulary file '{path}' does not exist: {fix}")
+    words, counts, seen = [], [], set()
+    try:
+      with open(path, encoding="utf-8", newline="\n") as f:
+        for line_no, line in enumerate(f, 1):
+          line = line.rstrip("\n")
+          parts = line.split("\t")
+
+          def bad(reason, line_no=line_no):
+            return UserError(f"vocabulary file '{path}' line {line_no} is malformed "
+                             f"({reason}): expected 'word<TAB>count'; {fix}")
+          if len(parts) != 2:
+            raise bad(f"{len(parts)} tab-separated fields")
+          word, count = parts
+          if not word:
+            raise bad("empty word")
+          if line_no == 1 and word != UNK:
+            raise bad(f"first word must be {UNK}")
+          if word in seen:
+            raise bad(f"duplicate word {word!r}")
+          try:
+            count = int(count)
+          except ValueError:
+            raise bad(f"count {count!r} is not an integer") from None
+          if count < 0:
+            raise bad("negative count")
+          seen.add(word)
+          words.append(word)
+          counts.append(count)
+    except UnicodeDecodeError as e:
+      raise UserError(f"vocabulary file '{path}' is not UTF-8 ({e.reason}): {fix}") from None
+    if not words:
+      raise UserError(f"vocabulary file '{path}' is empty: {fix}")
+    return cls(words, counts)
+
+  def __repr__(self):
+    return f"Vocabulary({len(self):,} ids, {self.total_count:,} tokens)"
