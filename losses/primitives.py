@@ -83,6 +83,18 @@ def sparse_softmax_cross_entropy(labels, logits):
       labels=labels, logits=logits)
 
 
+def scale_by_temperature(logits, temperature):
+  """logits / temperature, the temperature converted exactly to logits' dtype.
+
+  (tf.cast of a Python float would round it through float32 first.)
+  """
+  if tf.is_tensor(temperature):
+    temperature = tf.cast(temperature, logits.dtype)
+  else:
+    temperature = tf.constant(temperature, logits.dtype)
+  return logits / temperature
+
+
 def check_temperature(temperature):
   """Raises ValueError for a Python/numpy temperature <= 0; returns it."""
   if isinstance(temperature, (int, float)) or (

@@ -62,8 +62,8 @@ def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb,
   pos_sim = tf.reduce_sum(src_emb * pos_emb, axis=-1, keepdims=True)
   # [batch_size, M]
   neg_sim = tf.matmul(src_emb, neg_emb, transpose_b=True)
-  logits = tf.concat([pos_sim, neg_sim], axis=-1) / tf.cast(
-      temperature, src_emb.dtype)
+  logits = primitives.scale_by_temperature(
+      tf.concat([pos_sim, neg_sim], axis=-1), temperature)
   labels = tf.zeros(tf.shape(logits)[:1], tf.int32)
   return tf.reduce_mean(primitives.sparse_softmax_cross_entropy(labels, logits))
 
@@ -97,8 +97,8 @@ def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
   item_emb = tf.cast(item_emb, query_emb.dtype)
   dtype = query_emb.dtype
   # Scores of every query against every in-batch item: [B, B].
-  logits = tf.matmul(query_emb, item_emb, transpose_b=True) / tf.cast(
-      temperature, dtype)
+  logits = primitives.scale_by_temperature(
+      tf.matmul(query_emb, item_emb, transpose_b=True), temperature)
   if item_log_q is not None:
     logits -= tf.cast(tf.reshape(item_log_q, [1, -1]), dtype)
   batch_size = tf.shape(logits)[0]
@@ -143,8 +143,8 @@ def info_nce_loss(hidden, temperature, hidden_norm=True):
   two_n = tf.shape(hidden)[0]
   n = two_n // 2
   # All pairwise similarities: [2N, 2N].
-  logits = tf.matmul(hidden, hidden, transpose_b=True) / tf.cast(
-      temperature, dtype)
+  logits = primitives.scale_by_temperature(
+      tf.matmul(hidden, hidden, transpose_b=True), temperature)
   logits = tf.where(tf.eye(two_n, dtype=tf.bool),
                     tf.constant(primitives.large_negative(dtype), dtype),
                     logits)

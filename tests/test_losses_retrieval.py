@@ -1,0 +1,334 @@
+"""Retrieval losses: unsupervised softmax (seed 000), in-batch softmax with
+logQ and accidental-hit removal, and SimCLR's InfoNCE (seed 001)."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import losses
+
+
+def np_softmax_xent_rows(logits, labels):
+  """-log_softmax(logits)[i, labels[i]] per row, in float64."""
+  m = logits.max(axis=1, keepdims=True)
+  lse = (m + np.log(np.exp(logits - m).sum(axis=1, keepdims=True)))[:, 0]
+  return lse - logits[np.arange(len(labels)), labels]
+
+
+def seed_unsupervised_softmax(src, pos, neg, temperature=1.0):
+  """Seed 000's form, verbatim in TF2: -mean(log(softmax[:, 0] + 1e-12))."""
+  pos_sim = tf.reduce_sum(src * pos, axis=-1, keepdims=True)
+  neg_sim = tf.matmul(src, tf.transpose(neg))
+  logit = tf.nn.softmax(tf.concat([pos_sim, neg_sim], axis=-1) / temperature)
+  return -tf.reduce_mean(tf.math.log(logit[:, :1] + 1e-12))
+
+
+# --------------------------------------------------- unsupervised softmax
+
+
+def test_unsupervised_softmax_golden():
+  # src [1, 0], pos [2, 0] -> s+ = 2; negatives [0, 1], [1, 0] -> 0, 1.
+  # loss = log(e^2 + e^0 + e^1) - 2 = log(11.107338) - 2 = 0.407606.
+  # With T = 2: logits [1, 0, 0.5]: log(e + 1 + e^0.5) - 1 = 0.6802696.
+  src, pos = tf.constant([[1.0, 0.0]]), tf.constant([[2.0, 0.0]])
+  neg = tf.constant([[0.0, 1.0], [1.0, 0.0]])
+  np.testing.assert_allclose(
+      losses.unsupervised_softmax_cross_entropy_loss(src, pos, neg).numpy(),
+      0.407606, rtol=1e-5)
+  np.testing.assert_allclose(
+      losses.unsupervised_softmax_cross_entropy_loss(src, pos, neg, 2.0),
+      math.log(math.e + 1 + math.exp(0.5)) - 1, rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch,neg_num,dim,t", [(1, 1, 3, 1.0),
+                                                 (4, 3, 5, 0.1),
+                                                 (7, 2, 8, 2.0)])
+def test_unsupervised_softmax_numpy(batch, neg_num, dim, t):
+  r = np.random.default_rng(batch + 10 * dim)
+  src, pos = r.normal(size=[batch, dim]), r.normal(size=[batch, dim])
+  neg = r.normal(size=[batch * neg_num, dim])
+  logits = np.concatenate([(src * pos).sum(1, keepdims=True), src @ neg.T],
+                          axis=1) / t
+  expected = np_softmax_xent_rows(logits, np.zeros(batch, int)).mean()
+  got = losses.unsupervised_softmax_cross_entropy_loss(src, pos, neg, t)
+  np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10)
+  # Seed's form agrees where logits are moderate (T >= 1 here; at T = 0.1
+  # the loss is 32 > 27.6 and the seed's form is already off).
+  if t >= 1.0:
+    np.testing.assert_allclose(
+        seed_unsupervised_softmax(src, pos, neg, t).numpy(), expected,
+        rtol=1e-6)
+  else:
+    assert seed_unsupervised_softmax(src, pos, neg, t).numpy() < expected - 1
+
+
+def test_unsupervised_softmax_gradients():
+  r = np.random.default_rng(11)
+  src = tf.constant(r.normal(size=[3, 4]))
+  pos = tf.constant(r.normal(size=[3, 4]))
+  neg = tf.constant(r.normal(size=[6, 4]))
+  theoretical, numerical = tf.test.compute_gradient(
+      lambda s, p, n: losses.unsupervised_softmax_cross_entropy_loss(
+          s, p, n, 0.5), [src, pos, neg])
+  for th, nu in zip(theoretical, numerical):
+    np.testing.assert_allclose(th, nu, rtol=1e-5, atol=1e-6)
+
+
+def test_seed_form_is_wrong_at_large_logits_ours_is_exact():
+  # s+ = 0, one negative with s- = 100: the true loss is
+  # log(e^0 + e^100) - 0 = 100 + log1p(e^-100) = 100 (to float precision),
+  # d loss / d src = softmax-weighted neg - pos = [1, 0] - ... nonzero.
+  src = tf.constant([[10.0, 0.0]])
+  pos = tf.constant([[0.0, 1.0]])
+  neg = tf.constant([[10.0, 0.0]])
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(src)
+    ours = losses.unsupervised_softmax_cross_entropy_loss(src, pos, neg)
+    seed = seed_unsupervised_softmax(src, pos, neg)
+  np.testing.assert_allclose(ours.numpy(), 100.0, rtol=1e-6)
+  # The seed's value saturates at -log(1e-12) = 27.631021.
+  np.testing.assert_allclose(seed.numpy(), -math.log(1e-12), rtol=1e-5)
+  ours_grad = tape.gradient(ours, src).numpy()
+  seed_grad = tape.gradient(seed, src).numpy()
+  # Exact gradient: p(neg) * neg - (1 - p(pos)) * pos... = [10, -1] here.
+  np.testing.assert_allclose(ours_grad, [[10.0, -1.0]], rtol=1e-5)
+  assert np.abs(seed_grad).max() < 1e-6  # vanished
+
+
+def test_unsupervised_softmax_huge_embeddings_finite():
+  r = np.random.default_rng(12)
+  src = tf.constant(1e4 * r.normal(size=[4, 3]), tf.float32)
+  pos = tf.constant(1e4 * r.normal(size=[4, 3]), tf.float32)
+  neg = tf.constant(1e4 * r.normal(size=[8, 3]), tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch([src, pos, neg])
+    loss = losses.unsupervised_softmax_cross_entropy_loss(src, pos, neg)
+  grads = tape.gradient(loss, [src, pos, neg])
+  assert np.isfinite(loss.numpy())
+  assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+  # And the value is right (numpy in float64 on the same float32 inputs).
+  s, p, n = (t.numpy().astype(np.float64) for t in (src, pos, neg))
+  logits = np.concatenate([(s * p).sum(1, keepdims=True), s @ n.T], axis=1)
+  np.testing.assert_allclose(loss.numpy(),
+                             np_softmax_xent_rows(logits, np.zeros(4, int))
+                             .mean(), rtol=1e-4)
+
+
+# ------------------------------------------------------- in-batch softmax
+
+
+def np_in_batch(q, i, t, log_q=None, ids=None):
+  logits = q @ i.T / t
+  if log_q is not None:
+    logits = logits - log_q[None, :]
+  b = len(q)
+  rows = []
+  for r in range(b):
+    keep = [j for j in range(b)
+            if ids is None or j == r or ids[j] != ids[r]]
+    row = logits[r, keep]
+    rows.append(np_softmax_xent_rows(row[None], np.array([keep.index(r)]))[0])
+  return np.mean(rows)
+
+
+def test_in_batch_softmax_golden():
+  eye = tf.eye(2)
+  # logits = I: each row log(e + 1) - 1 = 0.313262.
+  np.testing.assert_allclose(
+      losses.in_batch_softmax_loss(eye, eye, 1.0).numpy(), 0.313262,
+      rtol=1e-5)
+  # T = 0.5: logits = 2 I: log(e^2 + 1) - 2 = 0.126928.
+  np.testing.assert_allclose(
+      losses.in_batch_softmax_loss(eye, eye, 0.5).numpy(), 0.126928,
+      rtol=1e-5)
+  # logQ = [ln 2, 0]: row 0 [1 - ln2, 0] -> log(e/2 + 1) - 1 + ln2
+  #   = 0.858297 - 0.306853 = 0.551444; row 1 [-ln2, 1] ->
+  #   log(1/2 + e) - 1 = 0.168847; mean 0.360146.
+  np.testing.assert_allclose(
+      losses.in_batch_softmax_loss(eye, eye, 1.0,
+                                   item_log_q=[math.log(2), 0.0]).numpy(),
+      0.360146, rtol=1e-5)
+  # Same item twice: ids [4, 4]: every row loses its only negative -> 0.
+  np.testing.assert_allclose(
+      losses.in_batch_softmax_loss(eye, eye, 1.0, item_ids=[4, 4]).numpy(),
+      0.0, atol=1e-7)
+
+
+@pytest.mark.parametrize("b,d,t", [(1, 2, 1.0), (5, 3, 0.05), (16, 8, 0.7)])
+def test_in_batch_softmax_numpy(b, d, t):
+  r = np.random.default_rng(b * d)
+  q, i = r.normal(size=[b, d]), r.normal(size=[b, d])
+  log_q = np.log(r.uniform(0.01, 1.0, size=[b]))
+  ids = r.integers(0, max(1, b // 2), size=[b])
+  for kw in ({}, {"item_log_q": log_q}, {"item_ids": ids},
+             {"item_log_q": log_q, "item_ids": ids}):
+    np.testing.assert_allclose(
+        losses.in_batch_softmax_loss(q, i, t, **kw).numpy(),
+        np_in_batch(q, i, t, kw.get("item_log_q"), kw.get("item_ids")),
+        rtol=1e-9)
+
+
+def test_in_batch_accidental_hit_equals_deleting_the_column():
+  r = np.random.default_rng(21)
+  q, i = r.normal(size=[4, 3]), r.normal(size=[4, 3])
+  i[2] = i[0]  # item 5 appears twice: rows 0 and 2
+  ids = np.array([5, 7, 5, 9])
+  masked = losses.in_batch_softmax_loss(q, i, 1.0, item_ids=ids).numpy()
+  logits = q @ i.T
+  # Row 0 without column 2, row 2 without column 0, rows 1 and 3 untouched.
+  row0 = np_softmax_xent_rows(logits[0:1, [0, 1, 3]], np.array([0]))[0]
+  row2 = np_softmax_xent_rows(logits[2:3, [1, 2, 3]], np.array([1]))[0]
+  rows13 = np_softmax_xent_rows(logits[[1, 3]], np.array([1, 3]))
+  np.testing.assert_allclose(masked, (row0 + row2 + rows13.sum()) / 4,
+                             rtol=1e-10)
+  unmasked = losses.in_batch_softmax_loss(q, i, 1.0).numpy()
+  assert unmasked > masked + 1e-3  # the duplicate was a (hard) negative
+
+
+def test_in_batch_log_q_shifts_logits_by_minus_log_q():
+  r = np.random.default_rng(22)
+  q, i = r.normal(size=[6, 4]), r.normal(size=[6, 4])
+  q_prob = r.uniform(0.001, 0.5, size=[6])
+  got = losses.in_batch_softmax_loss(q, i, 0.3,
+                                     item_log_q=np.log(q_prob)).numpy()
+  logits = q @ i.T / 0.3 - np.log(q_prob)[None, :]
+  expected = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=np.arange(6), logits=logits)).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-10)
+  # A constant added to every log q changes nothing (softmax shift).
+  np.testing.assert_allclose(
+      losses.in_batch_softmax_loss(q, i, 0.3,
+                                   item_log_q=np.log(q_prob) + 3.0).numpy(),
+      got, rtol=1e-10)
+  assert abs(losses.in_batch_softmax_loss(q, i, 0.3).numpy() - got) > 1e-3
+
+
+def test_in_batch_softmax_gradients():
+  r = np.random.default_rng(23)
+  q = tf.constant(r.normal(size=[5, 3]))
+  i = tf.constant(r.normal(size=[5, 3]))
+  ids = [1, 2, 1, 3, 2]
+  log_q = np.log(r.uniform(0.1, 1, size=[5]))
+  theoretical, numerical = tf.test.compute_gradient(
+      lambda a, b: losses.in_batch_softmax_loss(a, b, 0.5, item_log_q=log_q,
+                                                item_ids=ids), [q, i])
+  for th, nu in zip(theoretical, numerical):
+    np.testing.assert_allclose(th, nu, rtol=1e-5, atol=1e-6)
+
+
+def test_in_batch_softmax_huge_norms_finite():
+  r = np.random.default_rng(24)
+  q = tf.constant(1e4 * r.normal(size=[6, 4]), tf.float32)
+  i = tf.constant(1e4 * r.normal(size=[6, 4]), tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch([q, i])
+    loss = losses.in_batch_softmax_loss(q, i, 0.05,
+                                        item_ids=[1, 1, 2, 3, 4, 5])
+  grads = tape.gradient(loss, [q, i])
+  assert np.isfinite(loss.numpy()) and loss.numpy() > 0
+  assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, 0])
+def test_temperature_must_be_positive(bad):
+  x = tf.ones([2, 2])
+  with pytest.raises(ValueError, match="temperature"):
+    losses.in_batch_softmax_loss(x, x, bad)
+  with pytest.raises(ValueError, match="temperature"):
+    losses.info_nce_loss(x, bad)
+  with pytest.raises(ValueError, match="temperature"):
+    losses.unsupervised_softmax_cross_entropy_loss(x, x, x, bad)
+
+
+# ----------------------------------------------------------------- InfoNCE
+
+
+def simclr_reference(hidden, temperature, hidden_norm=True):
+  """SimCLR objective.py (seed 001), TF2, returns loss_a_mean + loss_b_mean."""
+  large_num = 1e9
+  hidden = tf.convert_to_tensor(hidden)
+  if hidden_norm:
+    hidden = tf.math.l2_normalize(hidden, -1)
+  hidden1, hidden2 = tf.split(hidden, 2, 0)
+  batch_size = tf.shape(hidden1)[0]
+  labels = tf.one_hot(tf.range(batch_size), batch_size * 2,
+                      dtype=hidden.dtype)
+  masks = tf.one_hot(tf.range(batch_size), batch_size, dtype=hidden.dtype)
+  logits_aa = tf.matmul(hidden1, hidden1, transpose_b=True) / temperature
+  logits_aa = logits_aa - masks * large_num
+  logits_bb = tf.matmul(hidden2, hidden2, transpose_b=True) / temperature
+  logits_bb = logits_bb - masks * large_num
+  logits_ab = tf.matmul(hidden1, hidden2, transpose_b=True) / temperature
+  logits_ba = tf.matmul(hidden2, hidden1, transpose_b=True) / temperature
+  loss_a = tf.nn.softmax_cross_entropy_with_logits(
+      labels, tf.concat([logits_ab, logits_aa], 1))
+  loss_b = tf.nn.softmax_cross_entropy_with_logits(
+      labels, tf.concat([logits_ba, logits_bb], 1))
+  return tf.reduce_mean(loss_a) + tf.reduce_mean(loss_b)
+
+
+def np_info_nce(hidden, t, norm=True):
+  h = hidden / np.linalg.norm(hidden, axis=1, keepdims=True) if norm else hidden
+  two_n = len(h)
+  n = two_n // 2
+  sims = h @ h.T / t
+  out = []
+  for a in range(two_n):
+    others = [k for k in range(two_n) if k != a]
+    row = sims[a, others]
+    out.append(np_softmax_xent_rows(row[None],
+                                    np.array([others.index((a + n) % two_n)]))
+               [0])
+  return np.mean(out)
+
+
+def test_info_nce_golden():
+  # Views identical: h = [e1, e2, e1, e2]. Anchor 0: positive row 2 (sim 1),
+  # others rows 1, 3 (sim 0), self masked: log(e + 1 + 1) - 1 = 0.551445.
+  # Every anchor is alike -> mean 0.551445.
+  hidden = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+  np.testing.assert_allclose(losses.info_nce_loss(hidden, 1.0).numpy(),
+                             0.551445, rtol=1e-5)
+  # hidden_norm: scaling rows changes nothing with it, changes the loss
+  # without it (dot products 9 -> log(e^9 + 2) - 9 = 0.000247).
+  np.testing.assert_allclose(losses.info_nce_loss(3 * hidden, 1.0).numpy(),
+                             0.551445, rtol=1e-5)
+  np.testing.assert_allclose(
+      losses.info_nce_loss(3 * hidden, 1.0, hidden_norm=False).numpy(),
+      math.log(math.exp(9) + 2) - 9, atol=2e-6)
+
+
+@pytest.mark.parametrize("n,d,t,norm", [(1, 3, 1.0, True), (4, 5, 0.1, True),
+                                        (6, 3, 0.5, False)])
+def test_info_nce_numpy_and_simclr(n, d, t, norm):
+  r = np.random.default_rng(n * d)
+  hidden = r.normal(size=[2 * n, d])
+  got = losses.info_nce_loss(hidden, t, hidden_norm=norm).numpy()
+  np.testing.assert_allclose(got, np_info_nce(hidden, t, norm), rtol=1e-9)
+  # SimCLR's objective is the sum of the two directions' means = 2 * ours.
+  np.testing.assert_allclose(2 * got,
+                             simclr_reference(hidden, t, norm).numpy(),
+                             rtol=1e-9)
+
+
+def test_info_nce_gradients():
+  r = np.random.default_rng(31)
+  hidden = tf.constant(r.normal(size=[6, 4]))
+  for norm in (True, False):
+    theoretical, numerical = tf.test.compute_gradient(
+        lambda h: losses.info_nce_loss(h, 0.5, hidden_norm=norm), [hidden])
+    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_info_nce_huge_norms_finite():
+  r = np.random.default_rng(32)
+  hidden = tf.constant(1e4 * r.normal(size=[8, 4]), tf.float32)
+  for norm in (True, False):
+    with tf.GradientTape() as tape:
+      tape.watch(hidden)
+      loss = losses.info_nce_loss(hidden, 0.1, hidden_norm=norm)
+    assert np.isfinite(loss.numpy())
+    assert np.all(np.isfinite(tape.gradient(loss, hidden).numpy()))
