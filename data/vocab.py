@@ -136,7 +136,8 @@ class Vocabulary:
     """Writes ``word<TAB>count`` lines in id order (UNK first), atomically."""
     for w in self.words:
       if not w or any(ch in w for ch in _FORBIDDEN):
-        raise ValueError(f"word {w!r} contains a tab or newline and cannot be written to a .tsv vocabulary")
+        raise ValueError(f"word {w!r} is empty or contains a tab or newline: it cannot be "
+                         "written to a .tsv vocabulary")
     with atomic_write(path) as f:
       for w, c in zip(self.words, self.counts.tolist()):
         f.write(f"{w}\t{c}\n")
@@ -156,27 +157,10 @@ class Vocabulary:
     try:
       with open(path, encoding="utf-8", newline="\n") as f:
         for line_no, line in enumerate(f, 1):
-          line = line.rstrip("\n")
-          parts = line.split("\t")
-
-          def bad(reason, line_no=line_no):
-            return UserError(f"vocabulary file '{path}' line {line_no} is malformed "
-                             f"({reason}): expected 'word<TAB>count'; {fix}")
-          if len(parts) != 2:
-            raise bad(f"{len(parts)} tab-separated fields")
-          word, count = parts
-          if not word:
-            raise bad("empty word")
-          if line_no == 1 and word != UNK:
-            raise bad(f"first word must be {UNK}")
-          if word in seen:
-            raise bad(f"duplicate word {word!r}")
-          try:
-            count = int(count)
-          except ValueError:
-            raise bad(f"count {count!r} is not an integer") from None
-          if count < 0:
-            raise bad("negative count")
+          word, count, problem = _parse_line(line.rstrip("\n"), line_no, seen)
+          if problem:
+            raise UserError(f"vocabulary file '{path}' line {line_no} is malformed "
+                            f"({problem}): expected 'word<TAB>count'; {fix}")
           seen.add(word)
           words.append(word)
           counts.append(count)
@@ -188,3 +172,24 @@ class Vocabulary:
 
   def __repr__(self):
     return f"Vocabulary({len(self):,} ids, {self.total_count:,} tokens)"
+
+
+def _parse_line(line, line_no, seen):
+  """Returns (word, count, None) for a valid vocab.tsv line, else (.., .., problem)."""
+  parts = line.split("\t")
+  if len(parts) != 2:
+    return None, None, f"{len(parts)} tab-separated fields"
+  word, count = parts
+  if not word:
+    return None, None, "empty word"
+  if line_no == 1 and word != UNK:
+    return None, None, f"first word must be {UNK}"
+  if word in seen:
+    return None, None, f"duplicate word {word!r}"
+  try:
+    count = int(count)
+  except ValueError:
+    return None, None, f"count {count!r} is not an integer"
+  if count < 0:
+    return None, None, "negative count"
+  return word, count, None
