@@ -307,6 +307,9 @@ def resolve_corpus(spec, tokenizer="text8", block_size=BLOCK_SIZE):
     corpus = Corpus("sotu (bundled State of the Union addresses)",
                     [_Source(DEFAULT_CORPUS)], tokenizer, block_size)
   elif spec == "text8":
+    if os.path.exists("text8"):
+      logging.info("--corpus=text8 means the downloaded dataset; pass ./text8 to read the "
+                   "local file named text8 instead")
     corpus = Corpus("text8", [_text8_source()], tokenizer, block_size)
   else:
     items = [spec] if os.path.exists(spec) else [s.strip() for s in spec.split(",")]
