@@ -19,7 +19,7 @@ bytes never occur inside a multi-byte UTF-8 sequence, so every piece is a whole
 UTF-8 sequence: a character that straddles a block boundary is carried into the
 next piece and decodes cleanly. (This is why no incremental decoder is needed:
 pieces are only decoded once complete.) Bytes that are not valid UTF-8 are
-replaced with U+FFFD, counted in `Corpus.replaced_bytes` / `Corpus.bad_lines`,
+replaced with U+FFFD, one per invalid byte, counted in `Corpus.replaced_bytes` / `Corpus.bad_lines`,
 and reported once per corpus as a warning; they are never fatal.
 """
 import gzip
