@@ -95,6 +95,10 @@ def sampled_softmax_loss(weights, biases, labels, inputs, num_sampled,
 
   Args: as `nce_loss`; remove_accidental_hits defaults to True (as tf.nn).
 
+  Note (tf.nn quirk, both losses): accidental-hit removal maps a class to ONE
+  sampled position, so if `sampled_values` holds a class twice (unique=False
+  sampling) only one copy is removed. The built-in samplers use unique=True.
+
   Returns:
     Scalar float: mean over the batch of the per-example loss.
   """
