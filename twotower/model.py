@@ -1,0 +1,117 @@
+"""Query and item towers: id + side-feature embeddings -> concat -> MLP -> L2 norm.
+
+A tower owns its entity's side-feature table, so it can embed an entity from
+its index alone (`embed_index`) during training and evaluation; the export
+maps raw strings to the same indices and calls `__call__` directly.
+"""
+import numpy as np
+import tensorflow as tf
+
+
+class Tower(tf.Module):
+  """One tower: embedding tables, concatenation, MLP, L2-normalised output.
+
+  Inputs of `__call__`: `ids` int [B] entity indices (0 <= id < num_ids) and
+  `features`, a list of int [B, L_f] token indices per side feature (0 =
+  padding, pooled by mean over non-padding tokens).
+  Output: float32 [B, embedding_dim] with unit L2 norm.
+  """
+
+  def __init__(self, num_ids, feature_tables, embedding_dim, layers=(), use_ids=True,
+               feature_dim=None, seed=0, name=None):
+    """Builds the variables.
+
+    Args:
+      num_ids: number of entities (rows of the id table).
+      feature_tables: list of (name, vocab_size, values int32 [num_ids, L]) giving
+        each side feature's vocabulary size and the per-entity token matrix.
+      embedding_dim: output size (and id embedding size).
+      layers: hidden layer widths of the MLP (ReLU); a final linear layer maps
+        to embedding_dim. With no layers, no features and ids: identity.
+      use_ids: whether the entity id has its own embedding.
+      feature_dim: embedding size of side features (default embedding_dim).
+      seed: initialisation seed.
+      name: module name.
+    """
+    super().__init__(name=name)
+    self.num_ids = int(num_ids)
+    self.embedding_dim = int(embedding_dim)
+    self.use_ids = bool(use_ids)
+    feature_dim = int(feature_dim or embedding_dim)
+    init = lambda shape, s, scale: tf.random.stateless_normal(shape, [seed, s]) * scale
+    self.feature_names = [f[0] for f in feature_tables]
+    # Per-entity side-feature token indices: list of int32 [num_ids, L_f].
+    self.feature_values = [tf.constant(np.asarray(v, np.int32)) for _, _, v in feature_tables]
+    in_dim = 0
+    if self.use_ids:
+      # Id embeddings: [num_ids, embedding_dim].
+      self.id_table = tf.Variable(init([self.num_ids, self.embedding_dim], 1, 0.1),
+                                  name="id_embeddings")
+      in_dim += self.embedding_dim
+    self.feature_embeddings = []
+    for k, (fname, vocab_size, _) in enumerate(feature_tables):
+      self.feature_embeddings.append(tf.Variable(
+          init([int(vocab_size), feature_dim], 10 + k, 0.1), name=f"{fname}_embeddings"))
+      in_dim += feature_dim
+    self.identity = (not layers and not feature_tables and self.use_ids)
+    self.weights, self.biases = [], []
+    if not self.identity:
+      widths = list(layers) + [self.embedding_dim]
+      for k, width in enumerate(widths):
+        # He initialisation for ReLU layers, Glorot-like for the last one.
+        scale = np.sqrt((2.0 if k < len(widths) - 1 else 1.0) / in_dim)
+        self.weights.append(tf.Variable(init([in_dim, width], 100 + k, scale), name=f"w{k}"))
+        self.biases.append(tf.Variable(tf.zeros([width]), name=f"b{k}"))
+        in_dim = width
+
+  def __call__(self, ids, features):
+    parts = []
+    if self.use_ids:
+      parts.append(tf.gather(self.id_table, ids))  # [B, D]
+    for table, values in zip(self.feature_embeddings, features):
+      emb = tf.gather(table, values)  # [B, L, F]
+      mask = tf.cast(values > 0, emb.dtype)[..., None]  # [B, L, 1]
+      parts.append(tf.reduce_sum(emb * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0))
+    x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+    n = len(self.weights)
+    for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+      x = tf.matmul(x, w) + b
+      if k < n - 1:
+        x = tf.nn.relu(x)
+    return tf.math.l2_normalize(x, axis=-1)
+
+  def entity_features(self, ids):
+    """Side-feature token indices of entities `ids`: list of int32 [B, L_f]."""
+    return [tf.gather(v, ids) for v in self.feature_values]
+
+  def embed_index(self, ids):
+    """Embeds entities by index: float32 [B, embedding_dim]."""
+    return self(ids, self.entity_features(ids))
+
+  def embed_all(self, batch_size=65536):
+    """Embeds every entity, in chunks: numpy float32 [num_ids, embedding_dim]."""
+    out = []
+    for start in range(0, self.num_ids, batch_size):
+      ids = tf.range(start, min(start + batch_size, self.num_ids))
+      out.append(self.embed_index(ids).numpy())
+    return np.concatenate(out, 0) if out else np.zeros([0, self.embedding_dim], np.float32)
+
+
+def feature_tables(features, selected=None):
+  """Turns `data.interactions.Feature`s into Tower feature_tables.
+
+  Args:
+    features: tuple of Feature.
+    selected: None (all) or a collection of feature names to keep.
+  """
+  return [(f.name, len(f.vocab), f.values) for f in features
+          if selected is None or f.name in selected]
+
+
+class TwoTower(tf.Module):
+  """The pair of towers plus the temperature used by the losses and the eval."""
+
+  def __init__(self, query_tower, item_tower, name="two_tower"):
+    super().__init__(name=name)
+    self.query_tower = query_tower
+    self.item_tower = item_tower
