@@ -93,7 +93,24 @@ def sampled_softmax_loss(weights, biases, labels, inputs, num_sampled,
   target probability 1 / num_true. Sampled classes that equal a target are
   removed (logit set to -FLOAT_MAX) when remove_accidental_hits is True.
 
-  Args: as `nce_loss`; remove_accidental_hits defaults to True (as tf.nn).
+  Args:
+    weights: float [num_classes, dim].
+    biases: float [num_classes].
+    labels: int64 (any int accepted) [batch_size, num_true] target classes
+      ([batch_size] accepted when num_true == 1).
+    inputs: float [batch_size, dim].
+    num_sampled: int, negatives drawn per batch (shared by all examples).
+    num_classes: int, vocabulary size.
+    num_true: int, target classes per example.
+    sampler: one of samplers.SAMPLERS; ignored when sampled_values is given.
+    unigrams: class counts [num_classes] for sampler='unigram'.
+    distortion: exponent for sampler='unigram'.
+    remove_accidental_hits: bool, drop sampled classes equal to a target
+      (default True, as tf.nn.sampled_softmax_loss).
+    seed: optional int sampler seed.
+    sampled_values: optional precomputed (sampled int64 [num_sampled],
+      true_expected_count [batch_size, num_true],
+      sampled_expected_count [num_sampled]) triple.
 
   Note (tf.nn quirk, both losses): accidental-hit removal maps a class to ONE
   sampled position, so if `sampled_values` holds a class twice (unique=False
@@ -145,7 +162,7 @@ def _true_logits(weights, biases, labels, inputs):
 
 
 def full_softmax_loss(weights, biases, labels, inputs, chunk_size=65536):
-  """Exact softmax cross-entropy over ALL classes (eval twin of sampled softmax).
+  """Exact softmax cross-entropy over ALL classes (sampled softmax's twin).
 
   loss[b] = logsumexp_c(w_c . x_b + b_c) - (w_y . x_b + b_y), the logsumexp
   accumulated chunk by chunk of `chunk_size` classes with a running
