@@ -244,3 +244,14 @@ def test_binary_focal_loss_rejects_bad_parameters():
     losses.binary_focal_loss([1.0], [0.0], gamma=-1.0)
   with pytest.raises(ValueError):
     losses.binary_focal_loss([1.0], [0.0], alpha=1.0)
+
+
+def test_weighted_cross_entropy_loss_large_logits_finite():
+  x = tf.constant([1e4, -1e4, 1e4, -1e4])
+  z = tf.constant([1.0, 1.0, 0.0, 0.0])
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    loss = losses.weighted_cross_entropy_loss(z, x, 2.0)
+  # (0 + 2 * 1e4 + 1e4 + 0) / 4 = 7500.
+  np.testing.assert_allclose(loss.numpy(), 7500.0, rtol=1e-6)
+  assert np.all(np.isfinite(tape.gradient(loss, x).numpy()))
