@@ -228,17 +228,22 @@ def test_full_sigmoid_matches_dense_and_numpy(num_classes, chunk_size,
   np.testing.assert_allclose(got.numpy(), tf_dense, rtol=1e-12)
 
 
-def test_full_sigmoid_equals_nce_with_every_class_sampled_once():
-  # NCE with sampled = all classes except the label, expected counts 1, no
-  # hit removal = full sigmoid over all classes (num_true = 1).
+@pytest.mark.parametrize("true", [[3], [3, 1], [5, 0, 2]])
+def test_full_sigmoid_equals_nce_with_every_class_sampled_once(true):
+  # tf.nn.nce_loss with sampled = every non-target class, expected counts 1,
+  # no hit removal = full sigmoid over all classes: checks that the full twin
+  # uses tf's target 1/num_true for each true class when num_true > 1.
   r = np.random.default_rng(8)
   w, b = r.normal(size=[6, 3]), r.normal(size=[6])
   x = r.normal(size=[1, 3])
-  others = np.array([0, 1, 2, 4, 5], np.int64)
-  sv = (tf.constant(others), tf.ones([1, 1], tf.float64),
-        tf.ones([5], tf.float64))
-  nce = losses.nce_loss(w, b, [[3]], x, 5, 6, sampled_values=sv)
-  full = losses.full_sigmoid_loss(w, b, [[3]], x, chunk_size=4)
+  num_true = len(true)
+  others = np.setdiff1d(np.arange(6), true).astype(np.int64)
+  sv = (tf.constant(others), tf.ones([1, num_true], tf.float64),
+        tf.ones([len(others)], tf.float64))
+  nce = losses.nce_loss(w, b, [true], x, len(others), 6, num_true=num_true,
+                        sampled_values=sv)
+  full = losses.full_sigmoid_loss(w, b, [true], x, num_true=num_true,
+                                  chunk_size=4)
   np.testing.assert_allclose(nce.numpy(), full.numpy(), rtol=1e-12)
 
 
