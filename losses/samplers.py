@@ -42,8 +42,11 @@ def sample_candidates(sampler, true_classes, num_true, num_sampled, range_max,
       P(k) proportional to unigrams[k] ** distortion.
     uniform: tf.random.uniform_candidate_sampler, P(k) = 1 / range_max.
     learned_unigram: tf.random.learned_unigram_candidate_sampler, the
-      unigram distribution of the true classes this op has seen so far (its
-      state lives in the op kernel, is not checkpointed, starts uniform-ish).
+      unigram distribution of the true classes this op has seen so far. It
+      starts uniform, learns after each call, and its state lives in the op
+      kernel (shared by calls with the same attributes and seed, eagerly or
+      in a tf.function); it is not checkpointed and restarts uniform with the
+      process.
 
   Args:
     sampler: one of SAMPLERS.

@@ -115,3 +115,17 @@ def test_unique_expected_counts_for_uniform():
   np.testing.assert_allclose(num_tries, np.round(num_tries), atol=1e-3)
   assert np.all(np.round(num_tries) >= 10)
   np.testing.assert_allclose(true_ec.numpy()[0, 0], ec[0], rtol=1e-6)
+
+
+def test_learned_unigram_learns_from_the_true_classes():
+  # It starts uniform and, call after call of the same op, moves towards
+  # the distribution of the true classes it has seen (here only class 3).
+  tf.random.set_seed(9)
+  true_classes = tf.constant([[3]] * 50, tf.int64)
+  fractions = []
+  for _ in range(3):
+    sampled, _, _ = losses.sample_candidates(
+        "learned_unigram", true_classes, 1, 2000, 10, unique=False, seed=11)
+    fractions.append(np.mean(sampled.numpy() == 3))
+  assert fractions[0] < 0.2  # ~ uniform: 1/10
+  assert fractions[2] > 0.8
