@@ -75,7 +75,7 @@ def pareto_weights_from_gram(gram, min_weights):
     raise ValueError(
         f"sum(min_weights) = {c.sum():.6g} > 1: no feasible weights")
   slack = max(slack, 0.0)
-  gram = tf.cast(tf.convert_to_tensor(gram), tf.float64)
+  gram = tf.cast(tf.convert_to_tensor(gram, dtype_hint=tf.float64), tf.float64)
   gram.shape.assert_is_compatible_with([num_tasks, num_tasks])
   if slack == 0.0 or num_tasks == 1:
     return tf.constant(c + slack / num_tasks, tf.float64)

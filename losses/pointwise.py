@@ -24,7 +24,7 @@ def weighted_cross_entropy_loss(labels, logits, pos_weight):
     Scalar float: mean over all elements.
   """
   logits = tf.convert_to_tensor(logits)
-  labels = tf.cast(labels, logits.dtype)
+  labels = primitives.cast_like(labels, logits.dtype)
   return tf.reduce_mean(tf.nn.weighted_cross_entropy_with_logits(
       labels=labels, logits=logits, pos_weight=pos_weight))
 
@@ -64,7 +64,7 @@ def binary_focal_loss(labels, logits, gamma=2.0, alpha=0.5,
   if not 0.0 < alpha < 1.0:
     raise ValueError(f"alpha must be in (0, 1), got {alpha}")
   logits = tf.convert_to_tensor(logits)
-  labels = tf.cast(labels, logits.dtype)
+  labels = primitives.cast_like(labels, logits.dtype)
   p_gamma = tf.exp(gamma * tf.math.log_sigmoid(logits))
   one_minus_p_gamma = tf.exp(gamma * tf.math.log_sigmoid(-logits))
   weight = (alpha * labels * one_minus_p_gamma
@@ -89,7 +89,7 @@ def l2_loss(labels, predictions):
     Scalar float: mean over all elements.
   """
   predictions = tf.convert_to_tensor(predictions)
-  labels = tf.cast(labels, predictions.dtype)
+  labels = primitives.cast_like(labels, predictions.dtype)
   return tf.reduce_mean(tf.math.squared_difference(predictions, labels))
 
 

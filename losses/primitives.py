@@ -28,6 +28,14 @@ def large_negative(dtype):
   return 0.5 * float(dtype.min)
 
 
+def cast_like(x, dtype):
+  """`x` as a tensor of `dtype`; Python numbers convert directly to `dtype`.
+
+  (tf.cast of a Python float list would round through float32 first.)
+  """
+  return tf.cast(tf.convert_to_tensor(x, dtype_hint=dtype), dtype)
+
+
 def stable_sigmoid_cross_entropy(labels, logits):
   """Sigmoid cross-entropy per element, in the overflow-free form.
 
@@ -44,7 +52,7 @@ def stable_sigmoid_cross_entropy(labels, logits):
     reduction).
   """
   logits = tf.convert_to_tensor(logits)
-  labels = tf.cast(labels, logits.dtype)
+  labels = cast_like(labels, logits.dtype)
   return tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
@@ -63,7 +71,7 @@ def softmax_cross_entropy(labels, logits):
     Float tensor [...]: one loss per example (no reduction).
   """
   logits = tf.convert_to_tensor(logits)
-  labels = tf.cast(labels, logits.dtype)
+  labels = cast_like(labels, logits.dtype)
   return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 

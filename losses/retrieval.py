@@ -56,8 +56,8 @@ def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb,
   """
   primitives.check_temperature(temperature)
   src_emb = tf.convert_to_tensor(src_emb)
-  pos_emb = tf.cast(pos_emb, src_emb.dtype)
-  neg_emb = tf.cast(neg_emb, src_emb.dtype)
+  pos_emb = primitives.cast_like(pos_emb, src_emb.dtype)
+  neg_emb = primitives.cast_like(neg_emb, src_emb.dtype)
   # [batch_size, 1]
   pos_sim = tf.reduce_sum(src_emb * pos_emb, axis=-1, keepdims=True)
   # [batch_size, M]
@@ -94,13 +94,13 @@ def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
   """
   primitives.check_temperature(temperature)
   query_emb = tf.convert_to_tensor(query_emb)
-  item_emb = tf.cast(item_emb, query_emb.dtype)
+  item_emb = primitives.cast_like(item_emb, query_emb.dtype)
   dtype = query_emb.dtype
   # Scores of every query against every in-batch item: [B, B].
   logits = primitives.scale_by_temperature(
       tf.matmul(query_emb, item_emb, transpose_b=True), temperature)
   if item_log_q is not None:
-    logits -= tf.cast(tf.reshape(item_log_q, [1, -1]), dtype)
+    logits -= tf.reshape(primitives.cast_like(item_log_q, dtype), [1, -1])
   batch_size = tf.shape(logits)[0]
   if item_ids is not None:
     item_ids = tf.reshape(item_ids, [-1])
