@@ -168,7 +168,10 @@ def full_softmax_loss(weights, biases, labels, inputs, chunk_size=65536):
   accumulated chunk by chunk of `chunk_size` classes with a running
   log-add-exp, so memory is O(batch_size * chunk_size). Equals
   tf.nn.sparse_softmax_cross_entropy_with_logits on the dense logits. No
-  logQ correction and no sampling: this is the true model loss.
+  logQ correction and no sampling: this is the true model loss. It is
+  differentiable, but under a GradientTape the loop keeps every chunk's
+  logits for the backward pass; use it without a tape (eval) for the memory
+  bound.
 
   Args:
     weights: float [num_classes, dim].
