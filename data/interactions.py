@@ -93,6 +93,8 @@ class Interactions:
     user_features: tuple of `Feature` over users.
     item_features: tuple of `Feature` over items.
     item_titles: list [num_items] of display names (for the projector).
+    binary_labels: labels are 0/1 (pointwise training data with negatives),
+      not ratings.
   """
   name: str
   user_ids: np.ndarray
@@ -105,6 +107,7 @@ class Interactions:
   user_features: tuple = ()
   item_features: tuple = ()
   item_titles: list = None
+  binary_labels: bool = False
 
   @property
   def num_users(self):

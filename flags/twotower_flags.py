@@ -1,0 +1,139 @@
+"""Flags of the `twotower` app: definitions, validators, flags -> Config."""
+from absl import flags
+
+from twotower import config as config_lib
+
+ACTIONS = ("train", "eval", "export")
+
+
+def define_twotower_flags():
+  """Defines every twotower flag (call once, before app.run)."""
+  d = config_lib.DataConfig()
+  m = config_lib.ModelConfig()
+  t = config_lib.TrainConfig()
+  # Run directory and actions.
+  flags.DEFINE_string("model_dir", None, "Run directory: config, checkpoints, summaries.")
+  flags.DEFINE_bool("resume", True, "Continue from the last checkpoint of --model_dir; "
+                    "false starts over.")
+  flags.DEFINE_string("output", None, "export: output directory.")
+  flags.DEFINE_integer("top_k", 100, "export: number of items the query model returns.",
+                       lower_bound=1)
+  flags.DEFINE_enum("eval_split", "test", ["test", "validation"], "eval: which split.")
+  # Data.
+  flags.DEFINE_enum("dataset", d.dataset, list(config_lib.DATASETS),
+                    "Interactions: MovieLens (fetched and cached), synthetic, or csv "
+                    "(--data_path).")
+  flags.DEFINE_string("data_dir", d.data_dir, "Local MovieLens directory (u.data, "
+                      "ratings.dat or RecBole .inter/.item/.user); default: fetch and cache.")
+  flags.DEFINE_string("data_path", d.data_path, "--dataset=csv: the CSV/TSV file.")
+  flags.DEFINE_string("user_column", d.user_column, "csv: user id column.")
+  flags.DEFINE_string("item_column", d.item_column, "csv: item id column.")
+  flags.DEFINE_string("label_column", d.label_column, "csv: rating/label column (optional).")
+  flags.DEFINE_string("timestamp_column", d.timestamp_column, "csv: timestamp column.")
+  flags.DEFINE_string("session_column", d.session_column, "csv: session id column (jrc).")
+  flags.DEFINE_list("user_feature_columns", [], "csv: user side-feature columns.")
+  flags.DEFINE_list("item_feature_columns", [], "csv: item side-feature columns.")
+  flags.DEFINE_enum("split", d.split, list(config_lib.SPLITS),
+                    "random: seeded 80/20 (TFRS tutorial); leave_last_out: last "
+                    "interaction of each user by time.")
+  flags.DEFINE_float("test_fraction", d.test_fraction, "random split: test share.",
+                     lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_integer("split_seed", d.split_seed, "random split seed.")
+  flags.DEFINE_float("validation_fraction", d.validation_fraction,
+                     "Carve a validation split from train (same protocol) and evaluate on "
+                     "it during training; 0 = evaluate on the test split.",
+                     lower_bound=0.0, upper_bound=0.9)
+  flags.DEFINE_float("min_rating", None, "Ratings >= this are positives (others dropped, "
+                     "or labelled 0 for pointwise losses); default: every interaction is a "
+                     "positive.")
+  # Model.
+  flags.DEFINE_integer("embedding_dim", m.embedding_dim, "Output size of both towers.",
+                       lower_bound=1)
+  flags.DEFINE_list("tower_layers", [str(x) for x in m.tower_layers],
+                    "Hidden MLP widths of each tower (empty: one linear layer, or the id "
+                    "embedding itself without features).")
+  flags.DEFINE_bool("use_ids", m.use_ids, "Embed user and item ids.")
+  flags.DEFINE_bool("use_features", m.use_features, "Embed side features (MovieLens: age, "
+                    "gender, occupation; genres, year, title words).")
+  flags.DEFINE_integer("model_seed", m.seed, "Initialisation seed.")
+  # Training.
+  flags.DEFINE_enum("loss", t.loss, list(config_lib.LOSSES), "Training loss.")
+  flags.DEFINE_float("temperature", t.temperature, "Logits = cosine / temperature (> 0).")
+  flags.DEFINE_bool("logq_correction", t.logq_correction,
+                    "inbatch_softmax: subtract log item frequency (training stream).")
+  flags.DEFINE_bool("remove_accidental_hits", t.remove_accidental_hits,
+                    "inbatch/sampled softmax: drop negatives equal to the positive.")
+  flags.DEFINE_integer("num_negatives", t.num_negatives,
+                       "bce: negatives per positive; sampled_softmax: per batch.",
+                       lower_bound=1)
+  flags.DEFINE_enum("negative_sampler", t.negative_sampler, ["uniform", "popularity"],
+                    "bce/sampled_softmax negatives: uniform or popularity^0.75.")
+  flags.DEFINE_float("pos_weight", t.pos_weight, "weighted_ce: weight of positives.",
+                     lower_bound=0.0)
+  flags.DEFINE_float("focal_gamma", t.focal_gamma, "focal: gamma.", lower_bound=0.0)
+  flags.DEFINE_float("focal_alpha", t.focal_alpha, "focal: alpha.", lower_bound=0.0,
+                     upper_bound=1.0)
+  flags.DEFINE_float("jrc_alpha", t.jrc_alpha, "jrc: weight of the calibration term.",
+                     lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_enum("optimizer", t.optimizer, ["adam", "adagrad", "sgd"], "Optimiser.")
+  flags.DEFINE_float("learning_rate", t.learning_rate, "Initial learning rate.",
+                     lower_bound=0.0)
+  flags.DEFINE_float("final_learning_rate_fraction", t.final_learning_rate_fraction,
+                     "The LR decays linearly to this fraction of --learning_rate.",
+                     lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_integer("batch_size", t.batch_size, "Examples per step.", lower_bound=2)
+  flags.DEFINE_integer("epochs", t.epochs, "Passes over the training split.", lower_bound=1)
+  flags.DEFINE_integer("seed", t.seed, "Shuffle and sampling seed.")
+  flags.DEFINE_integer("checkpoint_every", t.checkpoint_every, "Checkpoint every N steps.",
+                       lower_bound=1)
+  flags.DEFINE_integer("log_every", t.log_every, "Summaries every N steps.", lower_bound=1)
+  flags.DEFINE_bool("eval_every_epoch", t.eval_every_epoch,
+                    "Full-corpus eval after each epoch (TensorBoard eval/*).")
+  flags.DEFINE_bool("include_seen", t.include_seen,
+                    "Keep each user's training items in the ranking (as TFRS "
+                    "FactorizedTopK does); default: excluded.")
+  flags.DEFINE_bool("jit_compile", t.jit_compile, "XLA-compile the train step.")
+
+  flags.register_validator("temperature", lambda v: v > 0,
+                           message="--temperature must be > 0 (logits are divided by it)")
+  flags.register_validator("tower_layers", _positive_ints,
+                           message="--tower_layers must be positive integers, e.g. 64,32")
+  flags.register_multi_flags_validator(
+      ["dataset", "data_path"], lambda f: f["dataset"] != "csv" or bool(f["data_path"]),
+      message="--dataset=csv needs --data_path=<file.csv or .tsv>")
+  flags.register_multi_flags_validator(
+      ["use_ids", "use_features"], lambda f: f["use_ids"] or f["use_features"],
+      message="the towers need an input: --use_ids or --use_features")
+
+
+def _positive_ints(values):
+  try:
+    return all(int(v) > 0 for v in values)
+  except ValueError:
+    return False
+
+
+def config_from_flags(f):
+  """Builds the frozen `Config` from parsed flags."""
+  data = config_lib.DataConfig(
+      dataset=f.dataset, data_dir=f.data_dir, data_path=f.data_path,
+      user_column=f.user_column, item_column=f.item_column, label_column=f.label_column,
+      timestamp_column=f.timestamp_column, session_column=f.session_column,
+      user_feature_columns=tuple(f.user_feature_columns),
+      item_feature_columns=tuple(f.item_feature_columns), split=f.split,
+      test_fraction=f.test_fraction, split_seed=f.split_seed,
+      validation_fraction=f.validation_fraction, min_rating=f.min_rating)
+  model = config_lib.ModelConfig(
+      embedding_dim=f.embedding_dim, tower_layers=tuple(int(x) for x in f.tower_layers),
+      use_ids=f.use_ids, use_features=f.use_features, seed=f.model_seed)
+  train = config_lib.TrainConfig(
+      loss=f.loss, temperature=f.temperature, logq_correction=f.logq_correction,
+      remove_accidental_hits=f.remove_accidental_hits, num_negatives=f.num_negatives,
+      negative_sampler=f.negative_sampler, pos_weight=f.pos_weight,
+      focal_gamma=f.focal_gamma, focal_alpha=f.focal_alpha, jrc_alpha=f.jrc_alpha,
+      optimizer=f.optimizer, learning_rate=f.learning_rate,
+      final_learning_rate_fraction=f.final_learning_rate_fraction, batch_size=f.batch_size,
+      epochs=f.epochs, seed=f.seed, checkpoint_every=f.checkpoint_every,
+      log_every=f.log_every, eval_every_epoch=f.eval_every_epoch,
+      include_seen=f.include_seen, jit_compile=f.jit_compile)
+  return config_lib.Config(model_dir=f.model_dir, data=data, model=model, train=train)

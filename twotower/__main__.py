@@ -1,0 +1,79 @@
+"""`twotower train|eval|export`: the two-tower retrieval app (thin absl entry point).
+
+  twotower train  --dataset=movielens-100k --loss=inbatch_softmax --model_dir=runs/tt
+  twotower eval   --model_dir=runs/tt
+  twotower export --model_dir=runs/tt --output=export/tt
+Flags are read here only; the library takes the frozen `Config` built from them.
+"""
+import json
+import os
+import sys
+
+from absl import flags
+from absl import logging
+
+from data.atomic import atomic_write
+from data.errors import UserError
+from flags import twotower_flags
+from training import app
+
+twotower_flags.define_twotower_flags()
+FLAGS = flags.FLAGS
+
+USAGE = ("usage: twotower {train,eval,export} --model_dir=DIR [flags]  "
+         "(twotower --helpshort for flags)")
+
+
+def _format(metrics):
+  keys = ["hit@1", "hit@5", "hit@10", "hit@50", "hit@100", "recall@10", "recall@100",
+          "ndcg@10", "mrr", "cross_entropy"]
+  return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+def main(argv):
+  """Dispatches the positional action."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  actions = [a for a in argv[1:]]
+  if len(actions) != 1 or actions[0] not in twotower_flags.ACTIONS:
+    raise UserError(f"expected one action, got {' '.join(actions) or 'none'}: {USAGE}")
+  action = actions[0]
+  if not FLAGS.model_dir:
+    raise UserError(f"--model_dir is required: {USAGE}")
+  # Heavy imports after flag parsing, so that --help and flag errors are fast.
+  from twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  from twotower import train as train_lib  # pylint: disable=import-outside-toplevel
+  if action == "train":
+    config = twotower_flags.config_from_flags(FLAGS)
+    _, last = train_lib.train(config, resume=FLAGS.resume)
+    if last:
+      main_metrics = last["seen_included" if config.train.include_seen else "seen_excluded"]
+      print(f"trained {config.model_dir}: {_format(main_metrics)}")
+    return 0
+  if action == "eval":
+    config, prepared, two_tower = train_lib.restore(FLAGS.model_dir)
+    both = train_lib.evaluate_both(two_tower, prepared, FLAGS.eval_split,
+                                   config.train.temperature)
+    primary = "seen_included" if FLAGS.include_seen else "seen_excluded"
+    result = {"split": FLAGS.eval_split, "primary": primary, **both}
+    with atomic_write(os.path.join(FLAGS.model_dir, "eval.json")) as f:
+      json.dump(result, f, indent=2, sort_keys=True)
+      f.write("\n")
+    for name in (primary, "seen_included" if primary == "seen_excluded" else "seen_excluded"):
+      print(f"{FLAGS.eval_split} ({name.replace('_', ' ')}): {_format(both[name])}")
+    return 0
+  if not FLAGS.output:
+    raise UserError("export needs --output=<directory>")
+  paths = export_lib.export(FLAGS.model_dir, FLAGS.output, FLAGS.top_k)
+  for k, v in paths.items():
+    print(f"{k}: {v}")
+  return 0
+
+
+def run():
+  """Console-script entry point."""
+  logging.set_verbosity(logging.INFO)
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

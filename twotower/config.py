@@ -1,0 +1,112 @@
+"""Frozen configuration of a two-tower run, built once from flags.
+
+The resolved `Config` is written as `config.json` into the model directory;
+`twotower eval` and `twotower export` rebuild the data and the towers from it.
+`data` and `model` must match to resume or evaluate a run (`compatible_with`).
+"""
+import dataclasses
+import json
+
+LOSSES = ("inbatch_softmax", "bce", "sampled_softmax", "info_nce", "weighted_ce", "focal",
+          "jrc")
+POINTWISE_LOSSES = ("weighted_ce", "focal", "jrc")
+DATASETS = ("movielens-100k", "movielens-1m", "synthetic", "csv")
+SPLITS = ("random", "leave_last_out")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where interactions come from and how they are split."""
+  dataset: str = "movielens-100k"
+  data_dir: str = ""
+  data_path: str = ""
+  user_column: str = "user_id"
+  item_column: str = "item_id"
+  label_column: str = ""
+  timestamp_column: str = ""
+  session_column: str = ""
+  user_feature_columns: tuple = ()
+  item_feature_columns: tuple = ()
+  split: str = "random"
+  test_fraction: float = 0.2
+  split_seed: int = 42
+  validation_fraction: float = 0.0
+  min_rating: float = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Tower architecture."""
+  embedding_dim: int = 32
+  tower_layers: tuple = (64,)
+  use_ids: bool = True
+  use_features: bool = True
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Loss, optimiser and schedule."""
+  loss: str = "inbatch_softmax"
+  temperature: float = 0.2
+  logq_correction: bool = True
+  remove_accidental_hits: bool = True
+  num_negatives: int = 4
+  negative_sampler: str = "popularity"
+  pos_weight: float = 1.0
+  focal_gamma: float = 2.0
+  focal_alpha: float = 0.5
+  jrc_alpha: float = 0.5
+  optimizer: str = "adam"
+  learning_rate: float = 0.01
+  final_learning_rate_fraction: float = 0.1
+  batch_size: int = 1024
+  epochs: int = 6
+  seed: int = 0
+  checkpoint_every: int = 500
+  log_every: int = 50
+  eval_every_epoch: bool = True
+  include_seen: bool = False
+  jit_compile: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  model_dir: str
+  data: DataConfig = DataConfig()
+  model: ModelConfig = ModelConfig()
+  train: TrainConfig = TrainConfig()
+
+  def to_json(self):
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d):
+    def build(klass, values):
+      fields = {f.name for f in dataclasses.fields(klass)}
+      kw = {}
+      for k, v in values.items():
+        if k in fields:
+          kw[k] = tuple(v) if isinstance(v, list) else v
+      return klass(**kw)
+    return cls(model_dir=d["model_dir"], data=build(DataConfig, d.get("data", {})),
+               model=build(ModelConfig, d.get("model", {})),
+               train=build(TrainConfig, d.get("train", {})))
+
+  def compatible_with(self, other):
+    """Returns a list of 'section.field: a != b' differences that forbid resuming."""
+    diffs = []
+    for section in ("data", "model"):
+      a, b = dataclasses.asdict(getattr(self, section)), dataclasses.asdict(getattr(other,
+                                                                                   section))
+      for k in sorted(set(a) | set(b)):
+        if k == "data_dir":  # where the files are, not what they are
+          continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, list):
+          va = tuple(va)
+        if isinstance(vb, list):
+          vb = tuple(vb)
+        if va != vb:
+          diffs.append(f"{section}.{k}: {vb!r} in the run, {va!r} now")
+    return diffs

@@ -1,0 +1,106 @@
+"""Export: item embeddings (.npy + metadata.tsv) and a SavedModel of the query tower.
+
+Output directory:
+  item_embeddings.npy   float32 [num_items, D], row i = item_ids[i]
+  metadata.tsv          header `item_id<TAB>title`, one row per item (projector labels)
+  query_model/          SavedModel. Signatures (all brute force over the exported
+                        item embeddings, best first):
+    serving_default(user_id: string [B]) -> {item_ids: string [B, K],
+        scores: float32 [B, K]}; uses the user's side features seen in training.
+    serve_with_features(user_id: string [B], <feature>: string [B], ...) -> same;
+        multi-valued features are '|'-separated.
+  A user id unseen at training time fails with InvalidArgumentError
+  "unknown user id".
+"""
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data.atomic import atomic_save_npy
+from twotower import metrics
+from twotower import train as train_lib
+
+
+class QueryModel(tf.Module):
+  """Raw user id (+ features) -> top-K item ids and scores."""
+
+  def __init__(self, query_tower, user_ids, user_features, item_ids, item_embeddings, k):
+    super().__init__(name="query_model")
+    self.tower = query_tower
+    self.k = int(min(k, len(item_ids)))
+    self.user_table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant([str(u) for u in user_ids]), tf.range(len(user_ids), dtype=tf.int64)),
+        default_value=-1)
+    self.feature_names = [f.name for f in user_features] if query_tower.feature_values else []
+    self.feature_tables = []
+    self.feature_widths = []
+    for f in (user_features if self.feature_names else ()):
+      self.feature_tables.append(tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(
+              tf.constant(list(f.vocab)), tf.range(len(f.vocab), dtype=tf.int32)),
+          default_value=0))
+      self.feature_widths.append(int(f.values.shape[1]))
+    self.item_ids = tf.constant([str(i) for i in item_ids])
+    self.item_embeddings = tf.Variable(np.asarray(item_embeddings, np.float32),
+                                       trainable=False, name="item_embeddings")
+    self.serving_default = tf.function(
+        self._by_id, input_signature=[tf.TensorSpec([None], tf.string, name="user_id")])
+    specs = [tf.TensorSpec([None], tf.string, name="user_id")] + [
+        tf.TensorSpec([None], tf.string, name=n) for n in self.feature_names]
+    self.serve_with_features = tf.function(self._with_features, input_signature=specs)
+
+  def _index(self, user_id):
+    idx = self.user_table.lookup(user_id)
+    check = tf.debugging.Assert(tf.reduce_all(idx >= 0), [
+        "unknown user id (not seen at training time):",
+        tf.boolean_mask(user_id, idx < 0)], summarize=10)
+    with tf.control_dependencies([check]):
+      return tf.identity(idx)
+
+  def _top_k(self, query):
+    scores, pos = metrics.top_k(query, self.item_embeddings, self.k)
+    return {"item_ids": tf.gather(self.item_ids, pos), "scores": scores}
+
+  def _by_id(self, user_id):
+    idx = self._index(user_id)
+    return self._top_k(self.tower.embed_index(idx))
+
+  def _with_features(self, user_id, *features):
+    idx = self._index(user_id)
+    values = []
+    for table, width, raw in zip(self.feature_tables, self.feature_widths, features):
+      tokens = tf.strings.split(raw, "|").to_tensor(default_value="", shape=[None, width])
+      values.append(table.lookup(tokens))
+    return self._top_k(self.tower(idx, values))
+
+
+def export(model_dir, output, k=100):
+  """Exports the run in `model_dir` to `output` (replaced atomically). Returns paths."""
+  config, prepared, two_tower = train_lib.restore(model_dir)
+  data = prepared.data
+  item_emb = two_tower.item_tower.embed_all()
+  output = os.path.abspath(output)
+  parent = os.path.dirname(output)
+  os.makedirs(parent, exist_ok=True)
+  tmp = output + ".tmp-export"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  atomic_save_npy(os.path.join(tmp, "item_embeddings.npy"), item_emb)
+  train_lib.write_metadata(os.path.join(tmp, "metadata.tsv"), data)
+  module = QueryModel(two_tower.query_tower, data.user_ids, data.user_features, data.item_ids,
+                      item_emb, k)
+  tf.saved_model.save(module, os.path.join(tmp, "query_model"), signatures={
+      "serving_default": module.serving_default,
+      "serve_with_features": module.serve_with_features})
+  if os.path.isdir(output):
+    shutil.rmtree(output)
+  os.replace(tmp, output)
+  logging.info("exported %d item embeddings and the query model to %s", len(item_emb), output)
+  del config
+  return {"item_embeddings": os.path.join(output, "item_embeddings.npy"),
+          "metadata": os.path.join(output, "metadata.tsv"),
+          "query_model": os.path.join(output, "query_model")}

@@ -1,0 +1,130 @@
+"""Loads the configured interactions and splits them: train / eval / test.
+
+`prepare(data_config)` is deterministic, so training, `twotower eval` and
+`twotower export` all see the same vocabularies and the same split.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data import interactions as ilib
+from data import movielens
+from data import synthetic
+from data.errors import UserError
+
+
+@dataclasses.dataclass
+class Prepared:
+  """The data of one run.
+
+  Attributes:
+    data: all interactions (vocabularies, side features, titles).
+    train: interactions the model trains on.
+    test: held-out interactions (the test split).
+    valid: interactions carved from train for tuning (None without
+      --validation_fraction).
+    seen_train: CSR of items each user has in `train` (excluded in eval).
+    seen_all_train: CSR of items in train + valid (excluded when testing).
+  """
+  data: ilib.Interactions
+  train: ilib.Interactions
+  test: ilib.Interactions
+  valid: ilib.Interactions = None
+  seen_train: tuple = None
+  seen_all_train: tuple = None
+
+  def eval_split(self, which):
+    """(interactions, seen CSR) for 'test' or 'validation', positives only."""
+    if which == "validation":
+      if self.valid is None:
+        raise UserError("there is no validation split: train with --validation_fraction > 0")
+      return positives_only(self.valid), self.seen_train
+    return positives_only(self.test), self.seen_all_train
+
+
+def positives_only(data):
+  """Drops rows labelled 0 (pointwise data); others pass through."""
+  if data.labels is None or not data.binary_labels:
+    return data
+  return data.subset(np.flatnonzero(data.labels > 0))
+
+
+def load(config):
+  """Reads the dataset named by a `DataConfig`."""
+  c = config
+  if c.dataset in ("movielens-100k", "movielens-1m"):
+    return movielens.load(c.dataset, c.data_dir or None)
+  if c.dataset == "synthetic":
+    return synthetic.generate()
+  if c.dataset == "csv":
+    if not c.data_path:
+      raise UserError("--dataset=csv needs --data_path=<file.csv or .tsv>")
+    return ilib.read_interactions(
+        c.data_path, c.user_column, c.item_column, c.label_column or None,
+        c.timestamp_column or None, c.session_column or None, c.user_feature_columns,
+        c.item_feature_columns)
+  raise UserError(f"unknown dataset {c.dataset!r}")
+
+
+def prepare(config, pointwise=False):
+  """Loads, filters and splits the data of a `DataConfig`.
+
+  Args:
+    config: DataConfig.
+    pointwise: the loss trains on labelled rows (positives and negatives):
+      ratings >= min_rating become label 1, others 0, and all rows are kept.
+      Otherwise rows below min_rating are dropped and every kept row is a positive.
+
+  Returns:
+    `Prepared`.
+  """
+  data = load(config)
+  if not len(data):
+    raise UserError(f"{data.name} has no interactions")
+  if pointwise:
+    if data.labels is None:
+      raise UserError("pointwise losses (weighted_ce, focal, jrc) need a label/rating column: "
+                      "set --label_column or use --loss=inbatch_softmax")
+    if config.min_rating is not None:
+      labels = (data.labels >= config.min_rating).astype(np.float32)
+    else:
+      labels = data.labels
+      if not np.all((labels == 0) | (labels == 1)):
+        raise UserError("labels are not 0/1: pass --min_rating to turn ratings into labels")
+    data = dataclasses.replace(data, labels=labels, binary_labels=True)
+  else:
+    data = ilib.positives(data, config.min_rating)
+  train, test = ilib.split(data, config.split, config.test_fraction, config.split_seed)
+  full_train = train
+  valid = None
+  if config.validation_fraction > 0:
+    train, valid = ilib.split(train, config.split, config.validation_fraction,
+                              config.split_seed + 1)
+  if not len(positives_only(test)):
+    raise UserError("the test split has no positive interaction: lower --min_rating")
+  logging.info("%s: %d users, %d items, %d train / %d valid / %d test interactions",
+               data.name, data.num_users, data.num_items, len(train),
+               0 if valid is None else len(valid), len(test))
+  return Prepared(data=data, train=train, test=test, valid=valid,
+                  seen_train=ilib.seen_items(positives_only(train)),
+                  seen_all_train=ilib.seen_items(positives_only(full_train)))
+
+
+def epoch_dataset(train, batch_size, epoch, seed, skip_batches=0, drop_remainder=True):
+  """tf.data batches of one epoch, shuffled by (seed, epoch) so resumes repeat it.
+
+  Yields dicts: "user" int64 [B], "item" int64 [B], "label" float32 [B],
+  "session" int64 [B] (the user when the data has no sessions).
+  """
+  perm = np.random.RandomState([seed, epoch]).permutation(len(train))
+  labels = train.labels if train.labels is not None else np.ones(len(train), np.float32)
+  sessions = train.sessions if train.sessions is not None else train.users
+  ds = tf.data.Dataset.from_tensor_slices({
+      "user": train.users[perm], "item": train.items[perm],
+      "label": labels[perm].astype(np.float32), "session": sessions[perm]})
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  if skip_batches:
+    ds = ds.skip(skip_batches)
+  return ds.prefetch(tf.data.AUTOTUNE)

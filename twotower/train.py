@@ -1,0 +1,419 @@
+"""Two-tower training: hand-written tf.function step, summaries, checkpoints, resume.
+
+Layout of a model directory:
+  config.json        the resolved `Config` of the run
+  ckpt/              tf.train.Checkpoint files (towers, optimiser, step)
+  train/, eval/      TensorBoard summaries (train/loss, train/learning_rate,
+                     train/examples_per_sec, eval/*, hparams)
+  projector/         item embeddings + titles for the TensorBoard projector
+  eval.json          written by `twotower eval`
+"""
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data.atomic import atomic_write
+from data.errors import UserError
+from training.progress import Progress
+from twotower import config as config_lib
+from twotower import inputs
+from twotower import metrics
+from twotower import model as model_lib
+
+CONFIG_FILE = "config.json"
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def build_model(config, data):
+  """Builds the `TwoTower` of a `Config` over the vocabularies of `data`."""
+  m = config.model
+  uf = model_lib.feature_tables(data.user_features) if m.use_features else []
+  itf = model_lib.feature_tables(data.item_features) if m.use_features else []
+  if not m.use_ids and not uf:
+    raise UserError("the query tower has no input: --use_ids=false needs user side features")
+  if not m.use_ids and not itf:
+    raise UserError("the item tower has no input: --use_ids=false needs item side features")
+  query = model_lib.Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
+                          seed=m.seed * 2 + 1, name="query_tower")
+  item = model_lib.Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
+                         seed=m.seed * 2 + 2, name="item_tower")
+  return model_lib.TwoTower(query, item)
+
+
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear decay from `initial` to `initial * final_fraction` over `total_steps`."""
+
+  def __init__(self, initial, total_steps, final_fraction):
+    self.initial = float(initial)
+    self.total_steps = max(int(total_steps), 1)
+    self.final_fraction = float(final_fraction)
+
+  def __call__(self, step):
+    done = tf.minimum(tf.cast(step, tf.float32) / self.total_steps, 1.0)
+    return self.initial * (1.0 - (1.0 - self.final_fraction) * done)
+
+  def get_config(self):
+    return {"initial": self.initial, "total_steps": self.total_steps,
+            "final_fraction": self.final_fraction}
+
+
+def make_optimizer(train_config, total_steps):
+  c = train_config
+  schedule = LinearDecay(c.learning_rate, total_steps, c.final_learning_rate_fraction)
+  if c.optimizer == "adam":
+    return keras.optimizers.Adam(schedule), schedule
+  if c.optimizer == "adagrad":
+    return keras.optimizers.Adagrad(schedule), schedule
+  return keras.optimizers.SGD(schedule), schedule
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def negative_distribution(train_config, item_counts):
+  """Probabilities [num_items] the sampled-negative losses draw from."""
+  import losses  # pylint: disable=import-outside-toplevel
+  n = len(item_counts)
+  if train_config.negative_sampler == "uniform":
+    return losses.sampler_probabilities("uniform", n)
+  return losses.sampler_probabilities("unigram", n, unigrams=np.maximum(item_counts, 1e-3),
+                                      distortion=0.75)
+
+
+def make_loss_fn(config, two_tower, item_counts):
+  """Returns loss(batch, step) -> scalar for the configured loss.
+
+  Args:
+    config: `Config`.
+    two_tower: `TwoTower`.
+    item_counts: int [num_items] item frequencies in the training stream
+      (logQ correction and popularity negatives).
+  """
+  import losses  # pylint: disable=import-outside-toplevel
+  t = config.train
+  qt, it = two_tower.query_tower, two_tower.item_tower
+  num_items = it.num_ids
+  temperature = t.temperature
+  # log Q(item): the item's share of the training stream, [num_items].
+  log_q = tf.constant(np.log(np.maximum(item_counts, 1) / max(item_counts.sum(), 1)),
+                      tf.float32)
+  neg_logits = tf.constant(np.log(np.maximum(negative_distribution(t, item_counts),
+                                             1e-30)).astype(np.float32)[None, :])
+  unigrams = [float(x) for x in np.maximum(item_counts, 1e-3)]
+  sampler = "uniform" if t.negative_sampler == "uniform" else "unigram"
+
+  def loss_fn(batch, step):
+    users, items = batch["user"], batch["item"]
+    q = qt.embed_index(users)  # [B, D]
+    if t.loss == "inbatch_softmax":
+      c = it.embed_index(items)  # [B, D]
+      return losses.in_batch_softmax_loss(
+          q, c, temperature,
+          item_log_q=tf.gather(log_q, items) if t.logq_correction else None,
+          item_ids=items if t.remove_accidental_hits else None)
+    if t.loss == "info_nce":
+      c = it.embed_index(items)
+      return losses.info_nce_loss(tf.concat([q, c], 0), temperature)
+    if t.loss == "bce":
+      c = it.embed_index(items)
+      b = tf.shape(users)[0]
+      # Negatives per positive: [B, N] item indices.
+      seed = tf.stack([tf.cast(step, tf.int32), tf.constant(t.seed, tf.int32)])
+      neg = tf.random.stateless_categorical(tf.tile(neg_logits, [b, 1]), t.num_negatives,
+                                            seed)
+      nc = tf.reshape(it.embed_index(tf.reshape(neg, [-1])), [b, t.num_negatives, -1])
+      pos_logit = tf.reduce_sum(q * c, -1) / temperature  # [B]
+      neg_logit = tf.einsum("bd,bnd->bn", q, nc) / temperature  # [B, N]
+      return losses.sigmoid_cross_entropy_loss(pos_logit, neg_logit)
+    if t.loss == "sampled_softmax":
+      # The item tower over the whole corpus: [num_items, D] (fine up to ~1e5 items).
+      all_items = it.embed_index(tf.range(num_items))
+      return losses.sampled_softmax_loss(
+          all_items, tf.zeros([num_items]), items[:, None], q / temperature,
+          num_sampled=t.num_negatives, num_classes=num_items, sampler=sampler,
+          unigrams=unigrams if sampler == "unigram" else None,
+          remove_accidental_hits=t.remove_accidental_hits)
+    # Pointwise heads over labelled (user, item) rows.
+    c = it.embed_index(items)
+    logit = tf.reduce_sum(q * c, -1) / temperature  # [B]
+    labels = batch["label"]
+    if t.loss == "weighted_ce":
+      return losses.weighted_cross_entropy_loss(labels, logit, t.pos_weight)
+    if t.loss == "focal":
+      return losses.binary_focal_loss(labels, logit, t.focal_gamma, t.focal_alpha)
+    if t.loss == "jrc":
+      two = tf.stack([tf.zeros_like(logit), logit], -1)  # [B, 2]
+      return losses.jrc_loss(labels, two, batch["session"], t.jrc_alpha)
+    raise ValueError(f"unknown loss {t.loss!r}")
+
+  return loss_fn
+
+
+# ----------------------------------------------------------------------------- run dir
+
+
+def write_config(config):
+  with atomic_write(os.path.join(config.model_dir, CONFIG_FILE)) as f:
+    f.write(config.to_json() + "\n")
+
+
+def read_config(model_dir):
+  """Reads the `Config` of a run directory (UserError if there is none)."""
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise UserError(f"{model_dir!r} holds no two-tower run ({CONFIG_FILE} missing): "
+                    "train first with `twotower train --model_dir=...`")
+  try:
+    with open(path, encoding="utf-8") as f:
+      return config_lib.Config.from_dict(json.load(f))
+  except (ValueError, KeyError, TypeError) as e:
+    raise UserError(f"{path} is not a two-tower config ({e})") from None
+
+
+def check_model_dir(config, resume):
+  """Starts over (resume=False) or checks that model_dir holds a compatible run."""
+  ckpt_dir = os.path.join(config.model_dir, "ckpt")
+  if not resume:
+    for sub in ("ckpt", "train", "eval"):
+      shutil.rmtree(os.path.join(config.model_dir, sub), ignore_errors=True)
+    return
+  if not os.path.exists(os.path.join(config.model_dir, CONFIG_FILE)):
+    if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+      raise UserError(f"{config.model_dir!r} holds checkpoints but no {CONFIG_FILE}: "
+                      "use another --model_dir or --resume=false")
+    return
+  old = read_config(config.model_dir)
+  diffs = config.compatible_with(old)
+  if diffs and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    raise UserError(f"{config.model_dir!r} holds an incompatible run ({'; '.join(diffs[:3])}): "
+                    "use another --model_dir, the same flags, or --resume=false to start over")
+
+
+def make_checkpoint(two_tower, optimizer=None):
+  step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
+  kw = {"query_tower": two_tower.query_tower, "item_tower": two_tower.item_tower, "step": step}
+  if optimizer is not None:
+    kw["optimizer"] = optimizer
+  return tf.train.Checkpoint(**kw), step
+
+
+def restore(model_dir):
+  """Rebuilds the towers of a finished (or interrupted) run from its last checkpoint.
+
+  Returns:
+    (config, prepared, two_tower).
+  """
+  config = read_config(model_dir)
+  config = dataclasses.replace(config, model_dir=model_dir)
+  prepared = inputs.prepare(config.data, config.train.loss in config_lib.POINTWISE_LOSSES)
+  two_tower = build_model(config, prepared.data)
+  ckpt, step = make_checkpoint(two_tower)
+  latest = tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt"))
+  if latest is None:
+    raise UserError(f"{model_dir!r} has no checkpoint yet: train first")
+  ckpt.restore(latest).expect_partial()
+  logging.info("restored %s (step %d)", latest, int(step.numpy()))
+  return config, prepared, two_tower
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def evaluate(two_tower, prepared, split="test", include_seen=False, temperature=1.0):
+  """Full-corpus metrics of the towers on one split (see twotower/metrics.py)."""
+  data, seen = prepared.eval_split(split)
+  query = two_tower.query_tower.embed_all()
+  items = two_tower.item_tower.embed_all()
+  return metrics.evaluate(query, items, data.users, data.items,
+                          None if include_seen else seen, temperature)
+
+
+def evaluate_both(two_tower, prepared, split="test", temperature=1.0):
+  """{'seen_excluded': {...}, 'seen_included': {...}} for one split."""
+  data, seen = prepared.eval_split(split)
+  query = two_tower.query_tower.embed_all()
+  items = two_tower.item_tower.embed_all()
+  out = {}
+  for name, exclude in (("seen_excluded", seen), ("seen_included", None)):
+    out[name] = metrics.evaluate(query, items, data.users, data.items, exclude, temperature)
+  return out
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _validate(config, prepared):
+  t = config.train
+  n_items = prepared.data.num_items
+  if t.loss in ("bce", "sampled_softmax") and t.num_negatives >= n_items:
+    raise UserError(f"--num_negatives={t.num_negatives} is not below the number of items "
+                    f"({n_items}): use fewer negatives")
+  if len(prepared.train) < t.batch_size and t.loss in ("inbatch_softmax", "info_nce"):
+    raise UserError(f"--batch_size={t.batch_size} exceeds the {len(prepared.train)} training "
+                    "interactions: use a smaller batch")
+
+
+def train(config, prepared=None, resume=True):
+  """Trains (or resumes) the run described by `config`.
+
+  Args:
+    config: `Config`.
+    prepared: `inputs.Prepared` (default: built from config.data).
+    resume: continue from the last checkpoint of model_dir if any.
+
+  Returns:
+    (two_tower, last eval metrics dict or {}).
+  """
+  t = config.train
+  pointwise = t.loss in config_lib.POINTWISE_LOSSES
+  os.makedirs(config.model_dir, exist_ok=True)
+  check_model_dir(config, resume)
+  if prepared is None:
+    prepared = inputs.prepare(config.data, pointwise)
+  _validate(config, prepared)
+  write_config(config)
+  train_data = prepared.train
+  two_tower = build_model(config, prepared.data)
+  drop = t.loss in ("inbatch_softmax", "info_nce")
+  steps_per_epoch = (len(train_data) // t.batch_size if drop
+                     else -(-len(train_data) // t.batch_size))
+  total_steps = max(steps_per_epoch * t.epochs, 1)
+  optimizer, schedule = make_optimizer(t, total_steps)
+  variables = list(two_tower.trainable_variables)
+  optimizer.build(variables)
+  ckpt, step_var = make_checkpoint(two_tower, optimizer)
+  manager = tf.train.CheckpointManager(ckpt, os.path.join(config.model_dir, "ckpt"),
+                                       max_to_keep=3)
+  if resume and manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint)
+    logging.info("resuming from %s at step %d", manager.latest_checkpoint,
+                 int(step_var.numpy()))
+  item_counts = positives_counts(train_data)
+  loss_fn = make_loss_fn(config, two_tower, item_counts)
+
+  @tf.function(autograph=False, jit_compile=t.jit_compile)
+  def train_step(batch):
+    with tf.GradientTape() as tape:
+      loss = loss_fn(batch, step_var)
+    grads = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(grads, variables))
+    step_var.assign_add(1)
+    return loss
+
+  train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+  eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
+  loss_mean = tf.keras.metrics.Mean("loss")
+  start_step = int(step_var.numpy())
+  progress = Progress(total_steps * t.batch_size, unit="examples", label="train")
+  progress.update(start_step * t.batch_size)
+  last_eval = {}
+  window_start, window_examples = time.monotonic(), 0
+  step = start_step
+  for epoch in range(start_step // max(steps_per_epoch, 1), t.epochs):
+    skip = step - epoch * steps_per_epoch
+    for batch in inputs.epoch_dataset(train_data, t.batch_size, epoch, t.seed, skip, drop):
+      loss = train_step(batch)
+      loss_mean.update_state(loss)
+      step += 1
+      window_examples += int(batch["user"].shape[0])
+      if step % t.log_every == 0 or step == total_steps:
+        now = time.monotonic()
+        rate = window_examples / max(now - window_start, 1e-9)
+        window_start, window_examples = now, 0
+        value = float(loss_mean.result())
+        if not np.isfinite(value):
+          raise UserError(f"the loss became {value} at step {step}: lower --learning_rate or "
+                          "raise --temperature")
+        with train_writer.as_default(step=step):
+          tf.summary.scalar("train/loss", value)
+          tf.summary.scalar("train/learning_rate", float(schedule(step)))
+          tf.summary.scalar("train/examples_per_sec", rate)
+        loss_mean.reset_state()
+        progress.update(step * t.batch_size, loss=value)
+      if step % t.checkpoint_every == 0:
+        manager.save(checkpoint_number=step)
+    if t.eval_every_epoch or epoch == t.epochs - 1:
+      split = "validation" if prepared.valid is not None else "test"
+      both = evaluate_both(two_tower, prepared, split, t.temperature)
+      last_eval = both
+      main = both["seen_included" if t.include_seen else "seen_excluded"]
+      with eval_writer.as_default(step=step):
+        for k, v in main.items():
+          tf.summary.scalar(f"eval/{k}", v)
+        for k, v in both["seen_included" if not t.include_seen else "seen_excluded"].items():
+          tf.summary.scalar(f"eval_{'seen_included' if not t.include_seen else 'seen_excluded'}"
+                            f"/{k}", v)
+      logging.info("epoch %d (%s): hit@10 %.4f hit@100 %.4f ndcg@10 %.4f mrr %.4f | seen "
+                   "included hit@100 %.4f", epoch + 1, split, main["hit@10"], main["hit@100"],
+                   main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
+  manager.save(checkpoint_number=step)
+  progress.update(step * t.batch_size, force=True)
+  write_hparams(config, train_writer, last_eval)
+  write_projector(config.model_dir, two_tower, prepared.data)
+  train_writer.flush()
+  eval_writer.flush()
+  return two_tower, last_eval
+
+
+def positives_counts(train_data):
+  """Item frequencies of the positive training stream: int64 [num_items]."""
+  if train_data.labels is not None and train_data.binary_labels:
+    keep = train_data.labels > 0
+    return np.bincount(train_data.items[keep], minlength=train_data.num_items)
+  return train_data.item_counts()
+
+
+def write_hparams(config, writer, last_eval):
+  """Logs the hyper-parameters (TensorBoard HParams plugin, with a text fallback)."""
+  flat = {}
+  for section in ("data", "model", "train"):
+    for k, v in dataclasses.asdict(getattr(config, section)).items():
+      flat[f"{section}.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+  with writer.as_default(step=0):
+    try:
+      from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
+      hp.hparams({k: v for k, v in flat.items() if v is not None})
+    except ImportError:
+      pass
+    tf.summary.text("hparams", "\n".join(f"    {k} = {v}" for k, v in sorted(flat.items())))
+    main = last_eval.get("seen_excluded", {})
+    for k, v in main.items():
+      tf.summary.scalar(f"hparams_metric/{k}", v)
+
+
+def write_projector(model_dir, two_tower, data):
+  """Item embeddings + titles for the TensorBoard Projector (model_dir/projector)."""
+  directory = os.path.join(model_dir, "projector")
+  os.makedirs(directory, exist_ok=True)
+  emb = two_tower.item_tower.embed_all()
+  with atomic_write(os.path.join(directory, "vectors.tsv")) as f:
+    for row in emb:
+      f.write("\t".join(f"{x:.6g}" for x in row) + "\n")
+  write_metadata(os.path.join(directory, "metadata.tsv"), data)
+  with atomic_write(os.path.join(directory, "projector_config.pbtxt")) as f:
+    f.write('embeddings {\n  tensor_name: "item_embeddings"\n'
+            '  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}\n')
+  # The projector plugin reads projector_config.pbtxt from the log directory.
+  with atomic_write(os.path.join(model_dir, "projector_config.pbtxt")) as f:
+    f.write('embeddings {\n  tensor_name: "item_embeddings"\n'
+            '  tensor_path: "projector/vectors.tsv"\n'
+            '  metadata_path: "projector/metadata.tsv"\n}\n')
+
+
+def write_metadata(path, data):
+  """Projector metadata: header `item_id<TAB>title`, one row per item."""
+  clean = lambda s: str(s).replace("\t", " ").replace("\n", " ")
+  titles = data.item_titles or [str(x) for x in data.item_ids]
+  with atomic_write(path) as f:
+    f.write("item_id\ttitle\n")
+    for iid, title in zip(data.item_ids, titles):
+      f.write(f"{clean(iid)}\t{clean(title)}\n")
