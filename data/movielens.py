@@ -240,6 +240,7 @@ def read_directory(directory, name):
 
 def _extract(zip_path, member_prefix, target_dir):
   """Extracts members under `member_prefix` flatly into target_dir (atomically)."""
+  os.makedirs(os.path.dirname(target_dir), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".extract.", dir=os.path.dirname(target_dir))
   try:
     with zipfile.ZipFile(zip_path) as z:
