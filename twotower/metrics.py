@@ -64,7 +64,8 @@ def ranks(query_emb, item_emb, test_users, test_items, exclude=None, temperature
     u = test_users[r0:r0 + row_chunk]
     q = query_emb[u]  # [b, D]
     # Score of each row's own test item: [b].
-    target = np.einsum("bd,bd->b", q, item_emb[test_items[r0:r0 + row_chunk]])
+    ti = test_items[r0:r0 + row_chunk]
+    target = np.einsum("bd,bd->b", q, item_emb[ti])
     if exclude is not None:
       ex_rows, ex_items = _user_rows(u, exclude)
     lse_max = np.full(len(u), -np.inf)
@@ -79,6 +80,10 @@ def ranks(query_emb, item_emb, test_users, test_items, exclude=None, temperature
       if exclude is not None:
         sel = (ex_items >= c0) & (ex_items < c1)
         s[ex_rows[sel], ex_items[sel] - c0] = -np.inf
+      # The test item never counts against itself (its chunk score may differ
+      # from `target` in the last bit).
+      own = np.flatnonzero((ti >= c0) & (ti < c1))
+      s[own, ti[own] - c0] = -np.inf
       rank[r0:r0 + len(u)] += (s > target[:, None]).sum(1)
     xent[r0:r0 + len(u)] = lse_max + np.log(lse_sum) - target.astype(np.float64) / temperature
   return rank, xent

@@ -1,0 +1,274 @@
+"""Two-tower library: metrics, streaming top-K, towers, config, train loop, resume, export."""
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import interactions as ilib
+from data import synthetic
+from data.errors import UserError
+from twotower import config as config_lib
+from twotower import inputs
+from twotower import metrics
+from twotower import model as model_lib
+from twotower import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def test_ranks_golden():
+  # One user, 4 items on a line: scores = q . e = [0.9, 0.5, 0.7, 0.1].
+  q = np.array([[1.0]], np.float32)
+  e = np.array([[0.9], [0.5], [0.7], [0.1]], np.float32)
+  # Test items 1 and 2; item 0 was seen in training.
+  seen = (np.array([0, 1]), np.array([0]))
+  rank, xent = metrics.ranks(q, e, [0, 0], [1, 2], None, temperature=1.0)
+  # Item 1 (0.5) is beaten by 0.9 and 0.7 -> rank 2; item 2 by 0.9 -> rank 1.
+  np.testing.assert_array_equal(rank, [2, 1])
+  lse = np.log(np.exp([0.9, 0.5, 0.7, 0.1]).sum())
+  np.testing.assert_allclose(xent, [lse - 0.5, lse - 0.7], rtol=1e-6)
+  rank, _ = metrics.ranks(q, e, [0, 0], [1, 2], seen)
+  np.testing.assert_array_equal(rank, [1, 0])  # item 0 no longer counts
+  m = metrics.summarize(rank, xent, [0, 0], ks=(1, 2))
+  assert m["hit@1"] == 0.5 and m["hit@2"] == 1.0
+  assert m["recall@1"] == 0.5 and m["recall@2"] == 1.0
+  # Ranked list: item 2, item 1 -> both relevant at positions 1, 2: NDCG = 1.
+  assert m["ndcg@10"] == pytest.approx(1.0)
+  assert m["mrr"] == pytest.approx((1 / 2 + 1 / 1) / 2)
+
+
+def test_ranks_match_brute_force_in_chunks():
+  rng = np.random.RandomState(0)
+  q = rng.randn(7, 5).astype(np.float32)
+  e = rng.randn(53, 5).astype(np.float32)
+  users = rng.randint(7, size=40)
+  items = rng.randint(53, size=40)
+  seen_data = ilib.Interactions("x", np.arange(7).astype(object), np.arange(53).astype(object),
+                                rng.randint(7, size=60), rng.randint(53, size=60))
+  seen = ilib.seen_items(seen_data)
+  rank, xent = metrics.ranks(q, e, users, items, seen, 0.5, row_chunk=3, item_chunk=10)
+  s = q @ e.T
+  for r, (u, i) in enumerate(zip(users, items)):
+    row = s[u].copy()
+    excluded = seen[1][seen[0][u]:seen[0][u + 1]]
+    row[excluded] = -np.inf
+    assert rank[r] == (row > s[u, i]).sum()
+    logits = s[u] / 0.5
+    expected = np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[i]
+    assert xent[r] == pytest.approx(expected, rel=1e-5)
+
+
+def test_streaming_top_k_matches_argsort():
+  rng = np.random.RandomState(1)
+  q = rng.randn(4, 6).astype(np.float32)
+  e = rng.randn(101, 6).astype(np.float32)
+  scores, ids = metrics.top_k(q, e, 10, chunk=17)
+  want = np.argsort(-(q @ e.T), axis=1)[:, :10]
+  np.testing.assert_array_equal(ids.numpy(), want)
+  np.testing.assert_allclose(scores.numpy(), np.take_along_axis(q @ e.T, want, 1), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- towers
+
+
+def test_tower_is_normalised_and_pools_features_without_padding():
+  values = np.array([[1, 2], [1, 0], [2, 0]], np.int32)
+  tower = model_lib.Tower(3, [("f", 3, values)], 4, layers=(8,), seed=3)
+  out = tower.embed_index(tf.constant([0, 1, 2])).numpy()
+  np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+  # Padding (0) does not enter the mean: [1, 0] pools to the embedding of token 1.
+  feats = [tf.constant([[1, 0], [1, 1]])]
+  a, b = tower(tf.constant([1, 1]), feats).numpy()
+  np.testing.assert_allclose(a, b, rtol=1e-5)
+
+
+def test_id_only_tower_without_layers_is_the_normalised_table():
+  tower = model_lib.Tower(5, [], 3, layers=(), seed=0)
+  assert tower.identity and not tower.weights
+  out = tower.embed_index(tf.constant([2])).numpy()
+  table = tower.id_table.numpy()[2]
+  np.testing.assert_allclose(out[0], table / np.linalg.norm(table), rtol=1e-5)
+
+
+def test_config_json_round_trip_and_compatibility():
+  c = config_lib.Config("d", model=config_lib.ModelConfig(tower_layers=(16, 8)))
+  back = config_lib.Config.from_dict(json.loads(c.to_json()))
+  assert back == c
+  other = dataclasses.replace(c, model=dataclasses.replace(c.model, embedding_dim=8))
+  assert any("embedding_dim" in d for d in other.compatible_with(c))
+  longer = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=9))
+  assert not longer.compatible_with(c)
+
+
+# ----------------------------------------------------------------------------- training
+
+SYNTH = config_lib.DataConfig(dataset="synthetic")
+
+
+def _config(tmp_path, name="run", **train):
+  t = dict(batch_size=256, epochs=2, learning_rate=0.01, eval_every_epoch=False,
+           checkpoint_every=20, log_every=10)
+  t.update(train)
+  return config_lib.Config(str(tmp_path / name), SYNTH,
+                           config_lib.ModelConfig(embedding_dim=16, tower_layers=(32,)),
+                           config_lib.TrainConfig(**t))
+
+
+@pytest.fixture(scope="module")
+def prepared():
+  return inputs.prepare(SYNTH)
+
+
+def _popularity_hit10(prepared):
+  data, seen = prepared.eval_split("test")
+  pop = prepared.train.item_counts().astype(np.float32)[:, None]
+  return metrics.evaluate(np.ones((prepared.data.num_users, 1), np.float32), pop, data.users,
+                          data.items, seen)["hit@10"]
+
+
+def test_inbatch_softmax_learns_planted_structure(tmp_path, prepared):
+  config = _config(tmp_path, epochs=4)
+  two_tower, _ = train_lib.train(config, prepared, resume=False)
+  got = train_lib.evaluate(two_tower, prepared, "test")
+  # The synthetic users have planted tastes: a model that learns them must beat
+  # most-popular clearly (here by 30%).
+  assert got["hit@10"] > 1.3 * _popularity_hit10(prepared), got
+  # Summaries, checkpoint, projector files and the resolved config are written.
+  for name in ("config.json", "ckpt", "train", "projector/vectors.tsv",
+               "projector/metadata.tsv", "projector_config.pbtxt"):
+    assert os.path.exists(os.path.join(config.model_dir, name)), name
+  with open(os.path.join(config.model_dir, "projector", "metadata.tsv")) as f:
+    lines = f.read().splitlines()
+  assert lines[0] == "item_id\ttitle" and len(lines) == prepared.data.num_items + 1
+
+
+@pytest.mark.parametrize("loss, extra", [
+    ("bce", {"num_negatives": 3}),
+    ("bce", {"num_negatives": 3, "negative_sampler": "uniform"}),
+    ("sampled_softmax", {"num_negatives": 20}),
+    ("info_nce", {}),
+    ("inbatch_softmax", {"logq_correction": False, "remove_accidental_hits": False}),
+])
+def test_every_retrieval_loss_trains(tmp_path, prepared, loss, extra):
+  config = _config(tmp_path, loss=loss, epochs=1, **extra)
+  two_tower, _ = train_lib.train(config, prepared, resume=False)
+  got = train_lib.evaluate(two_tower, prepared, "test")
+  assert np.isfinite(got["cross_entropy"])
+  assert got["hit@100"] > 0.3  # random ranking gives 100/300 = 0.33 only at hit@100
+  assert got["hit@10"] > 0.034  # random: 10/300
+
+
+@pytest.mark.parametrize("loss", ["weighted_ce", "focal", "jrc"])
+def test_pointwise_losses_train_on_labels(tmp_path, loss):
+  data = dataclasses.replace(SYNTH, min_rating=4.0)
+  config = dataclasses.replace(_config(tmp_path, loss=loss, epochs=1), data=data)
+  prepared = inputs.prepare(data, pointwise=True)
+  assert set(np.unique(prepared.train.labels)) == {0.0, 1.0}
+  two_tower, _ = train_lib.train(config, prepared, resume=False)
+  got = train_lib.evaluate(two_tower, prepared, "test")
+  assert np.isfinite(got["cross_entropy"]) and got["hit@100"] > 0.3
+
+
+def test_pointwise_loss_needs_labels(tmp_path):
+  with pytest.raises(UserError, match="labels are not 0/1.*--min_rating"):
+    inputs.prepare(SYNTH, pointwise=True)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, prepared, monkeypatch):
+  full = _config(tmp_path, "full", epochs=2)
+  train_lib.train(full, prepared, resume=False)
+  want = tf.train.load_variable(os.path.join(full.model_dir, "ckpt", "ckpt-92"),
+                                "item_tower/id_table/.ATTRIBUTES/VARIABLE_VALUE")
+  cut = _config(tmp_path, "cut", epochs=2)
+  real = inputs.epoch_dataset
+
+  def dies_in_epoch_2(train, batch_size, epoch, seed, skip_batches=0, drop_remainder=True):
+    ds = real(train, batch_size, epoch, seed, skip_batches, drop_remainder)
+    if epoch == 1:
+      def killed():
+        for k, b in enumerate(ds):
+          if k == 15:  # after step 46 + 15 = 61; last checkpoint at step 60
+            raise KeyboardInterrupt
+          yield b
+      return killed()
+    return ds
+
+  monkeypatch.setattr(inputs, "epoch_dataset", dies_in_epoch_2)
+  with pytest.raises(KeyboardInterrupt):
+    train_lib.train(cut, prepared, resume=True)
+  assert tf.train.latest_checkpoint(os.path.join(cut.model_dir, "ckpt")).endswith("ckpt-60")
+  monkeypatch.setattr(inputs, "epoch_dataset", real)
+  two_tower, _ = train_lib.train(cut, prepared, resume=True)
+  # Same shuffles, same LR schedule position, same optimiser state: same weights.
+  np.testing.assert_allclose(two_tower.item_tower.id_table.numpy(), want, atol=1e-5)
+  # --resume=false starts over from step 0.
+  again = dataclasses.replace(cut, train=dataclasses.replace(cut.train, epochs=1))
+  train_lib.train(again, prepared, resume=False)
+  assert tf.train.latest_checkpoint(os.path.join(cut.model_dir, "ckpt")).endswith("ckpt-46")
+
+
+def test_incompatible_model_dir_is_a_user_error(tmp_path, prepared):
+  config = _config(tmp_path, epochs=1)
+  train_lib.train(config, prepared, resume=False)
+  other = dataclasses.replace(config, model=dataclasses.replace(config.model, embedding_dim=8))
+  with pytest.raises(UserError, match="incompatible run.*embedding_dim.*--resume=false"):
+    train_lib.train(other, prepared, resume=True)
+
+
+def test_more_negatives_than_items_is_a_user_error(tmp_path, prepared):
+  config = _config(tmp_path, loss="bce", num_negatives=300)
+  with pytest.raises(UserError, match="--num_negatives=300 is not below the number of items"):
+    train_lib.train(config, prepared, resume=False)
+
+
+def test_eval_and_export_need_a_run(tmp_path):
+  with pytest.raises(UserError, match="holds no two-tower run"):
+    train_lib.restore(str(tmp_path))
+
+
+def test_exported_query_model_gives_the_training_top_k_in_a_fresh_process(tmp_path, prepared):
+  from twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  config = _config(tmp_path, epochs=1)
+  two_tower, _ = train_lib.train(config, prepared, resume=False)
+  out = str(tmp_path / "export")
+  paths = export_lib.export(config.model_dir, out, k=10)
+  emb = np.load(paths["item_embeddings"])
+  np.testing.assert_allclose(emb, two_tower.item_tower.embed_all(), rtol=1e-5, atol=1e-6)
+  users = ["u3", "u17", "u400"]
+  idx = tf.constant([3, 17, 400])
+  _, want = metrics.top_k(two_tower.query_tower.embed_index(idx), emb, 10)
+  want_ids = prepared.data.item_ids[want.numpy()].tolist()
+  group = prepared.data.user_features[0]
+  region = prepared.data.user_features[1]
+  feats = {"group": [group.vocab[group.values[i, 0]] for i in (3, 17, 400)],
+           "region": [region.vocab[region.values[i, 0]] for i in (3, 17, 400)]}
+  script = f"""
+import json, sys
+import tensorflow as tf
+m = tf.saved_model.load({paths['query_model']!r})
+a = m.signatures["serving_default"](user_id=tf.constant({users!r}))
+b = m.signatures["serve_with_features"](user_id=tf.constant({users!r}),
+    **{{k: tf.constant(v) for k, v in {feats!r}.items()}})
+try:
+  m.signatures["serving_default"](user_id=tf.constant(["nobody"]))
+  err = ""
+except tf.errors.InvalidArgumentError as e:
+  err = e.message
+print(json.dumps({{"a": a["item_ids"].numpy().astype(str).tolist(),
+                  "b": b["item_ids"].numpy().astype(str).tolist(), "err": err}}))
+"""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                       cwd=ROOT, check=True)
+  got = json.loads(res.stdout.strip().splitlines()[-1])
+  assert got["a"] == want_ids
+  assert got["b"] == want_ids
+  assert "unknown user id" in got["err"] and "nobody" in got["err"]
