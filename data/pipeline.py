@@ -1,0 +1,209 @@
+"""Training examples for word2vec: subsampling, dynamic windows, skip-gram and CBOW batches.
+
+Everything is vectorised numpy over chunks of token ids, so memory is bounded by the chunk
+size, not the corpus; `tf.data` pulls the chunks through a generator and prefetches them so
+that example generation overlaps the train step.
+"""
+import numpy as np
+
+
+def keep_probabilities(counts, sample):
+  """Mikolov's subsampling: the probability of keeping each word id.
+
+  As in word2vec.c and gensim: with f = count / total and threshold t = `sample`,
+  P(keep) = (sqrt(f / t) + 1) * t / f, capped at 1. `sample` = 0 keeps everything.
+
+  Args:
+    counts: int array [vocab_size] of word counts (id 0 = UNK).
+    sample: the threshold t, e.g. 1e-3.
+
+  Returns:
+    float64 array [vocab_size] in [0, 1]; words with count 0 get 1.
+  """
+  counts = np.asarray(counts, dtype=np.float64)
+  if sample <= 0:
+    return np.ones_like(counts)
+  total = counts.sum()
+  threshold = sample * total
+  with np.errstate(divide="ignore", invalid="ignore"):
+    keep = (np.sqrt(counts / threshold) + 1.0) * threshold / counts
+  keep[~np.isfinite(keep)] = 1.0
+  return np.minimum(keep, 1.0)
+
+
+def subsample(ids, keep_prob, rng, drop_id=0):
+  """Drops `drop_id` (UNK) and randomly drops frequent words.
+
+  Args:
+    ids: int array [n] of token ids.
+    keep_prob: float array [vocab_size] from `keep_probabilities`.
+    rng: numpy Generator.
+    drop_id: id never trained (UNK); None keeps it.
+
+  Returns:
+    int32 array [m <= n] of kept ids, in order (windows then span the dropped words, as in
+    word2vec.c and gensim).
+  """
+  ids = np.asarray(ids)
+  keep = rng.random(ids.shape[0]) < keep_prob[ids]
+  if drop_id is not None:
+    keep &= ids != drop_id
+  return ids[keep].astype(np.int32, copy=False)
+
+
+def reduced_windows(n, window, rng):
+  """Per-centre effective window: `window - b` with b uniform in [0, window), as word2vec.
+
+  Returns:
+    int32 array [n] with values in 1..window.
+  """
+  return (window - rng.integers(0, window, size=n)).astype(np.int32)
+
+
+def skipgram_pairs(ids, window, rng, reduced=None):
+  """All (centre, context) pairs of a chunk of kept ids with dynamic windows.
+
+  Args:
+    ids: int32 [n] kept ids.
+    window: maximum window size.
+    rng: numpy Generator (used when `reduced` is None).
+    reduced: optional int [n] per-centre effective window (for tests).
+
+  Returns:
+    (centres, contexts): two int32 arrays [num_pairs], grouped by offset (shuffle them).
+  """
+  n = ids.shape[0]
+  if reduced is None:
+    reduced = reduced_windows(n, window, rng)
+  centres, contexts = [], []
+  for offset in range(1, window + 1):
+    if offset >= n:
+      break
+    # Centre i with context i + offset (needs reduced[i] >= offset) ...
+    right = np.nonzero(reduced[:n - offset] >= offset)[0]
+    centres.append(ids[right])
+    contexts.append(ids[right + offset])
+    # ... and centre i with context i - offset.
+    left = np.nonzero(reduced[offset:] >= offset)[0] + offset
+    centres.append(ids[left])
+    contexts.append(ids[left - offset])
+  if not centres:
+    empty = np.zeros(0, np.int32)
+    return empty, empty
+  return np.concatenate(centres), np.concatenate(contexts)
+
+
+def cbow_examples(ids, window, rng, reduced=None):
+  """CBOW examples: (context ids padded to 2*window, context count, centre).
+
+  Args:
+    ids: int32 [n] kept ids.
+    window: maximum window size.
+    rng: numpy Generator (used when `reduced` is None).
+    reduced: optional int [n] per-centre effective window (for tests).
+
+  Returns:
+    contexts: int32 [m, 2*window], padded with 0 (UNK, never a real context here).
+    lengths: int32 [m] number of real context ids in each row (>= 1).
+    centres: int32 [m].
+    Centres without any context (a chunk of one word) are dropped.
+  """
+  n = ids.shape[0]
+  if reduced is None:
+    reduced = reduced_windows(n, window, rng)
+  positions = np.arange(n)
+  contexts = np.zeros((n, 2 * window), np.int32)
+  mask = np.zeros((n, 2 * window), bool)
+  col = 0
+  for offset in range(1, window + 1):
+    for sign in (-1, 1):
+      j = positions + sign * offset
+      ok = (reduced >= offset) & (j >= 0) & (j < n)
+      contexts[ok, col] = ids[j[ok]]
+      mask[ok, col] = True
+      col += 1
+  # Move real ids to the front of each row so that `lengths` describes them.
+  order = np.argsort(~mask, axis=1, kind="stable")
+  contexts = np.take_along_axis(contexts, order, axis=1)
+  lengths = mask.sum(axis=1).astype(np.int32)
+  has = lengths > 0
+  return contexts[has], lengths[has], ids[has]
+
+
+class BlockStream:
+  """Streams blocks of shuffled training examples from an id array, chunk by chunk.
+
+  A block holds `steps_per_call` minibatches of `batch_size` examples. Each chunk of
+  `chunk_tokens` ids is subsampled, windowed and shuffled with its own generator seeded by
+  (seed, epoch, chunk), so an interrupted run that restarts at a chunk boundary sees the same
+  examples as an uninterrupted one. Examples left over at the end of a chunk are carried into
+  the next one; those left at the end of an epoch (fewer than one block) are dropped.
+  """
+
+  def __init__(self, ids, keep_prob, model, window, batch_size, steps_per_call, seed,
+               chunk_tokens=1 << 20):
+    """Args: ids: int array [n] (a memmap is fine); keep_prob: [vocab] from
+    `keep_probabilities`; model: "skipgram" or "cbow"; the rest as named."""
+    self.ids = ids
+    self.keep_prob = keep_prob
+    self.model = model
+    self.window = window
+    self.batch_size = batch_size
+    self.steps_per_call = steps_per_call
+    self.seed = seed
+    self.chunk_tokens = int(chunk_tokens)
+    self.num_tokens = int(ids.shape[0])
+    self.num_chunks = max(1, -(-self.num_tokens // self.chunk_tokens))
+
+  def _examples(self, epoch, chunk_index):
+    rng = np.random.default_rng([self.seed, epoch, chunk_index])
+    start = chunk_index * self.chunk_tokens
+    chunk = np.asarray(self.ids[start:start + self.chunk_tokens])
+    kept = subsample(chunk, self.keep_prob, rng)
+    if self.model == "skipgram":
+      centres, contexts = skipgram_pairs(kept, self.window, rng)
+      perm = rng.permutation(centres.shape[0])
+      return centres[perm], np.zeros(0, np.int32), contexts[perm]
+    contexts, lengths, centres = cbow_examples(kept, self.window, rng)
+    perm = rng.permutation(centres.shape[0])
+    return contexts[perm], lengths[perm], centres[perm]
+
+  def blocks(self, epoch, start_chunk=0):
+    """Yields dicts with inputs, lengths, targets and where the block sits in the epoch.
+
+    Keys: inputs int32 [steps, batch] or [steps, batch, 2*window]; lengths int32
+    [steps, batch] (zeros for skip-gram); targets int32 [steps, batch]; epoch; chunk (index
+    of the chunk the block came from); chunk_done (True for the last block of a chunk: a
+    safe point to checkpoint, resuming at chunk + 1); tokens (corpus tokens consumed in
+    this epoch up to this block, for the learning-rate schedule and progress).
+    """
+    per_block = self.batch_size * self.steps_per_call
+    carry = None
+    for chunk_index in range(start_chunk, self.num_chunks):
+      inputs, lengths, targets = self._examples(epoch, chunk_index)
+      if carry is not None:
+        inputs = np.concatenate([carry[0], inputs])
+        lengths = np.concatenate([carry[1], lengths])
+        targets = np.concatenate([carry[2], targets])
+      n_blocks = targets.shape[0] // per_block
+      chunk_start = chunk_index * self.chunk_tokens
+      chunk_len = min(self.chunk_tokens, self.num_tokens - chunk_start)
+      for b in range(n_blocks):
+        s = slice(b * per_block, (b + 1) * per_block)
+        block_inputs = inputs[s].reshape((self.steps_per_call, self.batch_size) +
+                                         inputs.shape[1:])
+        if self.model == "skipgram":
+          block_lengths = np.zeros((self.steps_per_call, self.batch_size), np.int32)
+        else:
+          block_lengths = lengths[s].reshape(self.steps_per_call, self.batch_size)
+        yield {
+            "inputs": block_inputs,
+            "lengths": block_lengths,
+            "targets": targets[s].reshape(self.steps_per_call, self.batch_size),
+            "epoch": epoch,
+            "chunk": chunk_index,
+            "chunk_done": b == n_blocks - 1,
+            "tokens": chunk_start + chunk_len * (b + 1) / n_blocks,
+        }
+      rest = slice(n_blocks * per_block, None)
+      carry = (inputs[rest], lengths[rest] if lengths.shape[0] else lengths, targets[rest])

@@ -1,0 +1,110 @@
+"""Flags of the `word2vec` app, their validators, and flags -> Config."""
+from absl import flags
+
+from data.tokenizer import TOKENIZERS
+from losses.samplers import SAMPLERS
+from word2vec.config import Config
+from word2vec.model import LOSSES, MODELS
+
+ACTIONS = ("train", "eval", "export", "vocab")
+EXPORT_FORMATS = ("word2vec", "word2vec_binary", "projector", "npy")
+
+
+def define_flags():
+  """Defines every flag of the app (call once, before app.run)."""
+  f = flags
+  # Data.
+  f.DEFINE_string("corpus", "", "Text to train on: a file (.txt or .gz), several files "
+                  "separated by commas, a directory (every file under it), or 'text8' "
+                  "(downloaded once and cached). Empty: the bundled State of the Union corpus.")
+  f.DEFINE_enum("tokenizer", "text8", TOKENIZERS, "text8: lowercase, letters a-z only; "
+                "whitespace: split on whitespace, keep everything.")
+  f.DEFINE_integer("min_count", 5, "Drop words seen fewer times (they count as UNK).",
+                   lower_bound=1)
+  f.DEFINE_integer("max_vocab_size", 0, "Keep at most this many ids, UNK included "
+                   "(0 = no limit).", lower_bound=0)
+  f.DEFINE_string("output", "", "vocab: the vocab.tsv to write; export: the file (word2vec "
+                  "formats) or directory/prefix (projector, npy) to write.")
+  # Model and loss.
+  f.DEFINE_enum("model", "skipgram", MODELS, "skipgram: centre predicts each context word; "
+                "cbow: mean of the context predicts the centre.")
+  f.DEFINE_enum("loss", None, LOSSES, "nce: sigmoid cross-entropy over the target and the "
+                "negatives (tf.nn.nce_loss); sampled_softmax: softmax over them "
+                "(tf.nn.sampled_softmax_loss). Default: nce for skipgram, sampled_softmax "
+                "for cbow.")
+  f.DEFINE_enum("sampler", "unigram", SAMPLERS, "Candidate sampler for the negatives: "
+                "unigram (counts^--distortion, word2vec's), log_uniform (Zipfian over the "
+                "frequency-sorted ids), uniform, learned_unigram.")
+  f.DEFINE_float("distortion", 0.75, "Exponent of the unigram sampler.", lower_bound=0.0)
+  f.DEFINE_integer("num_sampled", 5, "Negatives drawn for each group of --group_size "
+                   "examples.", lower_bound=1)
+  f.DEFINE_integer("group_size", 64, "Examples sharing one draw of negatives (1 = fresh "
+                   "negatives per example as word2vec.c; larger is faster).", lower_bound=1)
+  f.DEFINE_bool("subtract_log_q", None, "Subtract log(expected count) from the logits "
+                "(textbook NCE / sampled softmax, as tf.nn does). Default: false for nce "
+                "(Mikolov's negative sampling), true for sampled_softmax.")
+  f.DEFINE_bool("remove_accidental_hits", True, "Ignore a negative equal to the target.")
+  f.DEFINE_bool("train_biases", None, "Learn output biases. Default: false for nce, true "
+                "for sampled_softmax.")
+  f.DEFINE_integer("embedding_dim", 100, "Embedding dimension.", lower_bound=1)
+  f.DEFINE_integer("window", 5, "Maximum window; each centre uses a window drawn uniformly "
+                   "in 1..window.", lower_bound=1)
+  f.DEFINE_float("subsample", 1e-3, "Subsampling threshold of frequent words (0 = off).",
+                 lower_bound=0.0)
+  # Optimisation.
+  f.DEFINE_integer("epochs", 3, "Passes over the training text.", lower_bound=1)
+  f.DEFINE_integer("batch_size", 4096, "Examples per SGD step.", lower_bound=1)
+  f.DEFINE_integer("steps_per_call", 16, "SGD steps per compiled call.", lower_bound=1)
+  f.DEFINE_float("learning_rate", 0.0, "Initial learning rate, decayed linearly to "
+                 "--min_learning_rate_ratio of it (0 = 0.025 skipgram, 0.05 cbow).",
+                 lower_bound=0.0)
+  f.DEFINE_float("min_learning_rate_ratio", 1e-4, "Floor of the linear decay.",
+                 lower_bound=0.0, upper_bound=1.0)
+  f.DEFINE_integer("seed", 1, "Seed of initialisation, subsampling, windows and sampling.")
+  f.DEFINE_integer("chunk_tokens", 1 << 20, "Tokens per example-generation chunk (the "
+                   "shuffle buffer and checkpoint granularity).", lower_bound=1000)
+  # Run directory, eval, checkpoints.
+  f.DEFINE_string("model_dir", "runs/word2vec", "Run directory: vocab, checkpoints, "
+                  "TensorBoard summaries, config.json, eval.json.")
+  f.DEFINE_bool("resume", True, "Continue the run in --model_dir from its last checkpoint; "
+                "false starts over.")
+  f.DEFINE_float("eval_fraction", 0.01, "Last fraction of the corpus held out for the "
+                 "full-softmax eval.", lower_bound=0.0, upper_bound=0.5)
+  f.DEFINE_integer("eval_examples", 4096, "Held-out examples scored against the whole "
+                   "vocabulary.", lower_bound=0)
+  f.DEFINE_integer("eval_every_epochs", 1, "Evaluate after every N epochs.", lower_bound=1)
+  f.DEFINE_integer("checkpoint_every_steps", 2000, "Checkpoint at the first chunk boundary "
+                   "after this many steps (and after every epoch).", lower_bound=1)
+  f.DEFINE_float("summary_every_secs", 5.0, "Progress line and TensorBoard scalars period.",
+                 lower_bound=0.0)
+  f.DEFINE_list("words", ["president", "war", "money", "america"], "Words whose nearest "
+                "neighbours eval prints.")
+  f.DEFINE_integer("analogy_restrict", 30000, "Analogies use the N most frequent words, "
+                   "as word2vec's compute-accuracy.", lower_bound=1)
+  f.DEFINE_integer("projector_words", 10000, "Most frequent words written for the "
+                   "TensorBoard projector.", lower_bound=1)
+  f.DEFINE_enum("format", "word2vec", EXPORT_FORMATS, "export format: word2vec (text), "
+                "word2vec_binary, projector (vectors.tsv + metadata.tsv), npy "
+                "(vectors.npy + vocab.txt).")
+
+
+
+def to_config(f=flags.FLAGS):
+  """The frozen Config of the parsed flags, with the loss-dependent defaults resolved."""
+  loss = f.loss or ("nce" if f.model == "skipgram" else "sampled_softmax")
+  subtract = f.subtract_log_q if f.subtract_log_q is not None else loss == "sampled_softmax"
+  biases = f.train_biases if f.train_biases is not None else loss == "sampled_softmax"
+  return Config(
+      model_dir=f.model_dir, corpus=f.corpus, tokenizer=f.tokenizer, min_count=f.min_count,
+      max_vocab_size=f.max_vocab_size, model=f.model, loss=loss, sampler=f.sampler,
+      distortion=f.distortion, num_sampled=f.num_sampled, group_size=f.group_size,
+      subtract_log_q=subtract, remove_accidental_hits=f.remove_accidental_hits,
+      train_biases=biases, embedding_dim=f.embedding_dim, window=f.window,
+      subsample=f.subsample, epochs=f.epochs, batch_size=f.batch_size,
+      steps_per_call=f.steps_per_call, learning_rate=f.learning_rate,
+      min_learning_rate_ratio=f.min_learning_rate_ratio, seed=f.seed,
+      eval_fraction=f.eval_fraction, eval_examples=f.eval_examples,
+      eval_every_epochs=f.eval_every_epochs, summary_every_secs=f.summary_every_secs,
+      checkpoint_every_steps=f.checkpoint_every_steps, resume=f.resume,
+      chunk_tokens=f.chunk_tokens, words=tuple(f.words or ()),
+      analogy_restrict=f.analogy_restrict, projector_words=f.projector_words)

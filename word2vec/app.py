@@ -1,0 +1,87 @@
+"""The `word2vec` command line: train, eval, export, vocab. Flags are read only here."""
+import json
+import os
+
+from absl import flags
+from absl import logging
+
+from data import corpus as corpus_lib
+from data import embedding_formats
+from data.errors import UserError
+from data.vocab import Vocabulary
+from flags import word2vec_flags
+from training import app as app_lib
+
+FLAGS = flags.FLAGS
+USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags]   "
+         "(word2vec --helpfull lists every flag)")
+
+
+def _train(config):
+  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  figures = train_lib.train(config)
+  print(json.dumps(figures, indent=2, sort_keys=True))
+
+
+def _eval(config):
+  from word2vec import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
+  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  saved, vocab, model, heldout = train_lib.restore(config)
+  saved = saved.__class__(**{**saved.__dict__, "words": config.words or saved.words})
+  evaluator = evaluate_lib.Evaluator(saved, vocab, heldout)
+  figures = evaluator.run(model)
+  evaluator.log(figures)
+  evaluate_lib.save_eval_json(config.model_dir, figures)
+  print(json.dumps(figures, indent=2, sort_keys=True))
+
+
+def _export(config, fmt, output):
+  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  if not output:
+    raise UserError("export needs --output=<file or directory>")
+  _, vocab, model, _ = train_lib.restore(config)
+  # Rows by descending frequency; UNK (id 0, never trained) is left out.
+  words, vectors = vocab.words[1:], model.input_embeddings.numpy()[1:]
+  if fmt == "word2vec":
+    embedding_formats.save_word2vec_text(output, words, vectors)
+  elif fmt == "word2vec_binary":
+    embedding_formats.save_word2vec_binary(output, words, vectors)
+  elif fmt == "projector":
+    embedding_formats.save_projector(output, words, vectors, counts=vocab.counts[1:])
+  else:
+    embedding_formats.save_npy(output, words, vectors)
+  logging.info("wrote %d vectors of dim %d as %s to %s", len(words), vectors.shape[1], fmt,
+               output)
+
+
+def _vocab(config, output):
+  if not output:
+    raise UserError("vocab needs --output=<vocab.tsv to write>")
+  corpus = corpus_lib.resolve_corpus(config.corpus or None, tokenizer=config.tokenizer)
+  vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=config.min_count,
+                           max_size=config.max_vocab_size or None)
+  vocab.save(output)
+  logging.info("wrote %d words (UNK included, %d tokens) to %s", len(vocab),
+               vocab.total_count, output)
+
+
+def main(argv):
+  if len(argv) != 2 or argv[1] not in word2vec_flags.ACTIONS:
+    got = " ".join(argv[1:]) or "nothing"
+    raise UserError(f"expected one action, got {got!r}: {USAGE}")
+  action = argv[1]
+  config = word2vec_flags.to_config(FLAGS)
+  if action == "train":
+    _train(config)
+  elif action == "eval":
+    _eval(config)
+  elif action == "export":
+    _export(config, FLAGS.format, FLAGS.output)
+  else:
+    _vocab(config, FLAGS.output)
+
+
+def run():
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  word2vec_flags.define_flags()
+  app_lib.run(main)

@@ -1,0 +1,93 @@
+"""The resolved configuration of a word2vec run, built once from flags."""
+import dataclasses
+import json
+import os
+
+from data.atomic import atomic_write
+from data.errors import UserError
+
+# Fields that define the data and the shapes of the variables: a run directory holding a
+# run with other values cannot be resumed with this configuration.
+IDENTITY_FIELDS = ("corpus", "tokenizer", "min_count", "max_vocab_size", "model", "loss",
+                   "embedding_dim", "eval_fraction")
+
+DEFAULT_LEARNING_RATE = {"skipgram": 0.025, "cbow": 0.05}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything a word2vec run depends on. See flags/word2vec_flags.py for the meaning."""
+  model_dir: str
+  corpus: str = ""
+  tokenizer: str = "text8"
+  min_count: int = 5
+  max_vocab_size: int = 0
+  model: str = "skipgram"
+  loss: str = "nce"
+  sampler: str = "unigram"
+  distortion: float = 0.75
+  num_sampled: int = 5
+  group_size: int = 64
+  subtract_log_q: bool = False
+  remove_accidental_hits: bool = True
+  train_biases: bool = False
+  embedding_dim: int = 100
+  window: int = 5
+  subsample: float = 1e-3
+  epochs: int = 3
+  batch_size: int = 4096
+  steps_per_call: int = 16
+  learning_rate: float = 0.0
+  min_learning_rate_ratio: float = 1e-4
+  seed: int = 1
+  eval_fraction: float = 0.01
+  eval_examples: int = 4096
+  eval_every_epochs: int = 1
+  summary_every_secs: float = 5.0
+  checkpoint_every_steps: int = 5000
+  resume: bool = True
+  chunk_tokens: int = 1 << 20
+  words: tuple = ()
+  analogy_restrict: int = 30000
+  projector_words: int = 10000
+
+  @property
+  def lr(self):
+    return self.learning_rate or DEFAULT_LEARNING_RATE[self.model]
+
+  def to_json(self):
+    d = dataclasses.asdict(self)
+    d["words"] = list(self.words)
+    d["resolved_learning_rate"] = self.lr
+    return d
+
+  def save(self):
+    with atomic_write(os.path.join(self.model_dir, "config.json")) as f:
+      json.dump(self.to_json(), f, indent=2, sort_keys=True)
+      f.write("\n")
+
+
+def load_saved(model_dir):
+  """The config.json of an existing run, or None."""
+  path = os.path.join(model_dir, "config.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      d = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path} is unreadable ({e}): pass another --model_dir") from None
+  d.pop("resolved_learning_rate", None)
+  d["words"] = tuple(d.get("words", ()))
+  known = {f.name for f in dataclasses.fields(Config)}
+  return Config(**{k: v for k, v in d.items() if k in known})
+
+
+def check_compatible(saved, config):
+  """Raises UserError if `saved` (a Config) cannot be resumed as `config`."""
+  diffs = [f"--{k}={getattr(config, k)!r} vs {getattr(saved, k)!r}"
+           for k in IDENTITY_FIELDS if getattr(saved, k) != getattr(config, k)]
+  if diffs:
+    raise UserError(f"--model_dir={config.model_dir} holds an incompatible run "
+                    f"({', '.join(diffs)}): use another --model_dir, or --resume=false to "
+                    "start over there")

@@ -1,0 +1,278 @@
+"""Training a word2vec run: corpus -> vocab -> ids -> blocks -> fused SGD -> summaries, checkpoints."""
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from data import corpus as corpus_lib
+from data import pipeline
+from data.atomic import atomic_write
+from data.errors import UserError
+from data.vocab import Vocabulary
+from training.progress import Progress
+from word2vec import config as config_lib
+from word2vec import evaluate as evaluate_lib
+from word2vec.model import StepConfig, Word2Vec
+
+VOCAB_FILE = "vocab.tsv"
+IDS_FILE = "ids.int32"
+IDS_META = "ids.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+# ---------------------------------------------------------------- data preparation
+
+def _data_key(config):
+  return {"corpus": config.corpus, "tokenizer": config.tokenizer,
+          "min_count": config.min_count, "max_vocab_size": config.max_vocab_size}
+
+
+def prepare_data(config):
+  """Builds (or reuses) vocab.tsv and the encoded id file in the run directory.
+
+  Returns:
+    (vocab, ids): Vocabulary and a read-only int32 memmap [num_tokens] of the corpus.
+  """
+  os.makedirs(config.model_dir, exist_ok=True)
+  vocab_path = os.path.join(config.model_dir, VOCAB_FILE)
+  ids_path = os.path.join(config.model_dir, IDS_FILE)
+  meta_path = os.path.join(config.model_dir, IDS_META)
+  key = _data_key(config)
+  if all(os.path.exists(p) for p in (vocab_path, ids_path, meta_path)):
+    with open(meta_path, encoding="utf-8") as f:
+      meta = json.load(f)
+    if meta.get("key") == key:
+      vocab = Vocabulary.load(vocab_path)
+      ids = np.memmap(ids_path, dtype=np.int32, mode="r")
+      if ids.shape[0] == meta.get("num_tokens"):
+        logging.info("reusing %s (%d words) and %s (%d tokens)", vocab_path, len(vocab),
+                     ids_path, ids.shape[0])
+        return vocab, ids
+  corpus = corpus_lib.resolve_corpus(config.corpus or None, tokenizer=config.tokenizer)
+  logging.info("corpus: %s", corpus.describe())
+  vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=config.min_count,
+                           max_size=config.max_vocab_size or None)
+  logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
+               vocab.total_count, int(vocab.counts[0]))
+  vocab.save(vocab_path)
+  n = 0
+  start = time.monotonic()
+  with atomic_write(ids_path, "wb") as f:
+    for chunk in corpus.iter_token_chunks():
+      encoded = vocab.encode(chunk)
+      encoded.tofile(f)
+      n += encoded.shape[0]
+  logging.info("encoded %d tokens in %.1fs", n, time.monotonic() - start)
+  if corpus.replaced_bytes:
+    logging.warning("%d invalid UTF-8 bytes were replaced by U+FFFD", corpus.replaced_bytes)
+  with atomic_write(meta_path) as f:
+    json.dump({"key": key, "num_tokens": n, "corpus": corpus.describe()}, f)
+  return vocab, np.memmap(ids_path, dtype=np.int32, mode="r")
+
+
+def split_ids(ids, eval_fraction):
+  """(train, heldout) views: the held-out slice is the last `eval_fraction` of the corpus."""
+  n_eval = int(ids.shape[0] * eval_fraction)
+  return ids[:ids.shape[0] - n_eval], ids[ids.shape[0] - n_eval:]
+
+
+def step_config(config, vocab_size):
+  batch = config.batch_size
+  group = min(config.group_size, batch)
+  while batch % group:
+    group -= 1
+  return StepConfig(
+      model=config.model, loss=config.loss, vocab_size=vocab_size,
+      dim=config.embedding_dim, window=config.window, batch_size=batch,
+      steps_per_call=config.steps_per_call, num_sampled=config.num_sampled,
+      group_size=group, sampler=config.sampler, distortion=config.distortion,
+      subtract_log_q=config.subtract_log_q,
+      remove_accidental_hits=config.remove_accidental_hits,
+      train_biases=config.train_biases)
+
+
+def build_model(config, vocab):
+  if config.num_sampled >= len(vocab) - 1:
+    raise UserError(f"the vocabulary has {len(vocab) - 1} words besides UNK, not more than "
+                    f"--num_sampled={config.num_sampled}: lower --num_sampled or "
+                    "--min_count, or use a bigger corpus")
+  return Word2Vec(step_config(config, len(vocab)), unigram_counts=vocab.counts,
+                  seed=config.seed)
+
+
+def make_checkpoint(model):
+  state = {
+      "epoch": tf.Variable(0, dtype=tf.int64, name="epoch"),
+      "next_chunk": tf.Variable(0, dtype=tf.int64, name="next_chunk"),
+      "step": tf.Variable(0, dtype=tf.int64, name="step"),
+  }
+  ckpt = tf.train.Checkpoint(input_embeddings=model.input_embeddings,
+                             output_embeddings=model.output_embeddings,
+                             output_biases=model.output_biases, **state)
+  return ckpt, state
+
+
+def checkpoint_manager(config, ckpt):
+  return tf.train.CheckpointManager(ckpt, os.path.join(config.model_dir, CHECKPOINT_DIR),
+                                    max_to_keep=3)
+
+
+# ---------------------------------------------------------------- training
+
+def _dataset(stream, epoch, start_chunk, config):
+  """tf.data over the block generator, prefetching so example generation overlaps training."""
+  steps, batch = config.steps_per_call, config.batch_size
+  input_shape = [steps, batch] if config.model == "skipgram" else [steps, batch,
+                                                                   2 * config.window]
+  signature = {
+      "inputs": tf.TensorSpec(input_shape, tf.int32),
+      "lengths": tf.TensorSpec([steps, batch], tf.int32),
+      "targets": tf.TensorSpec([steps, batch], tf.int32),
+      "epoch": tf.TensorSpec([], tf.int64),
+      "chunk": tf.TensorSpec([], tf.int64),
+      "chunk_done": tf.TensorSpec([], tf.bool),
+      "tokens": tf.TensorSpec([], tf.float64),
+  }
+  ds = tf.data.Dataset.from_generator(lambda: stream.blocks(epoch, start_chunk),
+                                      output_signature=signature)
+  return ds.prefetch(2)
+
+
+def _write_hparams(writer, config):
+  try:
+    from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
+  except ImportError:  # pragma: no cover
+    return
+  values = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
+            for k, v in config.to_json().items()}
+  with writer.as_default():
+    hp.hparams(values)
+
+
+def train(config):
+  """Trains (or resumes) the run in config.model_dir. Returns the final eval figures."""
+  os.makedirs(config.model_dir, exist_ok=True)
+  saved = config_lib.load_saved(config.model_dir)
+  ckpt_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
+  if saved is not None and config.resume:
+    config_lib.check_compatible(saved, config)
+  elif saved is not None and not config.resume:
+    logging.info("--resume=false: starting over in %s", config.model_dir)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    shutil.rmtree(os.path.join(config.model_dir, "train"), ignore_errors=True)
+  vocab, ids = prepare_data(config)
+  model = build_model(config, vocab)
+  config.save()
+  train_ids, heldout_ids = split_ids(ids, config.eval_fraction)
+  keep = pipeline.keep_probabilities(vocab.counts, config.subsample)
+  stream = pipeline.BlockStream(train_ids, keep, config.model, config.window,
+                                config.batch_size, config.steps_per_call, config.seed,
+                                chunk_tokens=config.chunk_tokens)
+  ckpt, state = make_checkpoint(model)
+  manager = checkpoint_manager(config, ckpt)
+  if config.resume and manager.latest_checkpoint:
+    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("resumed from %s: epoch %d, chunk %d, step %d", manager.latest_checkpoint,
+                 int(state["epoch"]), int(state["next_chunk"]), int(state["step"]))
+  evaluator = evaluate_lib.Evaluator(config, vocab, heldout_ids)
+  writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+  _write_hparams(writer, config)
+
+  tokens_per_epoch = stream.num_tokens
+  total = tokens_per_epoch * config.epochs
+  lr0 = config.lr
+  floor = lr0 * config.min_learning_rate_ratio
+
+  def schedule(done):
+    return np.maximum(lr0 * (1.0 - done / total), floor)
+
+  epoch = int(state["epoch"])
+  start_chunk = int(state["next_chunk"])
+  if start_chunk >= stream.num_chunks:
+    epoch, start_chunk = epoch + 1, 0
+  done = epoch * tokens_per_epoch + start_chunk * config.chunk_tokens
+  progress = Progress(total, unit="words", every=config.summary_every_secs)
+  progress.update(done)
+  last_ckpt_step = int(state["step"])
+  loss_metric = tf.keras.metrics.Mean()
+  figures = {}
+  trained_blocks = 0
+  last_summary = time.monotonic()
+  for epoch in range(epoch, config.epochs):
+    for block in _dataset(stream, epoch, start_chunk, config):
+      new_done = epoch * tokens_per_epoch + float(block["tokens"])
+      lrs = schedule(np.linspace(done, new_done, config.steps_per_call, endpoint=False))
+      loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
+                               tf.constant(lrs, tf.float32))
+      trained_blocks += 1
+      done = new_done
+      loss_metric.update_state(loss)
+      step = int(state["step"].assign_add(config.steps_per_call))
+      rate = progress.update(done, float(loss))
+      now = time.monotonic()
+      if now - last_summary >= config.summary_every_secs or step == config.steps_per_call:
+        last_summary = now
+        with writer.as_default(step=step):
+          tf.summary.scalar("train/loss", loss_metric.result())
+          tf.summary.scalar("train/learning_rate", float(lrs[-1]))
+          tf.summary.scalar("train/words_per_sec", rate)
+        loss_metric.reset_state()
+      if bool(block["chunk_done"]):
+        state["epoch"].assign(epoch)
+        state["next_chunk"].assign(int(block["chunk"]) + 1)
+        if step - last_ckpt_step >= config.checkpoint_every_steps:
+          manager.save(checkpoint_number=step)
+          last_ckpt_step = step
+    start_chunk = 0
+    state["epoch"].assign(epoch)
+    state["next_chunk"].assign(stream.num_chunks)
+    step = int(state["step"])
+    manager.save(checkpoint_number=step)
+    last_ckpt_step = step
+    if trained_blocks == 0:
+      raise UserError(
+          f"the training corpus ({stream.num_tokens} tokens) gives fewer examples than one "
+          f"block of --batch_size={config.batch_size} x --steps_per_call="
+          f"{config.steps_per_call}: lower them or use a bigger corpus")
+    if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+      figures = evaluator.run(model)
+      evaluator.log(figures)
+      with writer.as_default(step=step):
+        for name, value in evaluate_lib.scalars(figures).items():
+          tf.summary.scalar(f"eval/{name}", value)
+      writer.flush()
+  progress.update(done, force=True)
+  if not figures:
+    figures = evaluator.run(model)
+    evaluator.log(figures)
+  evaluate_lib.write_projector(config, vocab, model.input_embeddings.numpy())
+  evaluate_lib.save_eval_json(config.model_dir, figures)
+  writer.flush()
+  return figures
+
+
+def restore(config):
+  """Loads the last checkpoint of a run for eval/export. Returns (vocab, model, heldout ids)."""
+  saved = config_lib.load_saved(config.model_dir)
+  if saved is None:
+    raise UserError(f"--model_dir={config.model_dir} holds no word2vec run (no config.json): "
+                    "train one first with `word2vec train --model_dir=...`")
+  vocab_path = os.path.join(config.model_dir, VOCAB_FILE)
+  vocab = Vocabulary.load(vocab_path)
+  model = Word2Vec(step_config(saved, len(vocab)), unigram_counts=vocab.counts,
+                   seed=saved.seed)
+  ckpt, _ = make_checkpoint(model)
+  manager = checkpoint_manager(saved, ckpt)
+  if not manager.latest_checkpoint:
+    raise UserError(f"--model_dir={config.model_dir} has no checkpoint yet: train it first "
+                    "(or let the running training write its first checkpoint)")
+  ckpt.restore(manager.latest_checkpoint).expect_partial()
+  ids_path = os.path.join(config.model_dir, IDS_FILE)
+  heldout = np.zeros(0, np.int32)
+  if os.path.exists(ids_path):
+    _, heldout = split_ids(np.memmap(ids_path, dtype=np.int32, mode="r"), saved.eval_fraction)
+  return saved, vocab, model, heldout
