@@ -12,15 +12,19 @@ def keep_probabilities(counts, sample):
 
   As in word2vec.c and gensim: with f = count / total and threshold t = `sample`,
   P(keep) = (sqrt(f / t) + 1) * t / f, capped at 1. `sample` = 0 keeps everything.
+  The total counts in-vocabulary words only (word2vec.c's `train_words`, gensim's
+  `retain_total`): UNK's count (the out-of-vocabulary tokens) is left out of it.
 
   Args:
     counts: int array [vocab_size] of word counts (id 0 = UNK).
     sample: the threshold t, e.g. 1e-3.
 
   Returns:
-    float64 array [vocab_size] in [0, 1]; words with count 0 get 1.
+    float64 array [vocab_size] in [0, 1]; words with count 0, and UNK, get 1 (UNK is
+    dropped by `subsample` anyway).
   """
-  counts = np.asarray(counts, dtype=np.float64)
+  counts = np.array(counts, dtype=np.float64)
+  counts[0] = 0.0  # UNK: not part of the total.
   if sample <= 0:
     return np.ones_like(counts)
   total = counts.sum()
