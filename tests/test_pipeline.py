@@ -1,0 +1,438 @@
+"""word2vec example pipeline: subsampling, dynamic windows, skip-gram / CBOW examples, blocks."""
+import collections
+import math
+
+import numpy as np
+import pytest
+
+from data import pipeline
+
+
+def binomial_ok(successes, n, p, sigmas=5.0):
+  """|successes - n p| within `sigmas` binomial standard deviations (seeded draws)."""
+  return abs(successes - n * p) <= sigmas * math.sqrt(n * p * (1.0 - p)) + 1e-9
+
+
+# ---- keep_probabilities ----------------------------------------------------------------
+
+# counts (id 0 = UNK, 37 out-of-vocabulary tokens, NOT part of the total as in word2vec.c's
+# train_words / gensim's retain_total): in-vocabulary total = 80+45+45+20+5+5+0 = 200,
+# t = 0.025, so the threshold count t * total = 5 and P(keep) = (sqrt(c / 5) + 1) * 5 / c:
+#   c=80: (4 + 1) * 5 / 80 = 0.3125
+#   c=45: (3 + 1) * 5 / 45 = 0.4444...
+#   c=20: (2 + 1) * 5 / 20 = 0.75
+#   c=5 : (1 + 1) * 5 / 5  = 2     -> capped at 1
+#   c=0 : undefined        -> 1;  UNK -> 1 (dropped by subsample anyway)
+# (Had UNK's 37 been counted, total = 237 and the threshold 5.925: c=80 would give 0.3373.)
+COUNTS = np.array([37, 80, 45, 45, 20, 5, 5, 0])
+GOLDEN_KEEP = np.array([1.0, 0.3125, 4.0 / 9.0, 4.0 / 9.0, 0.75, 1.0, 1.0, 1.0])
+
+
+def test_keep_probabilities_golden():
+  keep = pipeline.keep_probabilities(COUNTS, 0.025)
+  assert keep.dtype == np.float64 and keep.shape == COUNTS.shape
+  np.testing.assert_allclose(keep, GOLDEN_KEEP, rtol=1e-12)
+  # The input is not modified (the UNK count is zeroed on a copy).
+  assert COUNTS[0] == 37
+
+
+def test_keep_probabilities_sample_zero_keeps_all():
+  np.testing.assert_array_equal(pipeline.keep_probabilities(COUNTS, 0.0), np.ones(8))
+  np.testing.assert_array_equal(pipeline.keep_probabilities(COUNTS, -1.0), np.ones(8))
+
+
+def test_keep_probabilities_zero_counts_and_large_sample():
+  keep = pipeline.keep_probabilities([0, 0, 3, 0, 1], 1e-3)
+  assert np.all(np.isfinite(keep))
+  assert keep[0] == 1.0 and keep[1] == 1.0 and keep[3] == 1.0
+  # t = 1: threshold = total, every word has f <= 1 = t, so everything is kept.
+  np.testing.assert_array_equal(pipeline.keep_probabilities(COUNTS, 1.0), np.ones(8))
+
+
+def test_keep_probabilities_monotone_in_count():
+  rng = np.random.default_rng(0)
+  counts = np.sort(rng.integers(1, 10_000, size=50))[::-1]
+  keep = pipeline.keep_probabilities(np.concatenate([[123], counts]), 1e-3)[1:]
+  assert np.all(np.diff(keep) >= 0)  # rarer words are kept at least as often
+  assert keep.min() < 1.0
+
+
+@pytest.mark.parametrize("sample", [0.025, 1e-3, 1e-4])
+def test_keep_probabilities_match_gensim(sample):
+  gensim_w2v = pytest.importorskip("gensim.models.word2vec")
+  rng = np.random.default_rng(1)
+  # Zipf-like in-vocabulary counts plus an UNK count that gensim never sees.
+  counts = np.concatenate([[4321], (20_000 / np.arange(1, 41)).astype(np.int64)
+                           + rng.integers(0, 5, size=40)])
+  if sample == 0.025:
+    counts = COUNTS
+  model = gensim_w2v.Word2Vec(vector_size=4, min_count=1, sample=sample, workers=1)
+  model.build_vocab_from_freq({f"w{i}": int(c) for i, c in enumerate(counts) if i and c})
+  # gensim stores uint32(P * (2**32 - 1)): truncation costs at most 2**-32.
+  theirs = np.array([model.wv.get_vecattr(f"w{i}", "sample_int") / (2**32 - 1)
+                     for i in range(1, len(counts)) if counts[i]])
+  ours = pipeline.keep_probabilities(counts, sample)[1:][counts[1:] > 0]
+  np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-8)
+  assert ours.min() < 0.9  # the comparison covers subsampled words, not only capped ones
+
+
+# ---- subsample -------------------------------------------------------------------------
+
+
+def test_subsample_drops_unk_even_with_keep_prob_one():
+  ids = np.array([0, 1, 0, 2, 0, 0, 3, 0])
+  keep = np.ones(4)
+  out = pipeline.subsample(ids, keep, np.random.default_rng(0))
+  np.testing.assert_array_equal(out, [1, 2, 3])
+  assert out.dtype == np.int32
+  # drop_id=None keeps UNK.
+  out = pipeline.subsample(ids, keep, np.random.default_rng(0), drop_id=None)
+  np.testing.assert_array_equal(out, ids)
+
+
+def test_subsample_keeps_prob_one_words_and_preserves_order():
+  rng = np.random.default_rng(2)
+  ids = rng.integers(0, 6, size=5000)
+  keep = np.array([1.0, 1.0, 0.3, 1.0, 0.0, 0.6])
+  out = pipeline.subsample(ids, keep, np.random.default_rng(3))
+  # Every occurrence of ids 1 and 3 survives, no 0 (UNK) nor 4 (P = 0) does.
+  assert np.sum(out == 1) == np.sum(ids == 1) and np.sum(out == 3) == np.sum(ids == 3)
+  assert not np.any(out == 0) and not np.any(out == 4)
+  # Order: removing the subsampled ids 2 and 5 from both sides leaves identical sequences,
+  # and `out` is a subsequence of `ids`.
+  sure = lambda a: a[(a == 1) | (a == 3)]
+  np.testing.assert_array_equal(sure(out), sure(ids))
+  it = iter(ids.tolist())
+  assert all(any(x == y for y in it) for x in out.tolist())
+
+
+@pytest.mark.parametrize("p", [0.3125, 0.75, 0.05])
+def test_subsample_empirical_keep_rate(p):
+  n = 20_000
+  ids = np.full(n, 1)
+  keep = np.array([1.0, p])
+  out = pipeline.subsample(ids, keep, np.random.default_rng(4))
+  # Binomial(n, p): 5 standard deviations (about 327 kept words for p = 0.3125).
+  assert binomial_ok(out.shape[0], n, p)
+
+
+def test_subsample_rates_per_word_in_a_mixed_stream():
+  rng = np.random.default_rng(5)
+  keep = pipeline.keep_probabilities(COUNTS, 0.025)
+  ids = rng.integers(0, len(COUNTS), size=40_000)
+  out = pipeline.subsample(ids, keep, np.random.default_rng(6))
+  for w in range(1, len(COUNTS)):
+    n, k = int(np.sum(ids == w)), int(np.sum(out == w))
+    if keep[w] == 1.0:
+      assert k == n
+    else:
+      assert binomial_ok(k, n, keep[w]), (w, k, n, keep[w])
+
+
+# ---- reduced_windows -------------------------------------------------------------------
+
+
+def test_reduced_windows_range_and_uniformity():
+  n, window = 30_000, 5
+  r = pipeline.reduced_windows(n, window, np.random.default_rng(7))
+  assert r.shape == (n,) and r.dtype == np.int32
+  assert r.min() == 1 and r.max() == window
+  for v in range(1, window + 1):
+    assert binomial_ok(int(np.sum(r == v)), n, 1.0 / window), v
+  np.testing.assert_array_equal(pipeline.reduced_windows(10, 1, np.random.default_rng(0)),
+                                np.ones(10))
+
+
+# ---- skipgram_pairs --------------------------------------------------------------------
+
+
+def brute_skipgram(ids, reduced):
+  pairs = collections.Counter()
+  n = len(ids)
+  for i in range(n):
+    for j in range(n):
+      if j != i and abs(j - i) <= reduced[i]:
+        pairs[(int(ids[i]), int(ids[j]))] += 1
+  return pairs
+
+
+def as_multiset(centres, contexts):
+  return collections.Counter(zip(centres.tolist(), contexts.tolist()))
+
+
+def test_skipgram_pairs_golden():
+  # ids      10 11 12 13 14,  window 2,  reduced 2 1 2 1 1
+  #   centre 10 (r=2): 11, 12
+  #   centre 11 (r=1): 10, 12
+  #   centre 12 (r=2): 10, 11, 13, 14
+  #   centre 13 (r=1): 12, 14
+  #   centre 14 (r=1): 13
+  # 11 pairs = sum over centres of min(i, r) + min(n-1-i, r) = 2 + 2 + 4 + 2 + 1.
+  ids = np.array([10, 11, 12, 13, 14], np.int32)
+  reduced = np.array([2, 1, 2, 1, 1])
+  centres, contexts = pipeline.skipgram_pairs(ids, 2, None, reduced=reduced)
+  golden = collections.Counter([
+      (10, 11), (10, 12), (11, 10), (11, 12), (12, 10), (12, 11), (12, 13), (12, 14),
+      (13, 12), (13, 14), (14, 13)])
+  assert as_multiset(centres, contexts) == golden
+  assert centres.dtype == np.int32 and contexts.dtype == np.int32
+
+
+def test_skipgram_pairs_duplicates_counted_as_multiset():
+  # ids 5 5 5, reduced 1 1 1: pairs (5,5) from 0->1, 1->0, 1->2, 2->1 = 4 times.
+  centres, contexts = pipeline.skipgram_pairs(np.array([5, 5, 5], np.int32), 3, None,
+                                              reduced=np.array([1, 1, 1]))
+  assert as_multiset(centres, contexts) == collections.Counter({(5, 5): 4})
+
+
+def test_skipgram_pairs_edges():
+  # One word: no pair at all; empty input likewise.
+  for n in (0, 1):
+    c, x = pipeline.skipgram_pairs(np.arange(1, n + 1, dtype=np.int32), 3, None,
+                                   reduced=np.full(n, 3))
+    assert c.shape == (0,) and x.shape == (0,)
+  # Windows reaching beyond both ends: 3 words, all windows 5 -> all 6 ordered pairs.
+  c, x = pipeline.skipgram_pairs(np.array([1, 2, 3], np.int32), 5, None,
+                                 reduced=np.full(3, 5))
+  assert as_multiset(c, x) == collections.Counter(
+      [(1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2)])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_skipgram_pairs_match_brute_force(seed):
+  rng = np.random.default_rng(seed)
+  n, window = int(rng.integers(2, 40)), int(rng.integers(1, 6))
+  ids = rng.integers(1, 9, size=n).astype(np.int32)
+  reduced = pipeline.reduced_windows(n, window, rng)
+  c, x = pipeline.skipgram_pairs(ids, window, None, reduced=reduced)
+  assert as_multiset(c, x) == brute_skipgram(ids, reduced)
+  i = np.arange(n)
+  assert c.shape[0] == np.sum(np.minimum(i, reduced) + np.minimum(n - 1 - i, reduced))
+
+
+def test_skipgram_pairs_draws_windows_from_rng():
+  ids = np.arange(1, 200, dtype=np.int32)
+  a = pipeline.skipgram_pairs(ids, 4, np.random.default_rng(9))
+  b = pipeline.skipgram_pairs(ids, 4, np.random.default_rng(9))
+  reduced = pipeline.reduced_windows(ids.shape[0], 4, np.random.default_rng(9))
+  c = pipeline.skipgram_pairs(ids, 4, None, reduced=reduced)
+  for u, v, w in zip(a, b, c):
+    np.testing.assert_array_equal(u, v)
+    np.testing.assert_array_equal(u, w)
+
+
+# ---- cbow_examples ---------------------------------------------------------------------
+
+
+def test_cbow_examples_golden():
+  # ids 10 11 12 13, window 2 (rows of 2*2 = 4 slots), reduced 2 1 2 2
+  #   centre 10 (r=2): contexts 11, 12          -> length 2, row [11 12 0 0]
+  #   centre 11 (r=1): contexts 10, 12          -> length 2, row [10 12 0 0]
+  #   centre 12 (r=2): contexts 11, 13, 10      -> length 3, row [.. .. .. 0]
+  #   centre 13 (r=2): contexts 12, 11          -> length 2, row [12 11 0 0]
+  # Rows in centre order; real ids first, padding (0) at the end of each row. The order
+  # of the real ids inside a row does not matter (CBOW averages them).
+  ids = np.array([10, 11, 12, 13], np.int32)
+  contexts, lengths, centres = pipeline.cbow_examples(ids, 2, None,
+                                                      reduced=np.array([2, 1, 2, 2]))
+  assert contexts.shape == (4, 4) and contexts.dtype == np.int32
+  np.testing.assert_array_equal(centres, [10, 11, 12, 13])
+  np.testing.assert_array_equal(lengths, [2, 2, 3, 2])
+  golden = [[11, 12], [10, 12], [10, 11, 13], [11, 12]]
+  for row, n, want in zip(contexts, lengths, golden):
+    assert sorted(row[:n].tolist()) == want
+    assert np.all(row[n:] == 0)
+
+
+def test_cbow_examples_edges():
+  # A chunk of one word has no context: dropped. Empty chunk: empty arrays.
+  for n in (0, 1):
+    contexts, lengths, centres = pipeline.cbow_examples(
+        np.arange(7, 7 + n, dtype=np.int32), 3, None, reduced=np.full(n, 3))
+    assert contexts.shape == (0, 6) and lengths.shape == (0,) and centres.shape == (0,)
+  # Windows beyond the ends: 3 words, window 4 -> each centre sees the other two.
+  contexts, lengths, centres = pipeline.cbow_examples(
+      np.array([1, 2, 3], np.int32), 4, None, reduced=np.full(3, 4))
+  np.testing.assert_array_equal(lengths, [2, 2, 2])
+  assert [sorted(r[:2].tolist()) for r in contexts] == [[2, 3], [1, 3], [1, 2]]
+  assert np.all(contexts[:, 2:] == 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cbow_examples_match_brute_force(seed):
+  rng = np.random.default_rng(10 + seed)
+  n, window = int(rng.integers(2, 30)), int(rng.integers(1, 5))
+  ids = rng.integers(1, 9, size=n).astype(np.int32)
+  reduced = pipeline.reduced_windows(n, window, rng)
+  contexts, lengths, centres = pipeline.cbow_examples(ids, window, None, reduced=reduced)
+  np.testing.assert_array_equal(centres, ids)
+  for i in range(n):
+    want = sorted(int(ids[j]) for j in range(n) if j != i and abs(j - i) <= reduced[i])
+    assert lengths[i] == len(want)
+    assert sorted(contexts[i, :lengths[i]].tolist()) == want
+    assert np.all(contexts[i, lengths[i]:] == 0)
+  # The same pairs as skip-gram with the same windows (centre <-> context).
+  c, x = pipeline.skipgram_pairs(ids, window, None, reduced=reduced)
+  assert lengths.sum() == c.shape[0]
+
+
+# ---- BlockStream -----------------------------------------------------------------------
+
+VOCAB = 20
+
+
+def corpus(n, seed=11):
+  rng = np.random.default_rng(seed)
+  counts = np.concatenate([[0], (400 / np.arange(1, VOCAB)).astype(int) + 1])
+  ids = rng.choice(VOCAB, size=n, p=counts / counts.sum()).astype(np.int32)
+  ids[rng.random(n) < 0.05] = 0  # some UNK
+  return ids, pipeline.keep_probabilities(np.bincount(ids, minlength=VOCAB), 0.05)
+
+
+def make_stream(model, n=1050, chunk_tokens=200, batch=8, steps=2, seed=3, window=3):
+  ids, keep = corpus(n)
+  return pipeline.BlockStream(ids, keep, model, window, batch, steps, seed,
+                              chunk_tokens=chunk_tokens)
+
+
+def flat(blocks, key):
+  return np.concatenate([b[key].reshape((-1,) + b[key].shape[2:]) for b in blocks])
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_block_shapes_and_contents(model):
+  s = make_stream(model)
+  assert s.num_chunks == 6  # 1050 tokens in chunks of 200
+  blocks = list(s.blocks(0))
+  assert len(blocks) > 5
+  for b in blocks:
+    assert b["targets"].shape == (2, 8) and b["targets"].dtype == np.int32
+    assert b["lengths"].shape == (2, 8)
+    assert b["epoch"] == 0
+    assert np.all(b["targets"] > 0) and np.all(b["targets"] < VOCAB)
+    if model == "skipgram":
+      assert b["inputs"].shape == (2, 8)
+      assert np.all(b["lengths"] == 0)
+      assert np.all(b["inputs"] > 0)
+    else:
+      assert b["inputs"].shape == (2, 8, 6)
+      assert np.all((b["lengths"] >= 1) & (b["lengths"] <= 6))
+      real = np.arange(6) < b["lengths"][..., None]
+      assert np.all(b["inputs"][real] > 0) and np.all(b["inputs"][~real] == 0)
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_blocks_deterministic_per_seed_and_epoch(model):
+  a = list(make_stream(model).blocks(0))
+  b = list(make_stream(model).blocks(0))
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    for key in ("inputs", "lengths", "targets"):
+      np.testing.assert_array_equal(x[key], y[key])
+    assert (x["chunk"], x["chunk_done"], x["tokens"]) == (y["chunk"], y["chunk_done"],
+                                                          y["tokens"])
+  other_epoch = list(make_stream(model).blocks(1))
+  other_seed = list(make_stream(model, seed=4).blocks(0))
+  for other in (other_epoch, other_seed):
+    n = min(len(a), len(other))
+    assert not np.array_equal(flat(a[:n], "targets"), flat(other[:n], "targets"))
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_chunk_examples_depend_only_on_seed_epoch_chunk(model):
+  s1, s2 = make_stream(model), make_stream(model)
+  list(s1.blocks(0))  # using a stream leaves no state behind
+  for k in range(s1.num_chunks):
+    for x, y in zip(s1._examples(1, k), s2._examples(1, k)):
+      np.testing.assert_array_equal(x, y)
+  a, b = s1._examples(0, 2), s1._examples(0, 3)
+  assert not np.array_equal(a[2][:20], b[2][:20])
+
+
+def test_chunk_examples_are_the_chunks_pairs():
+  # Skip-gram examples of a chunk are exactly the pairs of its subsampled ids (any order):
+  # the same generator is used for subsampling, windows and shuffling, in that order.
+  s = make_stream("skipgram")
+  k = 2
+  rng = np.random.default_rng([s.seed, 0, k])
+  chunk = s.ids[k * s.chunk_tokens:(k + 1) * s.chunk_tokens]
+  kept = pipeline.subsample(chunk, s.keep_prob, rng)
+  assert 0 < kept.shape[0] < chunk.shape[0] and not np.any(kept == 0)
+  want = as_multiset(*pipeline.skipgram_pairs(kept, s.window, rng))
+  inputs, lengths, targets = s._examples(0, k)
+  assert lengths.shape == (0,)
+  assert as_multiset(inputs, targets) == want
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+@pytest.mark.parametrize("chunk_tokens,batch,steps", [(200, 8, 2), (10, 16, 4)])
+def test_epoch_is_concatenation_of_chunks_minus_tail(model, chunk_tokens, batch, steps):
+  s = make_stream(model, chunk_tokens=chunk_tokens, batch=batch, steps=steps)
+  per_block = batch * steps
+  blocks = list(s.blocks(0))
+  parts = [s._examples(0, k) for k in range(s.num_chunks)]
+  sizes = np.array([p[2].shape[0] for p in parts])
+  total = sizes.sum()
+  assert len(blocks) == total // per_block  # only the tail (< one block) is dropped
+  used = len(blocks) * per_block
+  np.testing.assert_array_equal(flat(blocks, "targets"),
+                                np.concatenate([p[2] for p in parts])[:used])
+  np.testing.assert_array_equal(flat(blocks, "inputs"),
+                                np.concatenate([p[0] for p in parts])[:used])
+  if model == "cbow":
+    np.testing.assert_array_equal(flat(blocks, "lengths"),
+                                  np.concatenate([p[1] for p in parts])[:used])
+  # A block is tagged with the chunk whose examples completed it: by the end of chunk k,
+  # floor(examples of chunks 0..k / per_block) blocks have been yielded.
+  chunks = np.array([b["chunk"] for b in blocks])
+  assert np.all(np.diff(chunks) >= 0)
+  cum = np.cumsum(sizes)
+  for k in range(s.num_chunks):
+    assert np.sum(chunks <= k) == cum[k] // per_block
+  if chunk_tokens == 10:
+    # Small chunks: some chunks complete no block at all (the case chunk_done must skip).
+    assert len(set(chunks.tolist())) < s.num_chunks
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+@pytest.mark.parametrize("chunk_tokens,batch,steps", [(200, 8, 2), (10, 16, 4)])
+def test_tokens_and_chunk_done(model, chunk_tokens, batch, steps):
+  s = make_stream(model, chunk_tokens=chunk_tokens, batch=batch, steps=steps)
+  blocks = list(s.blocks(0))
+  tokens = np.array([b["tokens"] for b in blocks], np.float64)
+  assert np.all(np.diff(tokens) > 0)
+  assert tokens[0] > 0 and tokens[-1] <= s.num_tokens
+  chunks = [b["chunk"] for b in blocks]
+  for i, b in enumerate(blocks):
+    last_of_chunk = i == len(blocks) - 1 or chunks[i + 1] != chunks[i]
+    assert b["chunk_done"] == last_of_chunk, i
+    # Tokens stay inside the block's chunk; its last block reaches the chunk's end.
+    start = b["chunk"] * chunk_tokens
+    end = min(start + chunk_tokens, s.num_tokens)
+    assert start < b["tokens"] <= end
+    if b["chunk_done"]:
+      assert b["tokens"] == pytest.approx(end)
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_resume_at_chunk(model):
+  # Resuming at chunk k (after a chunk_done block of chunk k-1) streams the examples of
+  # chunks k, k+1, ... from their start: the carry-over of the interrupted pass is lost,
+  # so blocks only line up with the uninterrupted pass when nothing was carried.
+  s = make_stream(model)
+  per_block = s.batch_size * s.steps_per_call
+  k = 3
+  resumed = list(s.blocks(0, start_chunk=k))
+  assert resumed and all(b["chunk"] >= k for b in resumed)
+  parts = [s._examples(0, j) for j in range(k, s.num_chunks)]
+  want = np.concatenate([p[2] for p in parts])
+  assert len(resumed) == want.shape[0] // per_block
+  np.testing.assert_array_equal(flat(resumed, "targets"), want[:len(resumed) * per_block])
+  np.testing.assert_array_equal(flat(resumed, "inputs"),
+                                np.concatenate([p[0] for p in parts])[:len(resumed) * per_block])
+  # Resuming twice is reproducible; resuming at 0 is the uninterrupted pass.
+  again = list(s.blocks(0, start_chunk=k))
+  np.testing.assert_array_equal(flat(again, "targets"), flat(resumed, "targets"))
+  np.testing.assert_array_equal(flat(list(s.blocks(0, start_chunk=0)), "targets"),
+                                flat(list(s.blocks(0)), "targets"))
+  assert list(s.blocks(0, start_chunk=s.num_chunks)) == []
