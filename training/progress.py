@@ -32,6 +32,10 @@ class Progress:
       logging.info("%s", self.line(done, loss))
     return self.rate
 
+  def exclude(self, seconds):
+    """Leaves `seconds` (e.g. an evaluation) out of the rate."""
+    self.start += seconds
+
   def line(self, done, loss=None):
     pct = 100.0 * min(done, self.total) / self.total
     eta = (self.total - done) / self.rate if self.rate > 0 else float("nan")

@@ -1,4 +1,9 @@
 """`word2vec ACTION --flags` / `python -m word2vec ACTION --flags`."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# pylint: disable=wrong-import-position
 from word2vec import app
 
 

@@ -106,6 +106,9 @@ class Word2Vec(tf.Module):
     if c.sampler == "unigram" and self._unigrams is None:
       raise ValueError("the unigram sampler needs unigram_counts")
     self._compiled_block = tf.function(self._block, jit_compile=True)
+    # The samplers run outside XLA but inside one graph, so their kernels (and the unigram
+    # table) are built once, not at every call.
+    self.train_block = tf.function(self._train_block)
 
   # ---- sampling (outside XLA: the tf candidate samplers are CPU kernels) ----
 
@@ -243,7 +246,7 @@ class Word2Vec(tf.Module):
     _, total = tf.while_loop(lambda i, _: i < steps, body, (0, tf.constant(0.0)))
     return total / steps
 
-  def train_block(self, inputs, lengths, targets, lrs):
+  def _train_block(self, inputs, lengths, targets, lrs):
     """Samples negatives and runs one compiled block of SGD steps.
 
     Args:

@@ -202,6 +202,9 @@ def train(config):
   figures = {}
   trained_blocks = 0
   last_summary = time.monotonic()
+  eval_total = 0.0
+  train_start = time.monotonic()
+  start_done = done
   for epoch in range(epoch, config.epochs):
     for block in _dataset(stream, epoch, start_chunk, config):
       new_done = epoch * tokens_per_epoch + float(block["tokens"])
@@ -239,16 +242,23 @@ def train(config):
           f"block of --batch_size={config.batch_size} x --steps_per_call="
           f"{config.steps_per_call}: lower them or use a bigger corpus")
     if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+      eval_start = time.monotonic()
       figures = evaluator.run(model)
       evaluator.log(figures)
       with writer.as_default(step=step):
         for name, value in evaluate_lib.scalars(figures).items():
           tf.summary.scalar(f"eval/{name}", value)
       writer.flush()
+      eval_seconds = time.monotonic() - eval_start
+      progress.exclude(eval_seconds)
+      eval_total += eval_seconds
   progress.update(done, force=True)
+  train_seconds = time.monotonic() - train_start - eval_total
   if not figures:
     figures = evaluator.run(model)
     evaluator.log(figures)
+  figures["train_seconds"] = train_seconds
+  figures["train_words_per_sec"] = (done - start_done) / max(train_seconds, 1e-9)
   evaluate_lib.write_projector(config, vocab, model.input_embeddings.numpy())
   evaluate_lib.save_eval_json(config.model_dir, figures)
   writer.flush()
