@@ -116,20 +116,16 @@ def cbow_examples(ids, window, rng, reduced=None):
   if reduced is None:
     reduced = reduced_windows(n, window, rng)
   positions = np.arange(n)
+  # Real context ids are packed to the front of each row in window order (-1, +1, -2, +2,
+  # ...): `lengths` counts them and the rest of the row is padding (0).
   contexts = np.zeros((n, 2 * window), np.int32)
-  mask = np.zeros((n, 2 * window), bool)
-  col = 0
+  lengths = np.zeros(n, np.int32)
   for offset in range(1, window + 1):
     for sign in (-1, 1):
       j = positions + sign * offset
-      ok = (reduced >= offset) & (j >= 0) & (j < n)
-      contexts[ok, col] = ids[j[ok]]
-      mask[ok, col] = True
-      col += 1
-  # Move real ids to the front of each row so that `lengths` describes them.
-  order = np.argsort(~mask, axis=1, kind="stable")
-  contexts = np.take_along_axis(contexts, order, axis=1)
-  lengths = mask.sum(axis=1).astype(np.int32)
+      rows = np.nonzero((reduced >= offset) & (j >= 0) & (j < n))[0]
+      contexts[rows, lengths[rows]] = ids[j[rows]]
+      lengths[rows] += 1
   has = lengths > 0
   return contexts[has], lengths[has], ids[has]
 
