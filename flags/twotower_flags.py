@@ -55,6 +55,10 @@ def define_twotower_flags():
   flags.DEFINE_bool("use_ids", m.use_ids, "Embed user and item ids.")
   flags.DEFINE_bool("use_features", m.use_features, "Embed side features (MovieLens: age, "
                     "gender, occupation; genres, year, title words).")
+  flags.DEFINE_bool("use_history", m.use_history, "Query tower also mean-pools the user's "
+                    "training items (the positive left out in training), YouTube-DNN style.")
+  flags.DEFINE_bool("item_bias", m.item_bias, "Add a learned item bias to the dot product "
+                    "(one extra embedding coordinate).")
   flags.DEFINE_integer("model_seed", m.seed, "Initialisation seed.")
   # Training.
   flags.DEFINE_enum("loss", t.loss, list(config_lib.LOSSES), "Training loss.")
@@ -125,7 +129,8 @@ def config_from_flags(f):
       validation_fraction=f.validation_fraction, min_rating=f.min_rating)
   model = config_lib.ModelConfig(
       embedding_dim=f.embedding_dim, tower_layers=tuple(int(x) for x in f.tower_layers),
-      use_ids=f.use_ids, use_features=f.use_features, seed=f.model_seed)
+      use_ids=f.use_ids, use_features=f.use_features, use_history=f.use_history,
+      item_bias=f.item_bias, seed=f.model_seed)
   train = config_lib.TrainConfig(
       loss=f.loss, temperature=f.temperature, logq_correction=f.logq_correction,
       remove_accidental_hits=f.remove_accidental_hits, num_negatives=f.num_negatives,

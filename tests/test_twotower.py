@@ -272,3 +272,49 @@ print(json.dumps({{"a": a["item_ids"].numpy().astype(str).tolist(),
   assert got["a"] == want_ids
   assert got["b"] == want_ids
   assert "unknown user id" in got["err"] and "nobody" in got["err"]
+
+
+def test_history_pooling_leaves_the_positive_out():
+  # User 0 has items {0, 1, 2}; the query tower sees only its history (no id, no features).
+  indptr, indices = np.array([0, 3]), np.array([0, 1, 2])
+  tower = model_lib.Tower(1, [], 2, layers=(), use_ids=False, history=(indptr, indices, 3),
+                          seed=0)
+  table = tower.history_table.numpy()
+  # One linear layer after pooling: compare the pre-normalisation inputs through it.
+  w, b = tower.weights[0].numpy(), tower.biases[0].numpy()
+  unit = lambda v: v / np.linalg.norm(v)
+  full = tower.embed_index(tf.constant([0])).numpy()[0]
+  np.testing.assert_allclose(full, unit(table.mean(0) @ w + b), rtol=1e-5)
+  # Training row (user 0, positive item 1): history = items {0, 2}.
+  loo = tower.embed_index(tf.constant([0]), tf.constant([1])).numpy()[0]
+  np.testing.assert_allclose(loo, unit(table[[0, 2]].mean(0) @ w + b), rtol=1e-5)
+  # -1: nothing left out.
+  same = tower.embed_index(tf.constant([0]), tf.constant([-1])).numpy()[0]
+  np.testing.assert_allclose(same, full, rtol=1e-5)
+
+
+def test_item_bias_adds_to_the_dot_product():
+  q = model_lib.Tower(2, [], 3, bias_column="one", seed=1)
+  i = model_lib.Tower(4, [], 3, bias_column="learned", seed=2)
+  i.bias_table.assign([[0.0], [0.5], [-1.0], [2.0]])
+  qe, ie = q.embed_all(), i.embed_all()
+  assert qe.shape == (2, 4) and ie.shape == (4, 4)
+  cos = qe[:, :3] @ ie[:, :3].T
+  np.testing.assert_allclose(qe @ ie.T, cos + np.array([0.0, 0.5, -1.0, 2.0]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("model", [{"use_history": True}, {"item_bias": True}])
+def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model):
+  from twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  config = _config(tmp_path, epochs=1)
+  config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
+  two_tower, _ = train_lib.train(config, prepared, resume=False)
+  got = train_lib.evaluate(two_tower, prepared, "test")
+  assert got["hit@10"] > 0.034
+  paths = export_lib.export(config.model_dir, str(tmp_path / "export"), k=5)
+  loaded = tf.saved_model.load(paths["query_model"])
+  out = loaded.signatures["serving_default"](user_id=tf.constant(["u1"]))
+  _, want = metrics.top_k(two_tower.query_tower.embed_index(tf.constant([1])),
+                          two_tower.item_tower.embed_all(), 5)
+  assert out["item_ids"].numpy().astype(str).tolist()[0] == [
+      f"i{k}" for k in want.numpy()[0]]

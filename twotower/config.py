@@ -41,6 +41,8 @@ class ModelConfig:
   tower_layers: tuple = (64,)
   use_ids: bool = True
   use_features: bool = True
+  use_history: bool = False
+  item_bias: bool = False
   seed: int = 0
 
 

@@ -14,11 +14,12 @@ class Tower(tf.Module):
   Inputs of `__call__`: `ids` int [B] entity indices (0 <= id < num_ids) and
   `features`, a list of int [B, L_f] token indices per side feature (0 =
   padding, pooled by mean over non-padding tokens).
-  Output: float32 [B, embedding_dim] with unit L2 norm.
+  Output: float32 [B, embedding_dim] with unit L2 norm (plus one bias
+  coordinate with `bias_column`).
   """
 
   def __init__(self, num_ids, feature_tables, embedding_dim, layers=(), use_ids=True,
-               feature_dim=None, seed=0, name=None):
+               feature_dim=None, seed=0, history=None, bias_column=None, name=None):
     """Builds the variables.
 
     Args:
@@ -31,6 +32,14 @@ class Tower(tf.Module):
       use_ids: whether the entity id has its own embedding.
       feature_dim: embedding size of side features (default embedding_dim).
       seed: initialisation seed.
+      history: None, or (indptr, indices, num_items): each entity's training
+        items as CSR (query tower). Their embeddings (a table of this tower) are
+        mean-pooled into one more input, YouTube-DNN style; in training the
+        positive item is left out of its own user's history (`exclude_items`).
+      bias_column: None; "one" appends a constant 1 to the normalised output
+        (query tower); "learned" appends a learned per-entity scalar (item
+        tower). Together they add an item bias to the dot product, so
+        popularity need not be squeezed into the unit sphere.
       name: module name.
     """
     super().__init__(name=name)
@@ -53,7 +62,24 @@ class Tower(tf.Module):
       self.feature_embeddings.append(tf.Variable(
           init([int(vocab_size), feature_dim], 10 + k, 0.1), name=f"{fname}_embeddings"))
       in_dim += feature_dim
-    self.identity = (not layers and not feature_tables and self.use_ids)
+    self.history = None
+    if history is not None:
+      indptr, indices, num_items = history
+      rows = np.repeat(np.arange(self.num_ids), np.diff(indptr))
+      # User x item history matrix: [num_ids, num_items], ones.
+      self.history = tf.sparse.SparseTensor(
+          np.stack([rows, indices], 1).astype(np.int64), tf.ones([len(indices)]),
+          [self.num_ids, int(num_items)])
+      # Number of history items per entity: [num_ids].
+      self.history_len = tf.constant(np.diff(indptr).astype(np.float32))
+      self.history_table = tf.Variable(init([int(num_items), feature_dim], 50, 0.1),
+                                       name="history_embeddings")
+      in_dim += feature_dim
+    self.bias_column = bias_column
+    if bias_column == "learned":
+      # Per-entity bias: [num_ids, 1].
+      self.bias_table = tf.Variable(tf.zeros([self.num_ids, 1]), name="bias")
+    self.identity = (not layers and not feature_tables and self.use_ids and history is None)
     self.weights, self.biases = [], []
     if not self.identity:
       widths = list(layers) + [self.embedding_dim]
@@ -64,7 +90,8 @@ class Tower(tf.Module):
         self.biases.append(tf.Variable(tf.zeros([width]), name=f"b{k}"))
         in_dim = width
 
-  def __call__(self, ids, features):
+  def __call__(self, ids, features, exclude_items=None):
+    """Embeds a batch; `exclude_items` int [B] leaves each row's item out of its history."""
     parts = []
     if self.use_ids:
       parts.append(tf.gather(self.id_table, ids))  # [B, D]
@@ -72,21 +99,36 @@ class Tower(tf.Module):
       emb = tf.gather(table, values)  # [B, L, F]
       mask = tf.cast(values > 0, emb.dtype)[..., None]  # [B, L, 1]
       parts.append(tf.reduce_sum(emb * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0))
+    if self.history is not None:
+      # Sum of history item embeddings of every entity: [num_ids, F], then the batch: [B, F].
+      sums = tf.gather(tf.sparse.sparse_dense_matmul(self.history, self.history_table), ids)
+      count = tf.gather(self.history_len, ids)  # [B]
+      if exclude_items is not None:
+        # -1 = nothing to leave out (e.g. a negative-labelled row).
+        keep = tf.cast(exclude_items >= 0, sums.dtype)  # [B]
+        sums -= tf.gather(self.history_table, tf.maximum(exclude_items, 0)) * keep[:, None]
+        count -= keep
+      parts.append(sums / tf.maximum(count, 1.0)[:, None])
     x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
     n = len(self.weights)
     for k, (w, b) in enumerate(zip(self.weights, self.biases)):
       x = tf.matmul(x, w) + b
       if k < n - 1:
         x = tf.nn.relu(x)
-    return tf.math.l2_normalize(x, axis=-1)
+    x = tf.math.l2_normalize(x, axis=-1)
+    if self.bias_column == "one":
+      x = tf.concat([x, tf.ones_like(x[:, :1])], -1)
+    elif self.bias_column == "learned":
+      x = tf.concat([x, tf.gather(self.bias_table, ids)], -1)
+    return x
 
   def entity_features(self, ids):
     """Side-feature token indices of entities `ids`: list of int32 [B, L_f]."""
     return [tf.gather(v, ids) for v in self.feature_values]
 
-  def embed_index(self, ids):
+  def embed_index(self, ids, exclude_items=None):
     """Embeds entities by index: float32 [B, embedding_dim]."""
-    return self(ids, self.entity_features(ids))
+    return self(ids, self.entity_features(ids), exclude_items)
 
   def embed_all(self, batch_size=65536):
     """Embeds every entity, in chunks: numpy float32 [num_ids, embedding_dim]."""
@@ -94,7 +136,11 @@ class Tower(tf.Module):
     for start in range(0, self.num_ids, batch_size):
       ids = tf.range(start, min(start + batch_size, self.num_ids))
       out.append(self.embed_index(ids).numpy())
-    return np.concatenate(out, 0) if out else np.zeros([0, self.embedding_dim], np.float32)
+    return np.concatenate(out, 0) if out else np.zeros([0, self.output_dim], np.float32)
+
+  @property
+  def output_dim(self):
+    return self.embedding_dim + (1 if self.bias_column else 0)
 
 
 def feature_tables(features, selected=None):

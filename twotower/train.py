@@ -20,6 +20,7 @@ import tensorflow as tf
 from absl import logging
 
 from data.atomic import atomic_write
+from data import interactions as ilib
 from data.errors import UserError
 from training.progress import Progress
 from twotower import config as config_lib
@@ -33,8 +34,15 @@ CONFIG_FILE = "config.json"
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(config, data):
-  """Builds the `TwoTower` of a `Config` over the vocabularies of `data`."""
+def build_model(config, data, history_from=None):
+  """Builds the `TwoTower` of a `Config` over the vocabularies of `data`.
+
+  Args:
+    config: `Config`.
+    data: all interactions (vocabularies and side features).
+    history_from: the training interactions (positives) whose items form each
+      user's history (needed with model.use_history).
+  """
   m = config.model
   uf = model_lib.feature_tables(data.user_features) if m.use_features else []
   itf = model_lib.feature_tables(data.item_features) if m.use_features else []
@@ -42,10 +50,18 @@ def build_model(config, data):
     raise UserError("the query tower has no input: --use_ids=false needs user side features")
   if not m.use_ids and not itf:
     raise UserError("the item tower has no input: --use_ids=false needs item side features")
+  history = None
+  if m.use_history:
+    if history_from is None:
+      raise ValueError("build_model needs the training interactions for --use_history")
+    indptr, indices = ilib.seen_items(history_from)
+    history = (indptr, indices, data.num_items)
   query = model_lib.Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
-                          seed=m.seed * 2 + 1, name="query_tower")
+                          seed=m.seed * 2 + 1, history=history,
+                          bias_column="one" if m.item_bias else None, name="query_tower")
   item = model_lib.Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
-                         seed=m.seed * 2 + 2, name="item_tower")
+                         seed=m.seed * 2 + 2, bias_column="learned" if m.item_bias else None,
+                         name="item_tower")
   return model_lib.TwoTower(query, item)
 
 
@@ -113,7 +129,12 @@ def make_loss_fn(config, two_tower, item_counts):
 
   def loss_fn(batch, step):
     users, items = batch["user"], batch["item"]
-    q = qt.embed_index(users)  # [B, D]
+    # The positive is left out of the user's history (it is the answer).
+    exclude = None
+    if qt.history is not None:
+      exclude = (tf.where(batch["label"] > 0, items, tf.constant(-1, items.dtype))
+                 if t.loss in config_lib.POINTWISE_LOSSES else items)
+    q = qt.embed_index(users, exclude)  # [B, D]
     if t.loss == "inbatch_softmax":
       c = it.embed_index(items)  # [B, D]
       return losses.in_batch_softmax_loss(
@@ -215,7 +236,7 @@ def restore(model_dir):
   config = read_config(model_dir)
   config = dataclasses.replace(config, model_dir=model_dir)
   prepared = inputs.prepare(config.data, config.train.loss in config_lib.POINTWISE_LOSSES)
-  two_tower = build_model(config, prepared.data)
+  two_tower = build_model(config, prepared.data, history_source(prepared))
   ckpt, step = make_checkpoint(two_tower)
   latest = tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt"))
   if latest is None:
@@ -262,13 +283,15 @@ def _validate(config, prepared):
                     "interactions: use a smaller batch")
 
 
-def train(config, prepared=None, resume=True):
+def train(config, prepared=None, resume=True, stats=None):
   """Trains (or resumes) the run described by `config`.
 
   Args:
     config: `Config`.
     prepared: `inputs.Prepared` (default: built from config.data).
     resume: continue from the last checkpoint of model_dir if any.
+    stats: optional dict, filled with "examples_per_sec" (train steps only,
+      from the end of the first step: no tracing, no evaluation) and "steps".
 
   Returns:
     (two_tower, last eval metrics dict or {}).
@@ -282,7 +305,7 @@ def train(config, prepared=None, resume=True):
   _validate(config, prepared)
   write_config(config)
   train_data = prepared.train
-  two_tower = build_model(config, prepared.data)
+  two_tower = build_model(config, prepared.data, history_source(prepared))
   drop = t.loss in ("inbatch_softmax", "info_nce")
   steps_per_epoch = (len(train_data) // t.batch_size if drop
                      else -(-len(train_data) // t.batch_size))
@@ -318,13 +341,16 @@ def train(config, prepared=None, resume=True):
   last_eval = {}
   window_start, window_examples = time.monotonic(), 0
   step = start_step
+  busy, busy_examples = 0.0, 0
   for epoch in range(start_step // max(steps_per_epoch, 1), t.epochs):
     skip = step - epoch * steps_per_epoch
+    tick = time.monotonic()
     for batch in inputs.epoch_dataset(train_data, t.batch_size, epoch, t.seed, skip, drop):
       loss = train_step(batch)
       loss_mean.update_state(loss)
       step += 1
-      window_examples += int(batch["user"].shape[0])
+      n = int(batch["user"].shape[0])
+      window_examples += n
       if step % t.log_every == 0 or step == total_steps:
         now = time.monotonic()
         rate = window_examples / max(now - window_start, 1e-9)
@@ -339,8 +365,14 @@ def train(config, prepared=None, resume=True):
           tf.summary.scalar("train/examples_per_sec", rate)
         loss_mean.reset_state()
         progress.update(step * t.batch_size, loss=value)
+      if step > start_step + 1:  # the first step traces the function
+        # Steady-state rate: data, step, summaries and progress line; no checkpoints.
+        busy_examples += n
+        busy += time.monotonic() - tick
+      tick = time.monotonic()
       if step % t.checkpoint_every == 0:
         manager.save(checkpoint_number=step)
+        tick = time.monotonic()
     if t.eval_every_epoch or epoch == t.epochs - 1:
       split = "validation" if prepared.valid is not None else "test"
       both = evaluate_both(two_tower, prepared, split, t.temperature)
@@ -357,11 +389,19 @@ def train(config, prepared=None, resume=True):
                    main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
   manager.save(checkpoint_number=step)
   progress.update(step * t.batch_size, force=True)
+  if stats is not None:
+    stats["examples_per_sec"] = busy_examples / busy if busy > 0 else float("nan")
+    stats["steps"] = step - start_step
   write_hparams(config, train_writer, last_eval)
   write_projector(config.model_dir, two_tower, prepared.data)
   train_writer.flush()
   eval_writer.flush()
   return two_tower, last_eval
+
+
+def history_source(prepared):
+  """The interactions that form users' histories: the positives of the train split."""
+  return inputs.positives_only(prepared.train)
 
 
 def positives_counts(train_data):
