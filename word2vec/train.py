@@ -212,6 +212,11 @@ def train(config):
       loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
                                tf.constant(lrs, tf.float32))
       trained_blocks += 1
+      if not np.isfinite(float(loss)):
+        raise UserError(
+            f"the training loss became {float(loss)} at step {int(state['step'])}: the "
+            f"updates diverged; lower --learning_rate (now {lr0}) or --batch_size (now "
+            f"{config.batch_size}), then rerun with --resume=false")
       done = new_done
       loss_metric.update_state(loss)
       step = int(state["step"].assign_add(config.steps_per_call))
