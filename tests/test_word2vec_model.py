@@ -1,0 +1,477 @@
+"""The fused word2vec step against tf.nn.nce_loss / tf.nn.sampled_softmax_loss and numpy.
+
+`Word2Vec.head` re-implements the two tf.nn losses with hand-derived gradients and grouped
+negatives (each group of `group_size` examples shares one draw of `num_sampled` ids). Here
+every group is fed to the tf.nn op on its own, under a GradientTape, with the same sampled
+ids and expected counts exp(log_q), and the per-example loss and all three gradients must
+agree; then one SGD step must move every table by exactly -lr * that gradient.
+"""
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import pipeline
+from losses import samplers as samplers_lib
+from word2vec.model import StepConfig, Word2Vec
+
+V, DIM, BATCH, K = 12, 4, 6, 4
+
+# Six examples; targets 5 and 2 each appear in a group's sampled ids (accidental hits),
+# id 2 is a target twice (two examples of one group, so two hits on one column), id 8 is
+# drawn twice (duplicates are normal: the samplers draw with replacement). A duplicated
+# *hit* is tested on its own below: there tf.nn removes only one of the copies.
+TARGETS = np.array([3, 5, 7, 2, 9, 2], np.int32)
+SAMPLED = {
+    3: np.array([[1, 5, 8, 8], [2, 10, 11, 6]], np.int32),  # 2 groups of 3 examples
+    6: np.array([[5, 2, 8, 8]], np.int32),                  # 1 group of 6 examples
+}
+
+
+def make_model(model="skipgram", loss="nce", group_size=3, subtract_log_q=False,
+               remove_hits=True, train_biases=False, sampler="uniform", steps=1,
+               vocab=V, dim=DIM, batch=BATCH, k=K, window=2, counts=None, seed=0):
+  config = StepConfig(model=model, loss=loss, vocab_size=vocab, dim=dim, window=window,
+                      batch_size=batch, steps_per_call=steps, num_sampled=k,
+                      group_size=group_size, sampler=sampler, subtract_log_q=subtract_log_q,
+                      remove_accidental_hits=remove_hits, train_biases=train_biases)
+  return Word2Vec(config, unigram_counts=counts, seed=seed)
+
+
+def randomise(model, seed=0, scale=1.0):
+  """Non-zero tables so that every gradient is non-trivial."""
+  rng = np.random.default_rng(seed)
+  c = model.config
+  model.input_embeddings.assign(scale * rng.normal(0, 0.5, [c.vocab_size, c.dim]))
+  model.output_embeddings.assign(scale * rng.normal(0, 0.7, [c.vocab_size, c.dim]))
+  model.output_biases.assign(rng.normal(0, 0.5, [c.vocab_size]))
+
+
+def log_q(seed, group_size, on):
+  """Fixed log expected counts (zeros = expected count 1 = no logQ correction)."""
+  groups = BATCH // group_size
+  if not on:
+    return np.zeros(BATCH, np.float32), np.zeros([groups, K], np.float32)
+  rng = np.random.default_rng(seed)
+  return (np.log(rng.uniform(0.05, 3.0, BATCH)).astype(np.float32),
+          np.log(rng.uniform(0.05, 3.0, [groups, K])).astype(np.float32))
+
+
+def reference(model, hidden, targets, sampled, true_log_q, sampled_log_q):
+  """tf.nn loss per example and dense gradients, one tf.nn call per group.
+
+  Returns (loss [B], d_hidden [B, d], d_weights [V, d], d_biases [V]) as numpy, the
+  gradients being those of the sum of the per-example losses.
+  """
+  c = model.config
+  weights = tf.constant(model.output_embeddings.numpy())
+  biases = tf.constant(model.output_biases.numpy() if c.train_biases
+                       else np.zeros(c.vocab_size, np.float32))
+  groups, g = sampled.shape[0], c.batch_size // sampled.shape[0]
+  fn = tf.nn.nce_loss if c.loss == "nce" else tf.nn.sampled_softmax_loss
+  losses, d_hidden = [], []
+  d_w, d_b = np.zeros([c.vocab_size, c.dim]), np.zeros([c.vocab_size])
+  for n in range(groups):
+    rows = slice(n * g, (n + 1) * g)
+    x = tf.constant(hidden[rows], tf.float32)
+    sampled_values = (
+        tf.constant(sampled[n], tf.int64),
+        tf.constant(np.exp(true_log_q[rows])[:, None], tf.float32),
+        tf.constant(np.exp(sampled_log_q[n]), tf.float32))
+    with tf.GradientTape() as tape:
+      tape.watch([weights, biases, x])
+      loss = fn(weights=weights, biases=biases,
+                labels=tf.constant(targets[rows, None], tf.int64), inputs=x,
+                num_sampled=sampled.shape[1], num_classes=c.vocab_size,
+                sampled_values=sampled_values,
+                remove_accidental_hits=c.remove_accidental_hits)
+      total = tf.reduce_sum(loss)
+    gw, gb, gx = tape.gradient(total, [weights, biases, x])
+    losses.append(loss.numpy())
+    d_hidden.append(gx.numpy())
+    d_w += tf.convert_to_tensor(gw).numpy()
+    d_b += tf.convert_to_tensor(gb).numpy()
+  return np.concatenate(losses), np.concatenate(d_hidden), d_w, d_b
+
+
+def ours(model, hidden, targets, sampled, true_log_q, sampled_log_q):
+  """`head` with its sparse output gradients scatter-summed into dense tables."""
+  c = model.config
+  loss, d_hidden, out_ids, d_out, d_bias = model.head(
+      tf.constant(hidden, tf.float32), tf.constant(targets), tf.constant(sampled),
+      tf.constant(true_log_q), tf.constant(sampled_log_q))
+  assert out_ids.shape == (c.batch_size + sampled.size,)
+  d_w = tf.math.unsorted_segment_sum(d_out, out_ids, c.vocab_size).numpy()
+  d_b = tf.math.unsorted_segment_sum(d_bias, out_ids, c.vocab_size).numpy()
+  return loss.numpy(), d_hidden.numpy(), d_w, d_b
+
+
+def assert_close(a, b, rtol=2e-5, atol=2e-6, what=""):
+  np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=what)
+
+
+# ---- a case worked by hand -------------------------------------------------------------
+
+# V=4, d=2, one example in one group, k=2; output rows w1=[1,1], w2=[2,0]; h=[1, 0.5];
+# target 2, sampled [1, 2] (2 is an accidental hit), log Q = 0, no biases.
+#   true logit w2.h = 2, sampled logits w1.h = 1.5 and w2.h = 2.
+# NCE, hit removed:  softplus(-2) + softplus(1.5) = 0.126928 + 1.701413 = 1.828341
+#   d_hidden = (sigmoid(2) - 1) w2 + sigmoid(1.5) w1 = -0.119203 [2,0] + 0.817574 [1,1]
+#            = [0.579169, 0.817574]
+#   d_w2 = (sigmoid(2) - 1) h = [-0.119203, -0.059601] (the hit column adds nothing),
+#   d_w1 = sigmoid(1.5) h = [0.817574, 0.408787]
+# NCE, hit kept: 1.828341 + softplus(2) (2.126928) = 3.955269
+# Sampled softmax, hit removed: log(e^2 + e^1.5) - 2 = log(1 + e^-0.5) = 0.474077
+#   p_true = 0.622459, p_1 = 0.377541; d_hidden = (p_true - 1) w2 + p_1 w1
+#            = [-0.377541, 0.377541]
+# Sampled softmax, hit kept: log(2 + e^-0.5) = 0.958020
+HAND = {
+    ("nce", True): (1.828341, [0.579169, 0.817574]),
+    ("nce", False): (3.955269, None),
+    ("sampled_softmax", True): (0.474077, [-0.377541, 0.377541]),
+    ("sampled_softmax", False): (0.958020, None),
+}
+
+
+@pytest.mark.parametrize("loss,remove_hits", list(HAND))
+def test_head_hand_golden(loss, remove_hits):
+  m = make_model(loss=loss, remove_hits=remove_hits, group_size=1, vocab=4, dim=2,
+                 batch=1, k=2)
+  m.output_embeddings.assign([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [0.0, -1.0]])
+  out = m.head(tf.constant([[1.0, 0.5]]), tf.constant([2]), tf.constant([[1, 2]]),
+               tf.zeros([1]), tf.zeros([1, 2]))
+  loss_value, d_hidden, out_ids, d_out, _ = [t.numpy() for t in out]
+  want_loss, want_dh = HAND[(loss, remove_hits)]
+  assert_close(loss_value, [want_loss], atol=1e-6)
+  if want_dh is not None:
+    assert_close(d_hidden[0], want_dh, atol=1e-6)
+  np.testing.assert_array_equal(out_ids, [2, 1, 2])
+  if loss == "nce" and remove_hits:
+    assert_close(d_out, [[-0.119203, -0.059601], [0.817574, 0.408787], [0.0, 0.0]],
+                 atol=1e-6)
+
+
+# ---- head == tf.nn, every combination ---------------------------------------------------
+
+COMBOS = list(itertools.product(["nce", "sampled_softmax"], [3, 6], [True, False],
+                                [True, False], [False, True]))
+
+
+@pytest.mark.parametrize("loss,group_size,subtract_log_q,remove_hits,train_biases", COMBOS)
+def test_head_matches_tf_nn(loss, group_size, subtract_log_q, remove_hits, train_biases):
+  m = make_model(loss=loss, group_size=group_size, subtract_log_q=subtract_log_q,
+                 remove_hits=remove_hits, train_biases=train_biases)
+  randomise(m, seed=1)
+  rng = np.random.default_rng(2)
+  hidden = rng.normal(0, 0.8, [BATCH, DIM]).astype(np.float32)
+  sampled = SAMPLED[group_size]
+  tlq, slq = log_q(3, group_size, subtract_log_q)
+  want = reference(m, hidden, TARGETS, sampled, tlq, slq)
+  got = ours(m, hidden, TARGETS, sampled, tlq, slq)
+  for name, a, b in zip(["loss", "d_hidden", "d_weights", "d_biases"], got, want):
+    assert_close(a, b, what=name)
+  # Non-trivial: every gradient is non-zero, and the hits matter for this data.
+  assert np.all(np.abs(want[1]).sum(1) > 1e-3)
+  assert np.abs(want[2][sampled.ravel()]).sum() > 1e-3
+  if not train_biases:
+    # The biases are non-zero but do not enter the logits: tf.nn fed zeros must agree.
+    assert np.any(m.output_biases.numpy() != 0)
+  other = make_model(loss=loss, group_size=group_size, remove_hits=not remove_hits,
+                     train_biases=train_biases)
+  randomise(other, seed=1)
+  flipped = ours(other, hidden, TARGETS, sampled, tlq, slq)
+  assert not np.allclose(flipped[0], got[0], rtol=1e-4)
+
+
+def test_removed_hit_contributes_nothing():
+  # tf.nn adds -FLT_MAX to a hit's logit: softplus -> 0 and sigmoid -> 0, which is the
+  # mask of `head`. Moving the hit's output row (id 5 = target of example 1) changes
+  # the loss of example 1 only through its true column.
+  m = make_model(loss="nce")
+  randomise(m, seed=4)
+  hidden = np.random.default_rng(5).normal(0, 1, [BATCH, DIM]).astype(np.float32)
+  sampled = SAMPLED[3]
+  zeros = log_q(0, 3, False)
+  loss, _, out_ids, d_out, _ = [t.numpy() for t in m.head(
+      tf.constant(hidden), tf.constant(TARGETS), tf.constant(sampled),
+      tf.constant(zeros[0]), tf.constant(zeros[1]))]
+  # The output gradient row of the sampled 5 (position BATCH + 1) comes only from the two
+  # other examples of group 0 (examples 0 and 2).
+  sig = lambda x: 1 / (1 + np.exp(-x))
+  w = m.output_embeddings.numpy().astype(np.float64)
+  want = sig(hidden[0] @ w[5]) * hidden[0] + sig(hidden[2] @ w[5]) * hidden[2]
+  assert_close(d_out[BATCH + 1], want)
+  # Example 1's loss: its true column plus the non-hit columns 1, 8 and 8.
+  sp = lambda x: np.logaddexp(0, x)
+  want_loss = sp(-hidden[1] @ w[5]) + sp(hidden[1] @ w[1]) + 2 * sp(hidden[1] @ w[8])
+  assert_close(loss[1], want_loss)
+
+
+@pytest.mark.parametrize("loss", ["nce", "sampled_softmax"])
+def test_duplicated_hit_removed_every_time(loss):
+  # Group 0 draws the target of example 1 (id 5) twice. `head` removes both copies, as
+  # "a sampled class equal to the target" says. tf.nn's compute_accidental_hits maps each
+  # sampled id to ONE position (the last), so tf.nn.nce_loss / sampled_softmax_loss keep
+  # the first copy in the logits: pinned here so that the difference stays known.
+  m = make_model(loss=loss)
+  randomise(m, seed=1)
+  hidden = np.random.default_rng(2).normal(0, 0.8, [BATCH, DIM]).astype(np.float32)
+  sampled = np.array([[1, 5, 8, 5], [2, 10, 11, 6]], np.int32)
+  zeros = log_q(0, 3, False)
+  got = ours(m, hidden, TARGETS, sampled, *zeros)[0]
+  want = reference(m, hidden, TARGETS, sampled, *zeros)[0]
+  w, h = m.output_embeddings.numpy().astype(np.float64), hidden[1].astype(np.float64)
+  true, col1, col8 = h @ w[5], h @ w[1], h @ w[8]
+  if loss == "nce":
+    sp = lambda x: np.logaddexp(0, x)
+    ours_1 = sp(-true) + sp(col1) + sp(col8)   # both copies of 5 removed
+    tf_1 = ours_1 + sp(true)                   # tf.nn: the first copy stays
+  else:
+    ours_1 = np.logaddexp.reduce([true, col1, col8]) - true
+    tf_1 = np.logaddexp.reduce([true, col1, true, col8]) - true
+  assert_close(got[1], ours_1)
+  assert_close(want[1], tf_1)
+  # Every other example has no duplicated hit: identical to tf.nn.
+  assert_close(np.delete(got, 1), np.delete(want, 1))
+
+
+@pytest.mark.parametrize("loss", ["nce", "sampled_softmax"])
+@pytest.mark.parametrize("remove_hits", [True, False])
+def test_head_extreme_logits(loss, remove_hits):
+  # Tables scaled by 100: logits of the order of +-1e4 (sigmoid and softmax saturate).
+  m = make_model(loss=loss, remove_hits=remove_hits, train_biases=True,
+                 subtract_log_q=True)
+  randomise(m, seed=6, scale=100.0)
+  hidden = (100 * np.random.default_rng(7).normal(0, 1, [BATCH, DIM])).astype(np.float32)
+  sampled = SAMPLED[3]
+  tlq, slq = log_q(8, 3, True)
+  got = ours(m, hidden, TARGETS, sampled, tlq, slq)
+  want = reference(m, hidden, TARGETS, sampled, tlq, slq)
+  assert np.abs(got[0]).max() > 1e3  # really extreme
+  # float32 spacing at 1e4 is ~1e-3, so logits (hence softmax probabilities) carry errors
+  # of that order in both implementations; `head` adds log-sum-exp back to the 1e4 scale
+  # before exp(), tf.nn does not, so a gradient may differ by ~1e-3 * |row| (rows ~100).
+  for name, a, b in zip(["loss", "d_hidden", "d_weights", "d_biases"], got, want):
+    assert np.all(np.isfinite(a)), name
+    finite = np.isfinite(b)
+    scale = max(1.0, np.abs(b[finite]).max())
+    assert_close(a[finite], b[finite], rtol=1e-4, atol=5e-4 * scale, what=name)
+
+
+# ---- hidden ----------------------------------------------------------------------------
+
+
+def test_hidden_skipgram_and_cbow_mean():
+  m = make_model(model="cbow", window=2)
+  randomise(m, seed=9)
+  table = m.input_embeddings.numpy()
+  # Padded slots hold garbage ids (11) on purpose: only the first `length` count.
+  inputs = np.array([[1, 11, 11, 11], [2, 3, 11, 11], [4, 4, 5, 11], [6, 7, 8, 9],
+                     [10, 11, 11, 11], [3, 1, 11, 11]], np.int32)
+  lengths = np.array([1, 2, 3, 4, 1, 2], np.int32)
+  got = m.hidden(tf.constant(inputs), tf.constant(lengths)).numpy()
+  want = np.stack([table[r[:n]].mean(0) for r, n in zip(inputs, lengths)])
+  assert_close(got, want)
+  s = make_model(model="skipgram")
+  randomise(s, seed=9)
+  assert_close(s.hidden(tf.constant([4, 4, 0])).numpy(), table[[4, 4, 0]])
+
+
+# ---- one SGD step == -lr * tf.nn gradient -----------------------------------------------
+
+SG_INPUTS = np.array([3, 3, 1, 4, 1, 6], np.int32)          # duplicate centres 3 and 1
+CBOW_INPUTS = np.array([[1, 11, 11, 11], [2, 3, 11, 11], [4, 4, 8, 11], [6, 7, 8, 9],
+                        [10, 11, 11, 11], [3, 1, 11, 11]], np.int32)
+CBOW_LENGTHS = np.array([1, 2, 3, 4, 1, 2], np.int32)
+
+
+def expected_step(m, inputs, lengths, targets, sampled, tlq, slq, lr):
+  """numpy tables after one SGD step built from the tf.nn reference gradients."""
+  c = m.config
+  table_in = m.input_embeddings.numpy().astype(np.float64)
+  if c.model == "skipgram":
+    hidden = table_in[inputs]
+  else:
+    hidden = np.stack([table_in[r[:n]].mean(0) for r, n in zip(inputs, lengths)])
+  loss, d_h, d_w, d_b = reference(m, hidden.astype(np.float32), targets, sampled, tlq, slq)
+  new_in = table_in.copy()
+  if c.model == "skipgram":
+    np.add.at(new_in, inputs, -lr * d_h)               # duplicates sum
+  else:
+    for b, (row, n) in enumerate(zip(inputs, lengths)):
+      for j in row[:n]:
+        new_in[j] -= lr * d_h[b]                       # undivided, as word2vec.c
+  new_out = m.output_embeddings.numpy() - lr * d_w
+  new_b = m.output_biases.numpy() - (lr * d_b if c.train_biases else 0.0)
+  return loss.mean(), new_in, new_out, new_b
+
+
+def set_tables(m, tables):
+  m.input_embeddings.assign(tables[0])
+  m.output_embeddings.assign(tables[1])
+  m.output_biases.assign(tables[2])
+
+
+@pytest.mark.parametrize("model,loss,train_biases,compiled", [
+    ("skipgram", "nce", False, False),
+    ("skipgram", "sampled_softmax", True, False),
+    ("cbow", "sampled_softmax", False, False),
+    ("cbow", "nce", True, False),
+    ("skipgram", "nce", True, True),
+    ("cbow", "sampled_softmax", True, True),
+])
+def test_sgd_steps_move_tables_by_minus_lr_gradient(model, loss, train_biases, compiled):
+  # Two minibatches in one block (the second sees the first's update), lr 0.3 then 0.1.
+  m = make_model(model=model, loss=loss, train_biases=train_biases, subtract_log_q=True,
+                 steps=2)
+  randomise(m, seed=10)
+  lrs = [0.3, 0.1]
+  if model == "skipgram":
+    inputs = np.stack([SG_INPUTS, SG_INPUTS[::-1]])
+    lengths = np.zeros([2, BATCH], np.int32)
+  else:
+    inputs = np.stack([CBOW_INPUTS, CBOW_INPUTS[::-1]])
+    lengths = np.stack([CBOW_LENGTHS, CBOW_LENGTHS[::-1]])
+  targets = np.stack([TARGETS, np.roll(TARGETS, 1)])
+  sampled = np.stack([SAMPLED[3], SAMPLED[3][::-1]])
+  qs = [log_q(11, 3, True), log_q(12, 3, True)]
+  tlq = np.stack([q[0] for q in qs])
+  slq = np.stack([q[1] for q in qs])
+
+  before = [v.numpy().copy() for v in (m.input_embeddings, m.output_embeddings,
+                                       m.output_biases)]
+  losses = []
+  for i in range(2):
+    loss_i, *tables = expected_step(m, inputs[i], lengths[i], targets[i], sampled[i],
+                                    tlq[i], slq[i], lrs[i])
+    losses.append(loss_i)
+    set_tables(m, tables)
+  want = [v.numpy() for v in (m.input_embeddings, m.output_embeddings, m.output_biases)]
+  set_tables(m, before)
+
+  fn = m._compiled_block if compiled else m._block
+  mean_loss = fn(tf.constant(inputs), tf.constant(lengths), tf.constant(targets),
+                 tf.constant(sampled), tf.constant(tlq), tf.constant(slq),
+                 tf.constant(lrs, tf.float32))
+  assert_close(float(mean_loss), np.mean(losses), rtol=1e-5)
+  got = [v.numpy() for v in (m.input_embeddings, m.output_embeddings, m.output_biases)]
+  for name, a, b in zip(["input", "output", "bias"], got, want):
+    assert_close(a, b, rtol=1e-5, atol=1e-6, what=name)
+  # Untouched rows stay bit-identical: UNK (id 0) and, for CBOW, the padding id 11.
+  np.testing.assert_array_equal(got[0][0], before[0][0])
+  if model == "cbow":
+    np.testing.assert_array_equal(got[0][11], before[0][11])
+  if not train_biases:
+    np.testing.assert_array_equal(got[2], before[2])
+  assert np.abs(got[0] - before[0]).max() > 1e-3 and np.abs(got[1] - before[1]).max() > 1e-3
+
+
+# ---- sample ----------------------------------------------------------------------------
+
+COUNTS = np.array([5000, 400, 300, 200, 150, 100, 80, 60, 40, 20, 10, 5])  # UNK first
+
+
+@pytest.mark.parametrize("sampler", ["log_uniform", "uniform", "unigram"])
+@pytest.mark.parametrize("subtract_log_q", [True, False])
+def test_sample_shapes_and_log_q(sampler, subtract_log_q):
+  m = make_model(sampler=sampler, subtract_log_q=subtract_log_q, steps=3,
+                 counts=COUNTS if sampler == "unigram" else None, seed=13)
+  targets = np.random.default_rng(14).integers(1, V, size=[3, BATCH]).astype(np.int32)
+  sampled, true_log_q, sampled_log_q = [t.numpy() for t in m.sample(tf.constant(targets))]
+  assert sampled.shape == (3, 2, K) and sampled.dtype == np.int32
+  assert true_log_q.shape == (3, BATCH) and sampled_log_q.shape == (3, 2, K)
+  assert np.all((sampled >= 0) & (sampled < V))
+  if not subtract_log_q:
+    assert np.all(true_log_q == 0) and np.all(sampled_log_q == 0)
+    return
+  # Each group draws K ids (with replacement): expected count K * P(id). For the unigram
+  # sampler UNK's count is zeroed (it is never a target nor a negative).
+  counts = COUNTS.astype(np.float64).copy()
+  counts[0] = 0
+  p = samplers_lib.sampler_probabilities(sampler, V, unigrams=counts)
+  assert_close(true_log_q, np.log(K * p[targets]), rtol=1e-5, atol=1e-5)
+  assert_close(sampled_log_q, np.log(K * p[sampled]), rtol=1e-5, atol=1e-5)
+
+
+def test_unigram_sampler_never_draws_unk():
+  # UNK has half of the raw counts: were its count kept, ~40% of draws would be 0.
+  m = make_model(sampler="unigram", counts=COUNTS, steps=25, seed=15)
+  targets = tf.ones([25, BATCH], tf.int32)
+  sampled = m.sample(targets)[0].numpy()
+  assert sampled.size == 200 and not np.any(sampled == 0)
+  assert len(np.unique(sampled)) > 5
+
+
+def test_learned_unigram_sampler_runs():
+  m = make_model(sampler="learned_unigram", subtract_log_q=True, steps=2, seed=16)
+  targets = tf.constant(np.full([2, BATCH], 4, np.int32))
+  for _ in range(3):
+    sampled, true_log_q, sampled_log_q = [t.numpy() for t in m.sample(targets)]
+  assert sampled.shape == (2, 2, K) and np.all((sampled >= 0) & (sampled < V))
+  assert np.all(np.isfinite(true_log_q)) and np.all(np.isfinite(sampled_log_q))
+
+
+def test_config_errors_and_initialisation():
+  with pytest.raises(ValueError, match="group_size"):
+    make_model(group_size=4)
+  with pytest.raises(ValueError, match="unigram"):
+    make_model(sampler="unigram")
+  m = make_model(seed=3)
+  table = m.input_embeddings.numpy()
+  assert np.all(np.abs(table) <= 0.5 / DIM) and np.std(table) > 0.02
+  assert not np.any(m.output_embeddings.numpy()) and not np.any(m.output_biases.numpy())
+  np.testing.assert_array_equal(make_model(seed=3).input_embeddings.numpy(), table)
+
+
+# ---- training sanity -------------------------------------------------------------------
+
+TOPIC_A, TOPIC_B = np.arange(1, 7), np.arange(7, 13)
+
+
+def planted_examples(model, window, seed):
+  """Segments of 10 words drawn from one topic; windows never cross a segment."""
+  rng = np.random.default_rng(seed)
+  parts = []
+  for s in range(300):
+    ids = rng.choice(TOPIC_A if s % 2 else TOPIC_B, size=10).astype(np.int32)
+    if model == "skipgram":
+      parts.append(pipeline.skipgram_pairs(ids, window, rng) + (None,))
+    else:
+      contexts, lengths, centres = pipeline.cbow_examples(ids, window, rng)
+      parts.append((contexts, centres, lengths))
+  inputs = np.concatenate([p[0] for p in parts])
+  targets = np.concatenate([p[1] for p in parts])
+  lengths = (np.zeros(targets.shape[0], np.int32) if model == "skipgram"
+             else np.concatenate([p[2] for p in parts]))
+  perm = rng.permutation(targets.shape[0])
+  return inputs[perm], lengths[perm], targets[perm]
+
+
+@pytest.mark.parametrize("model,loss,sampler", [("skipgram", "nce", "unigram"),
+                                                ("cbow", "sampled_softmax", "log_uniform")])
+def test_training_separates_planted_topics(model, loss, sampler):
+  batch, steps, window = 32, 50, 2
+  config = StepConfig(model=model, loss=loss, vocab_size=13, dim=8, window=window,
+                      batch_size=batch, steps_per_call=steps, num_sampled=4, group_size=8,
+                      sampler=sampler, subtract_log_q=(loss == "sampled_softmax"))
+  counts = np.concatenate([[0], np.full(12, 100)])
+  m = Word2Vec(config, unigram_counts=counts, seed=17)
+  inputs, lengths, targets = planted_examples(model, window, seed=18)
+  per_block = batch * steps
+  losses = []
+  for b in range(6):  # 300 minibatches
+    s = slice((b * per_block) % (targets.shape[0] - per_block), None)
+    take = lambda a: a[s][:per_block].reshape((steps, batch) + a.shape[1:])
+    losses.append(float(m.train_block(tf.constant(take(inputs)), tf.constant(take(lengths)),
+                                      tf.constant(take(targets)),
+                                      tf.fill([steps], 0.05))))
+  assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+  e = m.input_embeddings.numpy()[1:]
+  e /= np.linalg.norm(e, axis=1, keepdims=True)
+  cos = e @ e.T
+  topic = np.arange(12) < 6
+  same = topic[:, None] == topic[None, :]
+  off_diag = ~np.eye(12, dtype=bool)
+  within, across = cos[same & off_diag].mean(), cos[~same].mean()
+  assert within > across + 0.5, (within, across)
