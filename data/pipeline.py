@@ -136,8 +136,11 @@ class BlockStream:
   A block holds `steps_per_call` minibatches of `batch_size` examples. Each chunk of
   `chunk_tokens` ids is subsampled, windowed and shuffled with its own generator seeded by
   (seed, epoch, chunk), so an interrupted run that restarts at a chunk boundary sees the same
-  examples as an uninterrupted one. Examples left over at the end of a chunk are carried into
-  the next one; those left at the end of an epoch (fewer than one block) are dropped.
+  examples for every later chunk as an uninterrupted one. Examples left over at the end of a
+  chunk are carried into the next one; those left at the end of an epoch (fewer than one
+  block) are dropped, and so are those carried past the chunk_done block a run resumes
+  after (fewer than one block): blocks after a resume hold the same examples as the
+  uninterrupted pass, but not cut at the same places unless nothing was carried.
   """
 
   def __init__(self, ids, keep_prob, model, window, batch_size, steps_per_call, seed,
