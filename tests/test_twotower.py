@@ -318,3 +318,24 @@ def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model):
                           two_tower.item_tower.embed_all(), 5)
   assert out["item_ids"].numpy().astype(str).tolist()[0] == [
       f"i{k}" for k in want.numpy()[0]]
+
+
+@pytest.mark.parametrize("logq", [True, False])
+def test_per_item_inbatch_softmax_equals_the_library_loss(logq):
+  import losses  # pylint: disable=import-outside-toplevel
+  # 7 items, batch of 12: the per-item path is used (corpus smaller than the batch).
+  two_tower = model_lib.TwoTower(model_lib.Tower(5, [], 4, seed=1),
+                                 model_lib.Tower(7, [], 4, seed=2))
+  counts = np.array([5, 1, 0, 3, 2, 7, 1])
+  rng = np.random.RandomState(0)
+  batch = {"user": tf.constant(rng.randint(5, size=12), tf.int64),
+           "item": tf.constant(rng.randint(7, size=12), tf.int64)}
+  config = config_lib.Config("x", train=config_lib.TrainConfig(
+      batch_size=12, temperature=0.3, logq_correction=logq))
+  got = train_lib.make_loss_fn(config, two_tower, counts)(batch, 0)
+  log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
+  want = losses.in_batch_softmax_loss(
+      two_tower.query_tower.embed_index(batch["user"]),
+      two_tower.item_tower.embed_index(batch["item"]), 0.3,
+      tf.gather(log_q, batch["item"]) if logq else None, batch["item"])
+  assert float(got) == pytest.approx(float(want), rel=1e-5)

@@ -62,8 +62,8 @@ class TrainConfig:
   optimizer: str = "adam"
   learning_rate: float = 0.01
   final_learning_rate_fraction: float = 0.1
-  batch_size: int = 1024
-  epochs: int = 6
+  batch_size: int = 256
+  epochs: int = 12
   seed: int = 0
   checkpoint_every: int = 500
   log_every: int = 50

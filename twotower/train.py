@@ -127,6 +127,34 @@ def make_loss_fn(config, two_tower, item_counts):
   unigrams = [float(x) for x in np.maximum(item_counts, 1e-3)]
   sampler = "uniform" if t.negative_sampler == "uniform" else "unigram"
 
+  # In-batch softmax over the distinct items of the batch instead of its B columns:
+  # the same loss when hits are removed, and cheaper when the corpus is smaller
+  # than the batch (MovieLens at batch 8192: 1,682 columns instead of 8,192).
+  dedup = (t.loss == "inbatch_softmax" and t.remove_accidental_hits
+           and num_items < t.batch_size)
+  all_ids = tf.range(num_items, dtype=tf.int64)
+  item_q = tf.exp(log_q) if t.logq_correction else tf.ones([num_items])
+
+  def inbatch_softmax_by_item(q, items):
+    """`losses.in_batch_softmax_loss(q, c, T, log_q[items], items)` computed per item.
+
+    Row i's denominator over the batch is exp(s_ip - lq_p) for its positive p plus
+    sum over other items v of n_v * exp(s_iv - lq_v), n_v = copies of v in the
+    batch (the positive's copies are accidental hits, removed). That is a sampled
+    softmax whose candidates are all items with expected counts Q(v) / n_v
+    (items absent from the batch: n_v = 1e-30, i.e. logit - 69) and true
+    expected count Q(p), with accidental hits removed.
+    """
+    counts = tf.math.bincount(tf.cast(items, tf.int32), minlength=num_items,
+                              maxlength=num_items, dtype=tf.float32)  # [N]
+    sampled_values = (all_ids, tf.gather(item_q, items)[:, None],
+                      item_q / tf.maximum(counts, 1e-30))
+    weights = it.embed_index(all_ids)  # every item: [N, D]
+    return losses.sampled_softmax_loss(
+        weights, tf.zeros([num_items]), items[:, None], q / temperature,
+        num_sampled=num_items, num_classes=num_items, sampled_values=sampled_values,
+        remove_accidental_hits=True)
+
   def loss_fn(batch, step):
     users, items = batch["user"], batch["item"]
     # The positive is left out of the user's history (it is the answer).
@@ -135,6 +163,8 @@ def make_loss_fn(config, two_tower, item_counts):
       exclude = (tf.where(batch["label"] > 0, items, tf.constant(-1, items.dtype))
                  if t.loss in config_lib.POINTWISE_LOSSES else items)
     q = qt.embed_index(users, exclude)  # [B, D]
+    if t.loss == "inbatch_softmax" and dedup:
+      return inbatch_softmax_by_item(q, items)
     if t.loss == "inbatch_softmax":
       c = it.embed_index(items)  # [B, D]
       return losses.in_batch_softmax_loss(
