@@ -281,7 +281,7 @@ def restore(config):
   model = Word2Vec(step_config(saved, len(vocab)), unigram_counts=vocab.counts,
                    seed=saved.seed)
   ckpt, _ = make_checkpoint(model)
-  manager = checkpoint_manager(saved, ckpt)
+  manager = checkpoint_manager(config, ckpt)  # this --model_dir, not the one of config.json
   if not manager.latest_checkpoint:
     raise UserError(f"--model_dir={config.model_dir} has no checkpoint yet: train it first "
                     "(or let the running training write its first checkpoint)")
