@@ -257,13 +257,20 @@ m = tf.saved_model.load({paths['query_model']!r})
 a = m.signatures["serving_default"](user_id=tf.constant({users!r}))
 b = m.signatures["serve_with_features"](user_id=tf.constant({users!r}),
     **{{k: tf.constant(v) for k, v in {feats!r}.items()}})
-try:
-  m.signatures["serving_default"](user_id=tf.constant(["nobody"]))
-  err = ""
-except tf.errors.InvalidArgumentError as e:
-  err = e.message
-print(json.dumps({{"a": a["item_ids"].numpy().astype(str).tolist(),
-                  "b": b["item_ids"].numpy().astype(str).tolist(), "err": err}}))
+s = m.signatures["score"](user_id=tf.constant({users!r}),
+                          item_id=a["item_ids"][:, 0])["scores"].numpy().tolist()
+errors = []
+for call in (lambda: m.signatures["serving_default"](user_id=tf.constant(["nobody"])),
+             lambda: m.signatures["score"](user_id=tf.constant(["u1"]),
+                                          item_id=tf.constant(["no_such_item"]))):
+  try:
+    call()
+    errors.append("")
+  except tf.errors.InvalidArgumentError as e:
+    errors.append(e.message)
+print(json.dumps({{"a": a["item_ids"].numpy().astype(str).tolist(), "s": s,
+                  "top": a["scores"].numpy()[:, 0].tolist(),
+                  "b": b["item_ids"].numpy().astype(str).tolist(), "err": errors}}))
 """
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
@@ -271,7 +278,9 @@ print(json.dumps({{"a": a["item_ids"].numpy().astype(str).tolist(),
   got = json.loads(res.stdout.strip().splitlines()[-1])
   assert got["a"] == want_ids
   assert got["b"] == want_ids
-  assert "unknown user id" in got["err"] and "nobody" in got["err"]
+  np.testing.assert_allclose(got["s"], got["top"], rtol=1e-5)
+  assert "unknown user id" in got["err"][0] and "nobody" in got["err"][0]
+  assert "unknown item id" in got["err"][1] and "no_such_item" in got["err"][1]
 
 
 def test_history_pooling_leaves_the_positive_out():

@@ -9,8 +9,9 @@ Output directory:
         scores: float32 [B, K]}; uses the user's side features seen in training.
     serve_with_features(user_id: string [B], <feature>: string [B], ...) -> same;
         multi-valued features are '|'-separated.
-  A user id unseen at training time fails with InvalidArgumentError
-  "unknown user id".
+    score(user_id: string [B], item_id: string [B]) -> {scores: float32 [B]}.
+  A user or item id unseen at training time fails with InvalidArgumentError
+  "unknown user id" / "unknown item id".
 """
 import os
 import shutil
@@ -52,14 +53,30 @@ class QueryModel(tf.Module):
     specs = [tf.TensorSpec([None], tf.string, name="user_id")] + [
         tf.TensorSpec([None], tf.string, name=n) for n in self.feature_names]
     self.serve_with_features = tf.function(self._with_features, input_signature=specs)
+    self.item_table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            self.item_ids, tf.range(len(item_ids), dtype=tf.int64)), default_value=-1)
+    self.score = tf.function(self._score, input_signature=[
+        tf.TensorSpec([None], tf.string, name="user_id"),
+        tf.TensorSpec([None], tf.string, name="item_id")])
 
   def _index(self, user_id):
-    idx = self.user_table.lookup(user_id)
+    return self._lookup(self.user_table, user_id, "user")
+
+  @staticmethod
+  def _lookup(table, ids, what):
+    idx = table.lookup(ids)
     check = tf.debugging.Assert(tf.reduce_all(idx >= 0), [
-        "unknown user id (not seen at training time):",
-        tf.boolean_mask(user_id, idx < 0)], summarize=10)
+        f"unknown {what} id (not seen at training time):",
+        tf.boolean_mask(ids, idx < 0)], summarize=10)
     with tf.control_dependencies([check]):
       return tf.identity(idx)
+
+  def _score(self, user_id, item_id):
+    """Dot product of user and item embeddings: float32 [B]."""
+    query = self.tower.embed_index(self._index(user_id))
+    items = tf.gather(self.item_embeddings, self._lookup(self.item_table, item_id, "item"))
+    return {"scores": tf.reduce_sum(query * items, -1)}
 
   def _top_k(self, query):
     scores, pos = metrics.top_k(query, self.item_embeddings, self.k)
@@ -95,7 +112,7 @@ def export(model_dir, output, k=100):
                       item_emb, k)
   tf.saved_model.save(module, os.path.join(tmp, "query_model"), signatures={
       "serving_default": module.serving_default,
-      "serve_with_features": module.serve_with_features})
+      "serve_with_features": module.serve_with_features, "score": module.score})
   if os.path.isdir(output):
     shutil.rmtree(output)
   os.replace(tmp, output)
