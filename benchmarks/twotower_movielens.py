@@ -34,7 +34,6 @@ from scipy.sparse.linalg import svds
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data import interactions as ilib  # pylint: disable=wrong-import-position
 from twotower import config as config_lib  # pylint: disable=wrong-import-position
 from twotower import inputs  # pylint: disable=wrong-import-position
 from twotower import metrics  # pylint: disable=wrong-import-position

@@ -7,7 +7,6 @@ Flags are read here only; the library takes the frozen `Config` built from them.
 """
 import json
 import os
-import sys
 
 from absl import flags
 from absl import logging
@@ -33,7 +32,7 @@ def _format(metrics):
 def main(argv):
   """Dispatches the positional action."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  actions = [a for a in argv[1:]]
+  actions = list(argv[1:])
   if len(actions) != 1 or actions[0] not in twotower_flags.ACTIONS:
     raise UserError(f"expected one action, got {' '.join(actions) or 'none'}: {USAGE}")
   action = actions[0]

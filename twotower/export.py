@@ -97,7 +97,7 @@ class QueryModel(tf.Module):
 
 def export(model_dir, output, k=100):
   """Exports the run in `model_dir` to `output` (replaced atomically). Returns paths."""
-  config, prepared, two_tower = train_lib.restore(model_dir)
+  _, prepared, two_tower = train_lib.restore(model_dir)
   data = prepared.data
   item_emb = two_tower.item_tower.embed_all()
   output = os.path.abspath(output)
@@ -117,7 +117,6 @@ def export(model_dir, output, k=100):
     shutil.rmtree(output)
   os.replace(tmp, output)
   logging.info("exported %d item embeddings and the query model to %s", len(item_emb), output)
-  del config
   return {"item_embeddings": os.path.join(output, "item_embeddings.npy"),
           "metadata": os.path.join(output, "metadata.tsv"),
           "query_model": os.path.join(output, "query_model")}
