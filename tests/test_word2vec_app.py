@@ -1,22 +1,27 @@
 """The `word2vec` command line end to end: train -> eval -> export -> vocab, resume, a killed
 run, the flagfiles in flags/, and every user mistake ending in one `error:` line.
 
-Each test runs the app as a user does (`python -m word2vec ACTION --flags` in a subprocess) on a
-tiny generated corpus with planted structure: 8 topics of 6 words each ("kingalpha" ...
-"kingsigma") plus 7 filler words; a sentence stays in one topic, so a word's nearest neighbours
-are the other words of its topic. A run takes seconds; runs are shared between tests through
-module-scoped fixtures, and independent commands run two at a time.
+Each test runs the app as a user does, `python -m word2vec ACTION --flags` in its own process
+(see LAUNCHER for how most of them skip re-importing TensorFlow), on a tiny generated corpus
+with planted structure: 8 topics of 6 words each ("kingalpha" ... "kingsigma") plus 7 filler
+words; a sentence stays in one topic, so after training a word's nearest neighbours are mostly
+words of its topic. A run takes seconds (most of it importing
+TensorFlow); the two training runs are shared between tests through module-scoped fixtures,
+and every later command runs in one pool, two at a time.
 """
 import concurrent.futures
 import glob
 import json
 import math
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 
 import numpy as np
@@ -61,6 +66,127 @@ def word2vec(*args, cwd):
                         capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
+# Importing TensorFlow is most of a command's time (~4 s of CPU). So that this file stays well
+# under 2 minutes, most commands run in a process forked from a launcher that has imported
+# `word2vec.__main__` once: the child changes directory, points fds 1 and 2 at files, sets
+# sys.argv and calls the console script's entry point, `word2vec.__main__.run()`, exactly as
+# `python -m word2vec` does after its imports; its exit status is the command's. The training
+# runs of the `runs` fixture, --helpfull (whose text names the __main__ module) and the run that
+# is killed are plain `python -m word2vec` subprocesses.
+LAUNCHER = r"""
+import json, os, signal, sys, traceback
+from word2vec import __main__ as entry
+for line in sys.stdin:
+  req = json.loads(line)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  pid = os.fork()
+  if pid == 0:
+    code = 1
+    try:
+      signal.alarm(600)  # a hung command ends instead of hanging the tests
+      os.chdir(req["cwd"])
+      for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(f, fd)
+        os.close(f)
+      sys.argv = ["word2vec", *req["args"]]
+      try:
+        entry.run()
+        code = 0
+      except SystemExit as e:
+        if e.code is None:
+          code = 0
+        elif isinstance(e.code, int):
+          code = e.code
+        else:
+          print(e.code, file=sys.stderr)
+    except BaseException:
+      traceback.print_exc()
+    finally:
+      try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+      finally:
+        os._exit(code)
+  _, status = os.waitpid(pid, 0)
+  print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+class Launcher:
+  """One launcher process; runs one command at a time."""
+
+  def __init__(self, directory):
+    self.directory = directory
+    self.log = open(os.path.join(directory, "launcher.log"), "w+", encoding="utf-8")
+    self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=self.log, env=ENV, text=True)
+    self.count = 0
+
+  def run(self, args, cwd):
+    self.count += 1
+    out, err = (os.path.join(self.directory, f"{self.count}.{n}") for n in ("out", "err"))
+    self.proc.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "stdout": out,
+                                      "stderr": err}) + "\n")
+    self.proc.stdin.flush()
+    reply = self.proc.stdout.readline()
+    if not reply:
+      self.log.seek(0)
+      raise RuntimeError("the launcher died:\n" + self.log.read()[-5000:])
+    with open(out, encoding="utf-8", errors="replace") as f_out, \
+        open(err, encoding="utf-8", errors="replace") as f_err:
+      return subprocess.CompletedProcess(["word2vec", *args], json.loads(reply)["returncode"],
+                                         f_out.read(), f_err.read())
+
+  def close(self):
+    self.proc.stdin.close()
+    self.proc.wait(timeout=60)
+    self.log.close()
+
+
+class Launchers:
+  """Two launchers (one per worker of run_parallel), or plain subprocesses without fork."""
+
+  def __init__(self):
+    self._free = queue.Queue()
+    self._all = []
+    self._lock = threading.Lock()
+
+  def run(self, args, cwd):
+    if not hasattr(os, "fork"):
+      return word2vec(*args, cwd=cwd)
+    try:
+      launcher = self._free.get_nowait()
+    except queue.Empty:
+      with self._lock:
+        launcher = Launcher(tempfile.mkdtemp(prefix="word2vec_launcher_"))
+        self._all.append(launcher)
+    try:
+      return launcher.run([str(a) for a in args], cwd)
+    finally:
+      self._free.put(launcher)
+
+  def close(self):
+    for launcher in self._all:
+      launcher.close()
+      shutil.rmtree(launcher.directory, ignore_errors=True)
+
+
+LAUNCHERS = Launchers()
+
+
+def app(*args, cwd):
+  """Runs `word2vec ARGS` in a forked launcher process (see LAUNCHER)."""
+  return LAUNCHERS.run(args, cwd)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_launchers():
+  yield
+  LAUNCHERS.close()
+
+
 def run_parallel(jobs):
   """{name: callable returning a CompletedProcess} -> {name: result}, two at a time."""
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -69,7 +195,8 @@ def run_parallel(jobs):
 
 
 def show(res):
-  return f"exit {res.returncode}\n--- stdout\n{res.stdout[-3000:]}\n--- stderr\n{res.stderr[-6000:]}"
+  return (f"exit {res.returncode}\n--- stdout\n{res.stdout[-3000:]}\n"
+          f"--- stderr\n{res.stderr[-6000:]}")
 
 
 def assert_ok(res):
@@ -282,35 +409,124 @@ EXPORTS = {"word2vec": "vectors.txt", "word2vec_binary": "vectors.bin",
            "projector": "projector_out", "npy": "npy_out" + os.sep}
 
 
+KILLED_ARGS = (
+    # Also shows flags/text8_skipgram.cfg parses and applies (config.json is checked).
+    "train", f"--flagfile={FLAGFILES['text8_skipgram']}", "--corpus=big.txt",
+    "--model_dir=runs/killed", "--epochs=1", "--embedding_dim=8", "--batch_size=32",
+    "--steps_per_call=2", "--chunk_tokens=1000", "--checkpoint_every_steps=20",
+    "--eval_examples=16", "--words=kingalpha")
+
+
+def killed_run(root):
+  """Trains with checkpoints every chunk, SIGKILLs at the first one, runs the command again.
+
+  The corpus also holds 5 invalid UTF-8 bytes (a lone 0xff, 0xfe 0xfd, a truncated 2-byte
+  sequence, a stray continuation byte), which must be replaced, counted and logged.
+  """
+  os.makedirs(root)
+  good = make_corpus(15000, seed=1).encode("utf-8")
+  with open(os.path.join(root, "big.txt"), "wb") as f:
+    f.write(good[:1000] + b" \xff " + good[1000:2000] + b" \xfe\xfd caf\xc3 " +
+            good[2000:3000] + b" \x80 " + good[3000:])
+  run_dir = os.path.join(root, "runs", "killed")
+  marker = os.path.join(run_dir, "checkpoints", "checkpoint")
+  log_path = os.path.join(root, "killed.log")
+  with open(log_path, "w", encoding="utf-8") as log:
+    proc = subprocess.Popen([sys.executable, "-m", "word2vec", *KILLED_ARGS], cwd=root,
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+      deadline = time.monotonic() + TIMEOUT
+      while not os.path.exists(marker) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+      still_running = proc.poll() is None
+      proc.send_signal(signal.SIGKILL)
+    finally:
+      proc.kill()
+      proc.wait()
+  with open(log_path, encoding="utf-8") as f:
+    log_text = f.read()
+  numbers = checkpoint_numbers(run_dir)
+  return {"still_running": still_running, "log": log_text, "run_dir": run_dir,
+          "killed_at": numbers[-1] if numbers else None,
+          "eval_json": os.path.exists(os.path.join(run_dir, "eval.json")),
+          "resumed": app(*KILLED_ARGS, cwd=root)}
+
+
 @pytest.fixture(scope="module")
-def actions(runs):
-  """eval, every export format and vocab, run on the trained skip-gram run."""
+def commands(runs):
+  """Every command after the two training runs, two at a time, longest first: resume, a
+  killed run, --resume=false, eval, export, vocab, and the mistakes. {name: result}."""
   run_dir, _ = runs.trained("skipgram_nce")
-  os.remove(os.path.join(run_dir, "eval.json"))  # eval must write it again
-  model_dir = "runs/skipgram_nce"
-  jobs = {"eval": lambda: word2vec("eval", f"--model_dir={model_dir}", "--words=queenalpha",
-                                   cwd=runs.root),
-          "vocab": lambda: word2vec("vocab", "--corpus=corpus.txt", "--output=vocab_out.tsv",
-                                    cwd=runs.root)}
-  for fmt, output in EXPORTS.items():
-    jobs[fmt] = (lambda fmt=fmt, output=output: word2vec(
-        "export", f"--model_dir={model_dir}", f"--format={fmt}", f"--output={output}",
-        cwd=runs.root))
+  runs.trained("cbow_sampled_softmax")
+  root = runs.root
+
+  def copy_run(name):
+    path = os.path.join(root, "runs", name)
+    shutil.copytree(run_dir, path)
+    return path
+
+  resumed_dir = copy_run("resumed")
+  resumed_before = (checkpoint_numbers(resumed_dir)[-1], event_files(resumed_dir))
+  reused_dir = copy_run("reused")
+  shutil.rmtree(os.path.join(copy_run("nockpt"), "checkpoints"))
   # The binary export reads a copy of the run moved elsewhere, from another cwd: config.json
   # records the training's relative --model_dir, which must not be where checkpoints are read.
-  moved = os.path.join(runs.root, "moved", "sg")
+  moved = os.path.join(root, "moved", "sg")
   shutil.copytree(run_dir, moved)
-  elsewhere = os.path.join(runs.root, "elsewhere")
+  elsewhere = os.path.join(root, "elsewhere")
   os.makedirs(elsewhere)
-  jobs["word2vec_binary"] = lambda: word2vec(
-      "export", f"--model_dir={moved}", "--format=word2vec_binary",
-      f"--output={os.path.join(runs.root, EXPORTS['word2vec_binary'])}", cwd=elsewhere)
-  return run_parallel(jobs)
+  os.remove(os.path.join(run_dir, "eval.json"))  # eval must write it again
+  with open(os.path.join(root, "empty.txt"), "w", encoding="utf-8") as f:
+    f.write("  ,,, !!! 123 \n\n ... \t\n")
+  fast = ("--embedding_dim=8",) + FAST
+
+  def cmd(*args, cwd=root):
+    return lambda: app(*args, cwd=cwd)
+
+  def reused():
+    """A cbow command in the skip-gram run: refused; then with --resume=false."""
+    args = runs.train_args("text8_cbow", "runs/reused")  # also shows text8_cbow.cfg applies
+    refused = app("train", *args, cwd=root)
+    model = read_json(os.path.join(reused_dir, "config.json"))["model"]
+    return refused, model, app("train", *args, "--resume=false", cwd=root)
+
+  jobs = {
+      "killed": lambda: killed_run(os.path.join(root, "killed")),
+      "reused": reused,
+      "resumed": cmd("train", *runs.train_args("skipgram_nce", "runs/resumed", "--epochs=4")),
+      "eval": cmd("eval", "--model_dir=runs/skipgram_nce", "--words=queenalpha"),
+      "vocab": cmd("vocab", "--corpus=corpus.txt", "--output=vocab_out.tsv"),
+      "word2vec_binary": cmd("export", f"--model_dir={moved}", "--format=word2vec_binary",
+                             f"--output={os.path.join(root, EXPORTS['word2vec_binary'])}",
+                             cwd=elsewhere),
+  }
+  for fmt, output in EXPORTS.items():
+    if fmt not in jobs:
+      jobs[fmt] = cmd("export", "--model_dir=runs/skipgram_nce", f"--format={fmt}",
+                      f"--output={output}")
+  jobs.update({
+      "missing_corpus": cmd("train", "--corpus=missing.txt", "--model_dir=runs/m1", *fast),
+      "empty_corpus": cmd("train", "--corpus=empty.txt", "--model_dir=runs/m2", *fast),
+      "num_sampled": cmd("train", "--corpus=corpus.txt", "--model_dir=runs/m3",
+                         "--num_sampled=1000", *fast),
+      "sampler": cmd("train", "--corpus=corpus.txt", "--sampler=zipf", "--model_dir=runs/m4"),
+      "model": cmd("train", "--corpus=corpus.txt", "--model=glove", "--model_dir=runs/m5"),
+      "loss": cmd("train", "--corpus=corpus.txt", "--loss=hinge", "--model_dir=runs/m6"),
+      "export_no_checkpoint": cmd("export", "--model_dir=runs/nockpt", "--output=n.txt"),
+      "export_no_run": cmd("export", "--model_dir=runs/none", "--output=none.txt"),
+      "export_no_output": cmd("export", "--model_dir=runs/skipgram_nce", "--format=npy"),
+      "unknown_action": cmd("fly", "--model_dir=runs/skipgram_nce"),
+      "no_action": cmd("--model_dir=runs/skipgram_nce"),
+      "helpfull": lambda: word2vec("--helpfull", cwd=root),
+  })
+  results = run_parallel(jobs)
+  results["resumed_before"] = resumed_before
+  return results
 
 
-def test_eval_prints_json_and_rewrites_eval_json(runs, actions):
+def test_eval_prints_json_and_rewrites_eval_json(runs, commands):
   run_dir, trained = runs.trained("skipgram_nce")
-  res = actions["eval"]
+  res = commands["eval"]
   assert_ok(res)
   printed = json.loads(res.stdout)
   assert read_json(os.path.join(run_dir, "eval.json")) == printed
@@ -338,9 +554,9 @@ def _load_word2vec(path, binary):
 
 
 @pytest.mark.parametrize("fmt", list(EXPORTS))
-def test_export_writes_loadable_files_in_vocab_order(runs, actions, fmt):
+def test_export_writes_loadable_files_in_vocab_order(runs, commands, fmt):
   run_dir, _ = runs.trained("skipgram_nce")
-  res = actions[fmt]
+  res = commands[fmt]
   assert_ok(res)
   words, counts, vectors = _expected_rows(run_dir)
   assert vectors.shape == (len(words), 100)
@@ -369,9 +585,9 @@ def test_export_writes_loadable_files_in_vocab_order(runs, actions, fmt):
   assert not partial_files(os.path.dirname(out.rstrip(os.sep)) or ".")
 
 
-def test_vocab_action_writes_the_runs_vocab(runs, actions):
+def test_vocab_action_writes_the_runs_vocab(runs, commands):
   run_dir, _ = runs.trained("skipgram_nce")
-  assert_ok(actions["vocab"])
+  assert_ok(commands["vocab"])
   with open(os.path.join(runs.root, "vocab_out.tsv"), "rb") as f:
     written = f.read()
   with open(os.path.join(run_dir, "vocab.tsv"), "rb") as f:
@@ -380,15 +596,11 @@ def test_vocab_action_writes_the_runs_vocab(runs, actions):
 
 # ---------------------------------------------------------------- resume
 
-def test_resume_continues_the_step_counter_and_the_schedule(runs):
-  run_dir, _ = runs.trained("skipgram_nce")
-  resumed_dir = os.path.join(runs.root, "runs", "resumed")
-  shutil.copytree(run_dir, resumed_dir)
-  first = checkpoint_numbers(resumed_dir)[-1]
-  old_events = event_files(resumed_dir)
+def test_resume_continues_the_step_counter_and_the_schedule(runs, commands):
+  resumed_dir = os.path.join(runs.root, "runs", "resumed")  # a copy of the skip-gram run
+  first, old_events = commands["resumed_before"]
   old_lr = read_scalars(old_events)["train/learning_rate"]
-  res = word2vec("train", *runs.train_args("skipgram_nce", "runs/resumed", "--epochs=4"),
-                 cwd=runs.root)
+  res = commands["resumed"]
   assert_ok(res)
   match = re.search(r"resumed from \S+ckpt-(\d+): epoch (\d+), chunk (\d+), step (\d+)",
                     res.stderr)
@@ -408,19 +620,18 @@ def test_resume_continues_the_step_counter_and_the_schedule(runs):
   assert values[-1] < 0.02 * 0.025
 
 
-def test_incompatible_run_is_refused_and_resume_false_starts_over(runs, other_commands):
+def test_incompatible_run_is_refused_and_resume_false_starts_over(runs, commands):
   cbow_dir, _ = runs.trained("cbow_sampled_softmax")
-  other = os.path.join(runs.root, "runs", "reused")  # a skip-gram run (see other_commands)
-  assert_user_error(other_commands["incompatible"], "--model_dir=runs/reused", "incompatible",
-                    "--model='cbow'", "'skipgram'", "--loss=", "--resume=false")
-  assert read_json(os.path.join(other, "config.json"))["model"] == "skipgram"  # untouched
-
-  args = runs.train_args("cbow_sampled_softmax", "runs/reused")
-  res = word2vec("train", *args, "--resume=false", cwd=runs.root)
+  other = os.path.join(runs.root, "runs", "reused")  # a copy of the skip-gram run
+  refused, model_after_refusal, res = commands["reused"]
+  assert_user_error(refused, "--model_dir=runs/reused", "incompatible", "--model='cbow'",
+                    "'skipgram'", "--loss=", "--resume=false")
+  assert model_after_refusal == "skipgram", "a refused run must leave the directory as it was"
+  # The fix the message gives: --resume=false.
   assert_ok(res)
   assert "starting over" in res.stderr and "resumed from" not in res.stderr
-  config = read_json(os.path.join(other, "config.json"))
-  assert (config["model"], config["loss"]) == ("cbow", "sampled_softmax")
+  assert_flagfile_applied(os.path.join(other, "config.json"), "text8_cbow",
+                          corpus="corpus.txt", model_dir="runs/reused", batch_size=64)
   # Steps count from 0 again: same checkpoints as the cbow run trained from scratch.
   assert checkpoint_numbers(other)[-1] == checkpoint_numbers(cbow_dir)[-1]
   assert len(event_files(other)) == 1, "the skip-gram run's summaries must be gone"
@@ -428,92 +639,39 @@ def test_incompatible_run_is_refused_and_resume_false_starts_over(runs, other_co
   assert LOSS_KEY["sampled_softmax"] in figures and LOSS_KEY["nce"] not in figures
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
-  with open(tmp_path / "big.txt", "w", encoding="utf-8") as f:
-    f.write(make_corpus(15000, seed=1))
-  # Also shows flags/text8_cbow.cfg parses and applies (config.json is checked below).
-  args = ["train", f"--flagfile={FLAGFILES['text8_cbow']}", "--corpus=big.txt",
-          "--model_dir=runs/killed", "--epochs=1", "--embedding_dim=8", "--batch_size=32",
-          "--steps_per_call=2", "--chunk_tokens=1000", "--checkpoint_every_steps=20",
-          "--eval_examples=16", "--words=kingalpha"]
-  run_dir = tmp_path / "runs" / "killed"
-  marker = run_dir / "checkpoints" / "checkpoint"
-  with open(tmp_path / "killed.log", "w", encoding="utf-8") as log:
-    proc = subprocess.Popen([sys.executable, "-m", "word2vec", *args], cwd=tmp_path, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=log)
-    try:
-      deadline = time.monotonic() + TIMEOUT
-      while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-      still_running = proc.poll() is None
-      proc.send_signal(signal.SIGKILL)
-    finally:
-      proc.kill()
-      proc.wait()
-  assert still_running, "training ended before its first checkpoint: " + (
-      tmp_path / "killed.log").read_text()
-  assert checkpoint_numbers(run_dir), "killed before any checkpoint was written"
-  killed_at = checkpoint_numbers(run_dir)[-1]
-  assert not (run_dir / "eval.json").exists()
-
-  res = word2vec(*args, cwd=tmp_path)
+def test_killed_run_resumes_from_its_last_checkpoint(commands):
+  killed = commands["killed"]
+  assert killed["still_running"], "training ended before its first checkpoint:\n" + killed["log"]
+  assert killed["killed_at"], "killed before any checkpoint was written"
+  killed_at = killed["killed_at"]
+  assert not killed["eval_json"], "eval.json written before the end of training"
+  run_dir, res = killed["run_dir"], killed["resumed"]
   assert_ok(res)
   match = re.search(r"resumed from \S+: epoch 0, chunk (\d+), step (\d+)", res.stderr)
   assert match, show(res)
   assert int(match.group(1)) > 0 and int(match.group(2)) == killed_at
   assert checkpoint_numbers(run_dir)[-1] > int(match.group(2))
-  assert "heldout_full_softmax_loss" in read_json(run_dir / "eval.json")
-  assert (run_dir / "train" / "vectors.tsv").exists()
-  assert not partial_files(str(run_dir))
-  assert_flagfile_applied(run_dir / "config.json", "text8_cbow",
+  assert "heldout_full_sigmoid_loss" in read_json(os.path.join(run_dir, "eval.json"))
+  assert os.path.exists(os.path.join(run_dir, "train", "vectors.tsv"))
+  assert not partial_files(run_dir)
+  assert_flagfile_applied(os.path.join(run_dir, "config.json"), "text8_skipgram",
                           corpus="big.txt", model_dir="runs/killed", epochs=1, embedding_dim=8)
 
 
+def test_invalid_utf8_is_replaced_counted_and_training_succeeds(commands):
+  killed = commands["killed"]  # its corpus holds 5 invalid bytes (see killed_run)
+  assert not error_lines(killed["resumed"])
+  assert not [line for line in killed["log"].splitlines() if line.startswith("error: ")]
+  assert "5 invalid UTF-8 bytes were replaced" in killed["log"], killed["log"]
+  assert "not valid UTF-8" in killed["log"]
+  assert_ok(killed["resumed"])
+  # The replaced bytes split no word: the vocabulary is the clean corpus's ("caf" is the only
+  # new word, seen once, below --min_count).
+  assert sorted(w for w, _ in read_vocab(killed["run_dir"])[1:]) == sorted(
+      [t + s for t in TOPICS for s in SUFFIXES] + list(FILLERS))
+
+
 # ---------------------------------------------------------------- mistakes and help
-
-@pytest.fixture(scope="module")
-def other_commands(runs):
-  """Commands with a mistake (and the odd ones that must succeed), run two at a time."""
-  _, _ = runs.trained("skipgram_nce")
-  root = runs.root
-  with open(os.path.join(root, "empty.txt"), "w", encoding="utf-8") as f:
-    f.write("  ,,, !!! 123 \n\n ... \t\n")
-  good = make_corpus(3000, seed=2).encode("utf-8")
-  # 5 invalid bytes: a lone 0xff, 0xfe 0xfd, a truncated 2-byte sequence, a stray continuation.
-  with open(os.path.join(root, "latin.txt"), "wb") as f:
-    f.write(good[:1000] + b" \xff " + good[1000:2000] + b" \xfe\xfd caf\xc3 " +
-            good[2000:3000] + b" \x80 " + good[3000:])
-  shutil.copytree(os.path.join(root, "runs", "skipgram_nce"), os.path.join(root, "runs",
-                                                                         "reused"))
-  nockpt = os.path.join(root, "runs", "nockpt")
-  shutil.copytree(os.path.join(root, "runs", "skipgram_nce"), nockpt)
-  shutil.rmtree(os.path.join(nockpt, "checkpoints"))
-  fast = ("--embedding_dim=8",) + FAST
-
-  def cmd(*args):
-    return lambda: word2vec(*args, cwd=root)
-
-  jobs = {
-      "missing_corpus": cmd("train", "--corpus=missing.txt", "--model_dir=runs/m1", *fast),
-      "empty_corpus": cmd("train", "--corpus=empty.txt", "--model_dir=runs/m2", *fast),
-      "num_sampled": cmd("train", "--corpus=corpus.txt", "--model_dir=runs/m3",
-                         "--num_sampled=1000", *fast),
-      # Also shows flags/text8_skipgram.cfg parses and applies.
-      "non_utf8": cmd("train", f"--flagfile={FLAGFILES['text8_skipgram']}", "--corpus=latin.txt",
-                      "--model_dir=runs/latin", *fast),
-      "incompatible": cmd("train", *runs.train_args("cbow_sampled_softmax", "runs/reused")),
-      "sampler": cmd("train", "--corpus=corpus.txt", "--sampler=zipf", "--model_dir=runs/m4"),
-      "model": cmd("train", "--corpus=corpus.txt", "--model=glove", "--model_dir=runs/m5"),
-      "loss": cmd("train", "--corpus=corpus.txt", "--loss=hinge", "--model_dir=runs/m6"),
-      "export_no_checkpoint": cmd("export", "--model_dir=runs/nockpt", "--output=n.txt"),
-      "export_no_run": cmd("export", "--model_dir=runs/none", "--output=none.txt"),
-      "export_no_output": cmd("export", "--model_dir=runs/skipgram_nce", "--format=npy"),
-      "unknown_action": cmd("fly", "--model_dir=runs/skipgram_nce"),
-      "no_action": cmd("--model_dir=runs/skipgram_nce"),
-      "helpfull": cmd("--helpfull"),
-  }
-  return run_parallel(jobs)
-
 
 @pytest.mark.parametrize("name, needles", [
     ("missing_corpus", ["'missing.txt'", "does not exist", "--corpus="]),
@@ -525,8 +683,8 @@ def other_commands(runs):
     ("unknown_action", ["expected one action", "'fly'", "train,eval,export,vocab"]),
     ("no_action", ["expected one action", "train,eval,export,vocab"]),
 ])
-def test_user_mistake_ends_in_one_error_line(other_commands, runs, name, needles):
-  assert_user_error(other_commands[name], *needles)
+def test_user_mistake_ends_in_one_error_line(commands, runs, name, needles):
+  assert_user_error(commands[name], *needles)
   assert not os.path.exists(os.path.join(runs.root, "none.txt"))
   assert not os.path.exists(os.path.join(runs.root, "runs", "none")), \
       "a failed export must not create the run directory"
@@ -534,31 +692,15 @@ def test_user_mistake_ends_in_one_error_line(other_commands, runs, name, needles
 
 @pytest.mark.parametrize("name, flag, value", [
     ("sampler", "sampler", "zipf"), ("model", "model", "glove"), ("loss", "loss", "hinge")])
-def test_unknown_enum_value_names_the_flag(other_commands, name, flag, value):
-  res = other_commands[name]
+def test_unknown_enum_value_names_the_flag(commands, name, flag, value):
+  res = commands[name]
   assert res.returncode != 0, show(res)
   assert f"--{flag}={value}" in res.stderr and "value should be one of" in res.stderr, show(res)
   assert "Traceback" not in res.stderr, show(res)
 
 
-def test_invalid_utf8_is_replaced_counted_and_training_succeeds(other_commands, runs):
-  res = other_commands["non_utf8"]
-  assert_ok(res)
-  assert not error_lines(res)
-  assert "5 invalid UTF-8 bytes were replaced" in res.stderr, show(res)
-  run_dir = os.path.join(runs.root, "runs", "latin")
-  assert LOSS_KEY["nce"] in read_json(os.path.join(run_dir, "eval.json"))
-  # The replaced bytes split no word: the vocabulary is the clean corpus's ("caf" is the only
-  # new word, seen once, below --min_count).
-  assert sorted(w for w, _ in read_vocab(run_dir)[1:]) == sorted(
-      [t + s for t in TOPICS for s in SUFFIXES] + list(FILLERS))
-  assert_flagfile_applied(os.path.join(run_dir, "config.json"), "text8_skipgram",
-                          corpus="latin.txt", model_dir="runs/latin", embedding_dim=8,
-                          batch_size=64)
-
-
-def test_helpfull_documents_every_flag(other_commands):
-  res = other_commands["helpfull"]
+def test_helpfull_documents_every_flag(commands):
+  res = commands["helpfull"]
   assert res.returncode in (0, 1), show(res)  # absl exits 1 after printing help
   assert "Traceback" not in res.stderr
   with open(os.path.join(ROOT, "flags", "word2vec_flags.py"), encoding="utf-8") as f:
@@ -600,9 +742,9 @@ def assert_flagfile_applied(config_path, name, **overrides):
 
 
 def test_flagfiles_hold_the_standard_configurations():
-  # The two bundled-corpus files are trained with in test_train_..., text8_skipgram in
-  # test_invalid_utf8_..., text8_cbow in test_killed_run_...: each parses and applies. Here:
-  # their text, which a user reads.
+  # Each file is trained with, with a few overrides, and the run's config.json checked: the
+  # bundled-corpus ones in test_train_..., text8_skipgram in test_killed_run_..., text8_cbow
+  # in test_incompatible_run_... . Here: their text, which a user reads.
   model_dirs = set()
   for name, expected in FLAGFILE_VALUES.items():
     comment, values = read_flagfile(name)
