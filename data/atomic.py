@@ -29,6 +29,10 @@ def atomic_write(path, mode="w", encoding="utf-8"):
       f = os.fdopen(fd, mode, encoding=encoding, newline="\n")
     with f:
       yield f
+    # mkstemp creates 0600 files; give the result the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(OSError):
