@@ -1,6 +1,5 @@
 """The `word2vec` command line: train, eval, export, vocab. Flags are read only here."""
 import json
-import os
 
 from absl import flags
 from absl import logging
@@ -82,6 +81,5 @@ def main(argv):
 
 
 def run():
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   word2vec_flags.define_flags()
   app_lib.run(main)
