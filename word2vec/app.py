@@ -1,4 +1,5 @@
 """The `word2vec` command line: train, eval, export, vocab. Flags are read only here."""
+import dataclasses
 import json
 
 from absl import flags
@@ -26,7 +27,7 @@ def _eval(config):
   from word2vec import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
   from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
   saved, vocab, model, heldout = train_lib.restore(config)
-  saved = saved.__class__(**{**saved.__dict__, "words": config.words or saved.words})
+  saved = dataclasses.replace(saved, words=config.words or saved.words)
   evaluator = evaluate_lib.Evaluator(saved, vocab, heldout)
   figures = evaluator.run(model)
   evaluator.log(figures)

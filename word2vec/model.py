@@ -161,7 +161,7 @@ class Word2Vec(tf.Module):
       d_bias: float32 [batch + num_groups * num_sampled], dloss/dbias.
     """
     c = self.config
-    groups, k, dim = c.num_groups, c.num_sampled, c.dim
+    groups, dim = c.num_groups, c.dim
     w_true = tf.gather(self.output_embeddings, targets)            # [B, d]
     w_samp = tf.gather(self.output_embeddings, sampled)            # [G, k, d]
     true_logit = tf.reduce_sum(hidden * w_true, 1) - true_log_q    # [B]
@@ -196,7 +196,6 @@ class Word2Vec(tf.Module):
     out_ids = tf.concat([targets, tf.reshape(sampled, [-1])], 0)
     d_out = tf.concat([d_w_true, tf.reshape(d_w_samp, [-1, dim])], 0)
     d_bias = tf.concat([d_true, tf.reshape(tf.reduce_sum(d_samp, 1), [-1])], 0)
-    del k
     return loss, d_hidden, out_ids, d_out, d_bias
 
   def hidden(self, inputs, lengths=None):

@@ -212,15 +212,16 @@ def train(config):
       loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
                                tf.constant(lrs, tf.float32))
       trained_blocks += 1
-      if not np.isfinite(float(loss)):
+      loss = float(loss)  # The one host sync of the block.
+      if not np.isfinite(loss):
         raise UserError(
-            f"the training loss became {float(loss)} at step {int(state['step'])}: the "
+            f"the training loss became {loss} at step {int(state['step'])}: the "
             f"updates diverged; lower --learning_rate (now {lr0}) or --batch_size (now "
             f"{config.batch_size}), then rerun with --resume=false")
       done = new_done
       loss_metric.update_state(loss)
       step = int(state["step"].assign_add(config.steps_per_call))
-      rate = progress.update(done, float(loss))
+      rate = progress.update(done, loss)
       now = time.monotonic()
       if now - last_summary >= config.summary_every_secs or step == config.steps_per_call:
         last_summary = now
@@ -271,7 +272,11 @@ def train(config):
 
 
 def restore(config):
-  """Loads the last checkpoint of a run for eval/export. Returns (vocab, model, heldout ids)."""
+  """Loads the last checkpoint of a run for eval/export.
+
+  Returns:
+    (saved Config, Vocabulary, Word2Vec, held-out ids).
+  """
   saved = config_lib.load_saved(config.model_dir)
   if saved is None:
     raise UserError(f"--model_dir={config.model_dir} holds no word2vec run (no config.json): "
