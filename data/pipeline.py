@@ -193,6 +193,20 @@ class BlockStream:
     perm = rng.permutation(centres.shape[0])
     return contexts[perm], lengths[perm], centres[perm]
 
+  def expected_blocks_per_chunk(self):
+    """About how many blocks one chunk gives (for sizing a prefetch buffer)."""
+    counts = np.bincount(np.asarray(self.ids[:self.chunk_tokens]),
+                         minlength=self.keep_prob.shape[0])
+    counts[0] = 0
+    kept = float((counts * self.keep_prob).sum())
+    per_kept = (self.window + 1) if self.model == "skipgram" else 1.0
+    return kept * per_kept / (self.batch_size * self.steps_per_call)
+
+  def all_blocks(self, epoch, start_chunk, epochs):
+    """`blocks` of epochs `epoch`..`epochs - 1`, the first one from `start_chunk`."""
+    for e in range(epoch, epochs):
+      yield from self.blocks(e, start_chunk if e == epoch else 0)
+
   def blocks(self, epoch, start_chunk=0):
     """Yields dicts with inputs, lengths, targets and where the block sits in the epoch.
 

@@ -436,3 +436,21 @@ def test_resume_at_chunk(model):
   np.testing.assert_array_equal(flat(list(s.blocks(0, start_chunk=0)), "targets"),
                                 flat(list(s.blocks(0)), "targets"))
   assert list(s.blocks(0, start_chunk=s.num_chunks)) == []
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_all_blocks_chains_epochs_from_a_resume_point(model):
+  s = make_stream(model)
+  chained = list(s.all_blocks(1, 3, 4))
+  want = list(s.blocks(1, start_chunk=3)) + list(s.blocks(2)) + list(s.blocks(3))
+  assert [(b["epoch"], b["chunk"]) for b in chained] == [(b["epoch"], b["chunk"]) for b in want]
+  for key in ("inputs", "lengths", "targets"):
+    np.testing.assert_array_equal(flat(chained, key), flat(want, key))
+  assert list(s.all_blocks(4, 0, 4)) == []
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_expected_blocks_per_chunk_is_close_to_the_real_count(model):
+  s = make_stream(model, n=20000, chunk_tokens=5000, batch=16, steps=2)
+  real = np.mean([len(list(s.blocks(e))) for e in range(4)]) / s.num_chunks
+  assert abs(s.expected_blocks_per_chunk() - real) <= 0.1 * real + 1

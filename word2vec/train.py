@@ -116,6 +116,20 @@ def make_checkpoint(model):
   return ckpt, state
 
 
+def remove_partial_checkpoints(ckpt_dir):
+  """Deletes the `<name>_temp` directories a save killed half-way leaves behind.
+
+  TensorFlow writes a checkpoint under a temporary name and renames it when complete; the
+  last complete checkpoint is untouched, so only the unfinished one is lost.
+  """
+  if not os.path.isdir(ckpt_dir):
+    return
+  for name in os.listdir(ckpt_dir):
+    if name.endswith("_temp"):
+      logging.info("removing %s, a checkpoint whose save was interrupted", name)
+      shutil.rmtree(os.path.join(ckpt_dir, name), ignore_errors=True)
+
+
 def checkpoint_manager(config, ckpt):
   return tf.train.CheckpointManager(ckpt, os.path.join(config.model_dir, CHECKPOINT_DIR),
                                     max_to_keep=3)
@@ -124,7 +138,12 @@ def checkpoint_manager(config, ckpt):
 # ---------------------------------------------------------------- training
 
 def _dataset(stream, epoch, start_chunk, config):
-  """tf.data over the block generator, prefetching so example generation overlaps training."""
+  """tf.data over the block generator of every remaining epoch, prefetching about a chunk.
+
+  One dataset spans the epochs, so an epoch boundary does not restart the generator, and
+  the prefetch buffer holds about one chunk's blocks: the generator makes a whole chunk
+  before its first block, and a smaller buffer would run dry while it does.
+  """
   steps, batch = config.steps_per_call, config.batch_size
   input_shape = [steps, batch] if config.model == "skipgram" else [steps, batch,
                                                                    2 * config.window]
@@ -137,9 +156,14 @@ def _dataset(stream, epoch, start_chunk, config):
       "chunk_done": tf.TensorSpec([], tf.bool),
       "tokens": tf.TensorSpec([], tf.float64),
   }
-  ds = tf.data.Dataset.from_generator(lambda: stream.blocks(epoch, start_chunk),
-                                      output_signature=signature)
-  return ds.prefetch(2)
+  ds = tf.data.Dataset.from_generator(
+      lambda: stream.all_blocks(epoch, start_chunk, config.epochs),
+      output_signature=signature)
+  block_bytes = 4 * steps * batch * (input_shape[-1] if config.model == "cbow" else 1) + \
+      8 * steps * batch
+  cap = max(2, (256 << 20) // block_bytes)  # at most 256 MiB of prefetched blocks
+  buffer = int(min(cap, max(2, 1.25 * stream.expected_blocks_per_chunk() + 2)))
+  return ds.prefetch(buffer)
 
 
 def _write_hparams(writer, config):
@@ -174,6 +198,7 @@ def train(config):
                                 chunk_tokens=config.chunk_tokens)
   ckpt, state = make_checkpoint(model)
   manager = checkpoint_manager(config, ckpt)
+  remove_partial_checkpoints(ckpt_dir)
   if config.resume and manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("resumed from %s: epoch %d, chunk %d, step %d", manager.latest_checkpoint,
@@ -197,67 +222,82 @@ def train(config):
   done = epoch * tokens_per_epoch + start_chunk * config.chunk_tokens
   progress = Progress(total, unit="words", every=config.summary_every_secs)
   progress.update(done)
-  last_ckpt_step = int(state["step"])
-  loss_metric = tf.keras.metrics.Mean()
+  step = int(state["step"])
+  last_ckpt_step = step
+  loss_sum, loss_count = 0.0, 0
   figures = {}
   trained_blocks = 0
   last_summary = time.monotonic()
   eval_total = 0.0
   train_start = time.monotonic()
   start_done = done
-  for epoch in range(epoch, config.epochs):
-    for block in _dataset(stream, epoch, start_chunk, config):
-      new_done = epoch * tokens_per_epoch + float(block["tokens"])
-      lrs = schedule(np.linspace(done, new_done, config.steps_per_call, endpoint=False))
-      loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
-                               tf.constant(lrs, tf.float32))
-      trained_blocks += 1
-      loss = float(loss)  # The one host sync of the block.
-      if not np.isfinite(loss):
-        raise UserError(
-            f"the training loss became {loss} at step {int(state['step'])}: the "
-            f"updates diverged; lower --learning_rate (now {lr0}) or --batch_size (now "
-            f"{config.batch_size}), then rerun with --resume=false")
-      done = new_done
-      loss_metric.update_state(loss)
-      step = int(state["step"].assign_add(config.steps_per_call))
-      rate = progress.update(done, loss)
-      now = time.monotonic()
-      if now - last_summary >= config.summary_every_secs or step == config.steps_per_call:
-        last_summary = now
-        with writer.as_default(step=step):
-          tf.summary.scalar("train/loss", loss_metric.result())
-          tf.summary.scalar("train/learning_rate", float(lrs[-1]))
-          tf.summary.scalar("train/words_per_sec", rate)
-        loss_metric.reset_state()
-      if bool(block["chunk_done"]):
-        state["epoch"].assign(epoch)
-        state["next_chunk"].assign(int(block["chunk"]) + 1)
-        if step - last_ckpt_step >= config.checkpoint_every_steps:
-          manager.save(checkpoint_number=step)
-          last_ckpt_step = step
-    start_chunk = 0
-    state["epoch"].assign(epoch)
-    state["next_chunk"].assign(stream.num_chunks)
-    step = int(state["step"])
-    manager.save(checkpoint_number=step)
+
+  def save(epoch, next_chunk):
+    nonlocal last_ckpt_step
     last_ckpt_step = step
+    state["epoch"].assign(epoch)
+    state["next_chunk"].assign(next_chunk)
+    state["step"].assign(step)
+    manager.save(checkpoint_number=step)
+
+  def end_of_epoch(epoch):
+    """Checkpoint and (every eval_every_epochs) evaluation; returns seconds spent evaluating."""
+    nonlocal figures
+    save(epoch, stream.num_chunks)
     if trained_blocks == 0:
       raise UserError(
           f"the training corpus ({stream.num_tokens} tokens) gives fewer examples than one "
           f"block of --batch_size={config.batch_size} x --steps_per_call="
           f"{config.steps_per_call}: lower them or use a bigger corpus")
-    if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
-      eval_start = time.monotonic()
-      figures = evaluator.run(model)
-      evaluator.log(figures)
-      with writer.as_default(step=step):
-        for name, value in evaluate_lib.scalars(figures).items():
-          tf.summary.scalar(f"eval/{name}", value)
-      writer.flush()
-      eval_seconds = time.monotonic() - eval_start
-      progress.exclude(eval_seconds)
-      eval_total += eval_seconds
+    if (epoch + 1) % config.eval_every_epochs and epoch + 1 != config.epochs:
+      return 0.0
+    eval_start = time.monotonic()
+    figures = evaluator.run(model)
+    evaluator.log(figures)
+    with writer.as_default(step=step):
+      for name, value in evaluate_lib.scalars(figures).items():
+        tf.summary.scalar(f"eval/{name}", value)
+    writer.flush()
+    eval_seconds = time.monotonic() - eval_start
+    progress.exclude(eval_seconds)
+    return eval_seconds
+
+  current = epoch
+  if epoch < config.epochs:
+    for block in _dataset(stream, epoch, start_chunk, config):
+      block_epoch = int(block["epoch"])
+      while current < block_epoch:
+        eval_total += end_of_epoch(current)
+        current += 1
+      new_done = block_epoch * tokens_per_epoch + float(block["tokens"])
+      lrs = schedule(np.linspace(done, new_done, config.steps_per_call, endpoint=False))
+      loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
+                               tf.constant(lrs, tf.float32))
+      trained_blocks += 1
+      loss = float(loss)  # The one host sync of the block.
+      step += config.steps_per_call
+      if not np.isfinite(loss):
+        raise UserError(
+            f"the training loss became {loss} at step {step}: the "
+            f"updates diverged; lower --learning_rate (now {lr0}) or --batch_size (now "
+            f"{config.batch_size}), then rerun with --resume=false")
+      done = new_done
+      loss_sum += loss
+      loss_count += 1
+      rate = progress.update(done, loss)
+      now = time.monotonic()
+      if now - last_summary >= config.summary_every_secs or trained_blocks == 1:
+        last_summary = now
+        with writer.as_default(step=step):
+          tf.summary.scalar("train/loss", loss_sum / loss_count)
+          tf.summary.scalar("train/learning_rate", float(lrs[-1]))
+          tf.summary.scalar("train/words_per_sec", rate)
+        loss_sum, loss_count = 0.0, 0
+      if bool(block["chunk_done"]) and step - last_ckpt_step >= config.checkpoint_every_steps:
+        save(block_epoch, int(block["chunk"]) + 1)
+    while current < config.epochs:
+      eval_total += end_of_epoch(current)
+      current += 1
   progress.update(done, force=True)
   train_seconds = time.monotonic() - train_start - eval_total
   if not figures:
