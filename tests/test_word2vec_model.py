@@ -404,6 +404,64 @@ def test_unigram_sampler_never_draws_unk():
   assert len(np.unique(sampled)) > 5
 
 
+@pytest.mark.parametrize("sampler", ["log_uniform", "uniform", "unigram"])
+def test_in_graph_draws_follow_the_sampler_distribution(sampler):
+  # 13 ids (not a power of two) and, for unigram, a zero-weight UNK: 100 blocks of
+  # 40 x 2 x 6 draws, each id's frequency within 5 sigma of P(id).
+  vocab, steps, k = 13, 40, 6
+  counts = np.concatenate([COUNTS, [3]])
+  m = make_model(sampler=sampler, steps=steps, vocab=vocab, k=k, seed=21,
+                 counts=counts if sampler == "unigram" else None)
+  targets = tf.ones([steps, BATCH], tf.int32)
+  draws = np.concatenate([m.sample(targets, step)[0].numpy().ravel() for step in range(100)])
+  weights = counts.astype(np.float64).copy()
+  weights[0] = 0
+  p = samplers_lib.sampler_probabilities(sampler, vocab, unigrams=weights)
+  n = draws.size
+  freq = np.bincount(draws, minlength=vocab)
+  assert freq.shape == (vocab,)
+  sigma = np.sqrt(n * p * (1 - p))
+  assert np.all(np.abs(freq - n * p) <= 5 * sigma + 1e-9), (freq, n * p)
+  if sampler == "unigram":
+    assert freq[0] == 0
+
+
+def test_in_graph_draws_depend_on_seed_and_step_only():
+  targets = tf.ones([4, BATCH], tf.int32)
+  a = make_model(sampler="uniform", steps=4, seed=5)
+  b = make_model(sampler="uniform", steps=4, seed=5)
+  c = make_model(sampler="uniform", steps=4, seed=6)
+  np.testing.assert_array_equal(a.sample(targets, 7)[0], b.sample(targets, 7)[0])
+  assert np.any(a.sample(targets, 7)[0].numpy() != a.sample(targets, 8)[0].numpy())
+  assert np.any(a.sample(targets, 7)[0].numpy() != c.sample(targets, 7)[0].numpy())
+
+
+@pytest.mark.parametrize("model,loss", [("skipgram", "nce"), ("cbow", "sampled_softmax")])
+def test_train_block_uses_the_draws_of_sample(model, loss):
+  # train_block (sampling inside the compiled block) == _compiled_block fed sample()'s draws.
+  steps = 3
+  kw = dict(model=model, loss=loss, sampler="unigram", counts=COUNTS, steps=steps,
+            subtract_log_q=True, train_biases=True, seed=9)
+  a, b = make_model(**kw), make_model(**kw)
+  randomise(a, 1)
+  randomise(b, 1)
+  rng = np.random.default_rng(3)
+  if model == "skipgram":
+    inputs = rng.integers(1, V, [steps, BATCH]).astype(np.int32)
+  else:
+    inputs = rng.integers(1, V, [steps, BATCH, 4]).astype(np.int32)
+  lengths = rng.integers(1, 5, [steps, BATCH]).astype(np.int32)
+  targets = tf.constant(rng.integers(1, V, [steps, BATCH]).astype(np.int32))
+  lrs = tf.constant([0.1, 0.05, 0.02])
+  loss_a = a.train_block(tf.constant(inputs), tf.constant(lengths), targets, lrs, 42)
+  loss_b = b._compiled_block(tf.constant(inputs), tf.constant(lengths), targets,
+                             *b.sample(targets, 42), lrs)
+  assert_close(float(loss_a), float(loss_b), rtol=1e-5)
+  for x, y in zip((a.input_embeddings, a.output_embeddings, a.output_biases),
+                  (b.input_embeddings, b.output_embeddings, b.output_biases)):
+    assert_close(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_learned_unigram_sampler_runs():
   m = make_model(sampler="learned_unigram", subtract_log_q=True, steps=2, seed=16)
   targets = tf.constant(np.full([2, BATCH], 4, np.int32))

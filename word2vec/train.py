@@ -272,7 +272,7 @@ def train(config):
       new_done = block_epoch * tokens_per_epoch + float(block["tokens"])
       lrs = schedule(np.linspace(done, new_done, config.steps_per_call, endpoint=False))
       loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
-                               tf.constant(lrs, tf.float32))
+                               tf.constant(lrs, tf.float32), step)
       trained_blocks += 1
       loss = float(loss)  # The one host sync of the block.
       step += config.steps_per_call
