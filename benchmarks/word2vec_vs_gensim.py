@@ -11,7 +11,10 @@ of both, all computed with the same code (word2vec/intrinsic.py).
 Both read the corpus through this project's tokenizer (text8: lowercase letters), written once
 to a temporary file, one line per input line (gensim's LineSentence, lines cut at 10,000
 tokens). Settings: dim 100, window 5, subsample 1e-3, min_count 5, 2 threads; gensim uses 5
-negatives per pair, we use --num_sampled negatives per group of --group_size pairs.
+negatives per pair, we use --num_sampled negatives per group of --group_size pairs (the app's
+defaults: 8 for skip-gram + nce, 16 for CBOW + sampled softmax, per 64 examples).
+`--repeats=N` alternates the two N times and reports medians; the ratio column is the median
+of the ratios of adjacent runs.
 """
 import argparse
 import os
@@ -31,7 +34,7 @@ from data import corpus as corpus_lib
 from data import tokenizer as tokenizer_lib
 from data import evalsets
 from word2vec import intrinsic
-from word2vec.config import Config
+from word2vec.config import DEFAULT_NUM_SAMPLED, Config
 
 
 def tokenized_copy(spec, path):
@@ -72,13 +75,15 @@ def run_gensim(path, sg, args, n_tokens):
 def run_ours(path, model, args, n_tokens):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
-  tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+  if not tf.config.threading.get_intra_op_parallelism_threads():
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   model_dir = tempfile.mkdtemp(prefix=f"bench_{model}_")
-  config = Config(model_dir=model_dir, corpus=path, model=model,
-                  loss="nce" if model == "skipgram" else "sampled_softmax",
+  loss = "nce" if model == "skipgram" else "sampled_softmax"
+  config = Config(model_dir=model_dir, corpus=path, model=model, loss=loss,
                   subtract_log_q=model != "skipgram", train_biases=model != "skipgram",
                   embedding_dim=args.dim, window=args.window, epochs=args.epochs,
-                  num_sampled=args.num_sampled, group_size=args.group_size,
+                  num_sampled=args.num_sampled or DEFAULT_NUM_SAMPLED[loss],
+                  group_size=args.group_size,
                   batch_size=args.batch_size, eval_fraction=0.0, seed=args.seed,
                   words=())
   start = time.perf_counter()
@@ -102,7 +107,11 @@ def main():
   p.add_argument("--dim", type=int, default=100)
   p.add_argument("--window", type=int, default=5)
   p.add_argument("--threads", type=int, default=2)
-  p.add_argument("--num_sampled", type=int, default=5)
+  p.add_argument("--num_sampled", type=int, default=0,
+                 help="ours: negatives per group (0 = the app's default for the loss)")
+  p.add_argument("--repeats", type=int, default=1,
+                 help="run ours and gensim alternately this many times; the table gives "
+                 "medians (a shared machine's speed drifts by 2x within minutes)")
   p.add_argument("--group_size", type=int, default=64)
   p.add_argument("--batch_size", type=int, default=4096)
   p.add_argument("--seed", type=int, default=1)
@@ -115,19 +124,28 @@ def main():
         f" {args.threads} threads")
   rows = []
   for model in args.models.split(","):
-    ours = run_ours(path, model, args, n_tokens)
-    theirs = run_gensim(path, int(model == "skipgram"), args, n_tokens)
-    rows.append((model, ours, theirs))
+    ours, theirs, ratios = [], [], []
+    for r in range(args.repeats):
+      ours.append(run_ours(path, model, args, n_tokens))
+      theirs.append(run_gensim(path, int(model == "skipgram"), args, n_tokens))
+      ratios.append(ours[-1]["words_per_sec"] / theirs[-1]["words_per_sec"])
+      print(f"{model} run {r + 1}: ours {ours[-1]['words_per_sec']:,.0f} words/s (train), "
+            f"gensim {theirs[-1]['words_per_sec']:,.0f}, ratio {ratios[-1]:.2f}; analogy "
+            f"{ours[-1]['analogy']:.3f} vs {theirs[-1]['analogy']:.3f}", flush=True)
+    rows.append((model, ours, theirs, ratios))
+  med = lambda runs, key: float(np.median([x[key] for x in runs]))
   print()
+  print(f"medians of {args.repeats} alternated run(s):")
   print("| mode | words/s ours (train) | ours (total) | gensim | ratio | analogy ours | gensim "
         "| WS-353 ours | gensim | SimLex ours | gensim |")
   print("|---|---|---|---|---|---|---|---|---|---|---|")
-  for model, o, g in rows:
-    total_rate = n_tokens * args.epochs / o["seconds"]
-    print(f"| {model} | {o['words_per_sec']:,.0f} | {total_rate:,.0f} | "
-          f"{g['words_per_sec']:,.0f} | {o['words_per_sec'] / g['words_per_sec']:.2f} | "
-          f"{o['analogy']:.3f} | {g['analogy']:.3f} | {o['wordsim353']:.3f} | "
-          f"{g['wordsim353']:.3f} | {o['simlex999']:.3f} | {g['simlex999']:.3f} |")
+  for model, o, g, ratios in rows:
+    total_rate = float(np.median([n_tokens * args.epochs / x["seconds"] for x in o]))
+    print(f"| {model} | {med(o, 'words_per_sec'):,.0f} | {total_rate:,.0f} | "
+          f"{med(g, 'words_per_sec'):,.0f} | {float(np.median(ratios)):.2f} | "
+          f"{med(o, 'analogy'):.3f} | {med(g, 'analogy'):.3f} | {med(o, 'wordsim353'):.3f} | "
+          f"{med(g, 'wordsim353'):.3f} | {med(o, 'simlex999'):.3f} | "
+          f"{med(g, 'simlex999'):.3f} |")
   shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -711,13 +711,15 @@ def test_helpfull_documents_every_flag(commands):
     assert re.search(rf"^\s+--(\[no\])?{name}: \S", res.stdout, re.M), name
 
 
-STANDARD = {"sampler": "unigram", "embedding_dim": 100, "window": 5, "num_sampled": 5,
-            "subsample": 1e-3, "min_count": 5, "epochs": 3}
+STANDARD = {"sampler": "unigram", "embedding_dim": 100, "window": 5, "subsample": 1e-3,
+            "min_count": 5, "epochs": 3}
+SKIPGRAM = dict(STANDARD, model="skipgram", loss="nce", num_sampled=8)
+CBOW = dict(STANDARD, model="cbow", loss="sampled_softmax", num_sampled=16)
 FLAGFILE_VALUES = {
-    "skipgram_nce": dict(STANDARD, model="skipgram", loss="nce", corpus=""),
-    "cbow_sampled_softmax": dict(STANDARD, model="cbow", loss="sampled_softmax", corpus=""),
-    "text8_skipgram": dict(STANDARD, model="skipgram", loss="nce", corpus="text8"),
-    "text8_cbow": dict(STANDARD, model="cbow", loss="sampled_softmax", corpus="text8"),
+    "skipgram_nce": dict(SKIPGRAM, corpus=""),
+    "cbow_sampled_softmax": dict(CBOW, corpus=""),
+    "text8_skipgram": dict(SKIPGRAM, corpus="text8"),
+    "text8_cbow": dict(CBOW, corpus="text8"),
 }
 
 
