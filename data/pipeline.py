@@ -4,6 +4,8 @@ Everything is vectorised numpy over chunks of token ids, so memory is bounded by
 size, not the corpus; `tf.data` pulls the chunks through a generator and prefetches them so
 that example generation overlaps the train step.
 """
+import math
+
 import numpy as np
 
 
@@ -130,6 +132,49 @@ def cbow_examples(ids, window, rng, reduced=None):
   return contexts[has], lengths[has], ids[has]
 
 
+# CBOW minibatches are made of runs of this many consecutive centres (or of the largest
+# divisor of the batch size below it), each run from another place of the chunk.
+CBOW_RUN_LENGTH = 64
+
+
+def cbow_runs(batch_size):
+  """(run length L, runs per minibatch R) of CBOW minibatches of `batch_size` centres."""
+  length = math.gcd(batch_size, CBOW_RUN_LENGTH)
+  return length, batch_size // length
+
+
+def cbow_windows(kept, reduced, batch, window, halo, final):
+  """Cuts a stream of kept ids into CBOW minibatches of `batch` consecutive centres.
+
+  Each minibatch is the window of text its centres and their contexts live in:
+  `batch + 2 * window` ids, the centres in the middle, 0 where there is no word (before the
+  start of the text, after its end). See `Word2Vec._cbow_window_sgd`.
+
+  Args:
+    kept: int32 [n] kept ids not yet used as centres, in text order.
+    reduced: int32 [n] their reduced windows.
+    batch: centres per minibatch.
+    window: maximum window w.
+    halo: int32 [w] the ids just before kept[0] (zeros at the start of an epoch).
+    final: True at the end of the epoch: the text ends after kept (its last minibatch may
+      then end with fewer than w following words); otherwise a minibatch is only cut when
+      the w ids after its centres are known.
+
+  Returns:
+    windows: int32 [m, batch + 2w]; reduced windows: int32 [m, batch]; centres: int32
+    [m, batch]; and (kept, reduced, halo) left over for the next call.
+  """
+  n = kept.shape[0]
+  m = n // batch if final else max(0, (n - window) // batch)
+  text = np.concatenate([halo, kept, np.zeros(window, np.int32)]).astype(np.int32)
+  starts = np.arange(m) * batch
+  windows = text[starts[:, None] + np.arange(batch + 2 * window)[None, :]]
+  used = m * batch
+  windows = windows.reshape(m, batch + 2 * window)
+  return (windows, reduced[:used].reshape(m, batch), kept[:used].reshape(m, batch),
+          (kept[used:], reduced[used:], text[used:used + window]))
+
+
 def segment_permutation(n, rng, segment=32):
   """A shuffle of range(n) that moves runs of `segment` consecutive items together.
 
@@ -160,6 +205,11 @@ class BlockStream:
   block) are dropped, and so are those carried past the chunk_done block a run resumes
   after (fewer than one block): blocks after a resume hold the same examples as the
   uninterrupted pass, but not cut at the same places unless nothing was carried.
+
+  Skip-gram examples are (centre, context) pairs shuffled by runs of 32. CBOW examples are
+  runs of consecutive centres with the text around them (`cbow_runs`, `cbow_windows`),
+  the runs of a chunk shuffled; runs continue across chunk boundaries within an epoch
+  (after a resume, the first run starts at the resumed chunk).
   """
 
   def __init__(self, ids, keep_prob, model, window, batch_size, steps_per_call, seed,
@@ -178,20 +228,14 @@ class BlockStream:
     self.num_chunks = max(1, -(-self.num_tokens // self.chunk_tokens))
 
   def _examples(self, epoch, chunk_index):
+    """Skip-gram (centres, empty, contexts) of a chunk, shuffled by runs of 32 pairs."""
     rng = np.random.default_rng([self.seed, epoch, chunk_index])
     start = chunk_index * self.chunk_tokens
     chunk = np.asarray(self.ids[start:start + self.chunk_tokens])
     kept = subsample(chunk, self.keep_prob, rng)
-    if self.model == "skipgram":
-      centres, contexts = skipgram_pairs(kept, self.window, rng)
-      perm = segment_permutation(centres.shape[0], rng)
-      return centres[perm], np.zeros(0, np.int32), contexts[perm]
-    contexts, lengths, centres = cbow_examples(kept, self.window, rng)
-    # A full shuffle: neighbouring CBOW examples share most of their context words, so runs
-    # of them in one minibatch would sum several updates of the same rows (measured: analogy
-    # 0.050 -> 0.023 on the benchmark corpus with runs of 32).
-    perm = rng.permutation(centres.shape[0])
-    return contexts[perm], lengths[perm], centres[perm]
+    centres, contexts = skipgram_pairs(kept, self.window, rng)
+    perm = segment_permutation(centres.shape[0], rng)
+    return centres[perm], np.zeros(0, np.int32), contexts[perm]
 
   def expected_blocks_per_chunk(self):
     """About how many blocks one chunk gives (for sizing a prefetch buffer)."""
@@ -207,15 +251,61 @@ class BlockStream:
     for e in range(epoch, epochs):
       yield from self.blocks(e, start_chunk if e == epoch else 0)
 
+  def _cbow_blocks(self, epoch, start_chunk):
+    """`blocks` for CBOW: minibatches of R runs of L consecutive centres (see cbow_runs),
+    each run with its window of text (cbow_windows), the runs of a chunk shuffled."""
+    steps, w = self.steps_per_call, self.window
+    length, runs = cbow_runs(self.batch_size)
+    per_block = steps * runs
+    empty = np.zeros(0, np.int32)
+    kept, reduced, halo = empty, empty, np.zeros(w, np.int32)
+    carry = None  # runs left over from the previous chunk (fewer than a block)
+    for chunk_index in range(start_chunk, self.num_chunks):
+      rng = np.random.default_rng([self.seed, epoch, chunk_index])
+      start = chunk_index * self.chunk_tokens
+      chunk = np.asarray(self.ids[start:start + self.chunk_tokens])
+      new = subsample(chunk, self.keep_prob, rng)
+      kept = np.concatenate([kept, new])
+      reduced = np.concatenate([reduced, reduced_windows(new.shape[0], w, rng)])
+      windows, red, centres, (kept, reduced, halo) = cbow_windows(
+          kept, reduced, length, w, halo, final=chunk_index == self.num_chunks - 1)
+      perm = rng.permutation(windows.shape[0])
+      windows, red, centres = windows[perm], red[perm], centres[perm]
+      if carry is not None:
+        windows = np.concatenate([carry[0], windows])
+        red = np.concatenate([carry[1], red])
+        centres = np.concatenate([carry[2], centres])
+      n_blocks = windows.shape[0] // per_block
+      chunk_start = chunk_index * self.chunk_tokens
+      chunk_len = min(self.chunk_tokens, self.num_tokens - chunk_start)
+      for b in range(n_blocks):
+        s = slice(b * per_block, (b + 1) * per_block)
+        yield {
+            "inputs": windows[s].reshape(steps, runs * (length + 2 * w)),
+            "lengths": red[s].reshape(steps, self.batch_size),
+            "targets": centres[s].reshape(steps, self.batch_size),
+            "epoch": epoch,
+            "chunk": chunk_index,
+            "chunk_done": b == n_blocks - 1,
+            "tokens": chunk_start + chunk_len * (b + 1) / n_blocks,
+        }
+      rest = slice(n_blocks * per_block, None)
+      carry = (windows[rest], red[rest], centres[rest])
+
   def blocks(self, epoch, start_chunk=0):
     """Yields dicts with inputs, lengths, targets and where the block sits in the epoch.
 
-    Keys: inputs int32 [steps, batch] or [steps, batch, 2*window]; lengths int32
-    [steps, batch] (zeros for skip-gram); targets int32 [steps, batch]; epoch; chunk (index
+    Keys: inputs int32 [steps, batch] (skip-gram centres) or [steps, R * (L + 2*window)]
+    (CBOW: R runs of L centres with their text, see `cbow_runs`); lengths int32 [steps, batch] (zeros for
+    skip-gram, reduced windows for CBOW); targets int32 [steps, batch] (contexts for
+    skip-gram, centres for CBOW); epoch; chunk (index
     of the chunk the block came from); chunk_done (True for the last block of a chunk: a
     safe point to checkpoint, resuming at chunk + 1); tokens (corpus tokens consumed in
     this epoch up to this block, for the learning-rate schedule and progress).
     """
+    if self.model == "cbow":
+      yield from self._cbow_blocks(epoch, start_chunk)
+      return
     per_block = self.batch_size * self.steps_per_call
     carry = None
     for chunk_index in range(start_chunk, self.num_chunks):

@@ -314,11 +314,10 @@ def test_block_shapes_and_contents(model):
       assert b["inputs"].shape == (2, 8)
       assert np.all(b["lengths"] == 0)
       assert np.all(b["inputs"] > 0)
-    else:
-      assert b["inputs"].shape == (2, 8, 6)
-      assert np.all((b["lengths"] >= 1) & (b["lengths"] <= 6))
-      real = np.arange(6) < b["lengths"][..., None]
-      assert np.all(b["inputs"][real] > 0) and np.all(b["inputs"][~real] == 0)
+    else:  # one run of 8 centres per minibatch, with 3 words of text on each side
+      assert b["inputs"].shape == (2, 8 + 6)
+      assert np.all((b["lengths"] >= 1) & (b["lengths"] <= 3))
+      np.testing.assert_array_equal(b["inputs"][:, 3:11], b["targets"])
 
 
 @pytest.mark.parametrize("model", ["skipgram", "cbow"])
@@ -338,9 +337,8 @@ def test_blocks_deterministic_per_seed_and_epoch(model):
     assert not np.array_equal(flat(a[:n], "targets"), flat(other[:n], "targets"))
 
 
-@pytest.mark.parametrize("model", ["skipgram", "cbow"])
-def test_chunk_examples_depend_only_on_seed_epoch_chunk(model):
-  s1, s2 = make_stream(model), make_stream(model)
+def test_chunk_examples_depend_only_on_seed_epoch_chunk():
+  s1, s2 = make_stream("skipgram"), make_stream("skipgram")
   list(s1.blocks(0))  # using a stream leaves no state behind
   for k in range(s1.num_chunks):
     for x, y in zip(s1._examples(1, k), s2._examples(1, k)):
@@ -364,10 +362,9 @@ def test_chunk_examples_are_the_chunks_pairs():
   assert as_multiset(inputs, targets) == want
 
 
-@pytest.mark.parametrize("model", ["skipgram", "cbow"])
 @pytest.mark.parametrize("chunk_tokens,batch,steps", [(200, 8, 2), (10, 16, 4)])
-def test_epoch_is_concatenation_of_chunks_minus_tail(model, chunk_tokens, batch, steps):
-  s = make_stream(model, chunk_tokens=chunk_tokens, batch=batch, steps=steps)
+def test_epoch_is_concatenation_of_chunks_minus_tail(chunk_tokens, batch, steps):
+  s = make_stream("skipgram", chunk_tokens=chunk_tokens, batch=batch, steps=steps)
   per_block = batch * steps
   blocks = list(s.blocks(0))
   parts = [s._examples(0, k) for k in range(s.num_chunks)]
@@ -379,9 +376,6 @@ def test_epoch_is_concatenation_of_chunks_minus_tail(model, chunk_tokens, batch,
                                 np.concatenate([p[2] for p in parts])[:used])
   np.testing.assert_array_equal(flat(blocks, "inputs"),
                                 np.concatenate([p[0] for p in parts])[:used])
-  if model == "cbow":
-    np.testing.assert_array_equal(flat(blocks, "lengths"),
-                                  np.concatenate([p[1] for p in parts])[:used])
   # A block is tagged with the chunk whose examples completed it: by the end of chunk k,
   # floor(examples of chunks 0..k / per_block) blocks have been yielded.
   chunks = np.array([b["chunk"] for b in blocks])
@@ -414,8 +408,7 @@ def test_tokens_and_chunk_done(model, chunk_tokens, batch, steps):
       assert b["tokens"] == pytest.approx(end)
 
 
-@pytest.mark.parametrize("model", ["skipgram", "cbow"])
-def test_resume_at_chunk(model):
+def test_resume_at_chunk(model="skipgram"):
   # Resuming at chunk k (after a chunk_done block of chunk k-1) streams the examples of
   # chunks k, k+1, ... from their start: the carry-over of the interrupted pass is lost,
   # so blocks only line up with the uninterrupted pass when nothing was carried.
@@ -454,3 +447,88 @@ def test_expected_blocks_per_chunk_is_close_to_the_real_count(model):
   s = make_stream(model, n=20000, chunk_tokens=5000, batch=16, steps=2)
   real = np.mean([len(list(s.blocks(e))) for e in range(4)]) / s.num_chunks
   assert abs(s.expected_blocks_per_chunk() - real) <= 0.1 * real + 1
+
+
+# ---- CBOW runs --------------------------------------------------------------------------
+
+def test_cbow_runs_layout():
+  assert pipeline.cbow_runs(4096) == (64, 64)
+  assert pipeline.cbow_runs(8) == (8, 1)
+  assert pipeline.cbow_runs(96) == (32, 3)
+
+
+def test_cbow_windows_golden():
+  kept = np.arange(1, 12, dtype=np.int32)  # 11 words
+  reduced = np.arange(11, dtype=np.int32) % 2 + 1
+  halo = np.array([50, 51], np.int32)
+  windows, red, centres, (rest, rest_red, new_halo) = pipeline.cbow_windows(
+      kept, reduced, 3, 2, halo, final=False)
+  # Not final: a run is cut only when the 2 words after it are known: (11 - 2) // 3 runs.
+  np.testing.assert_array_equal(windows, [[50, 51, 1, 2, 3, 4, 5], [2, 3, 4, 5, 6, 7, 8],
+                                          [5, 6, 7, 8, 9, 10, 11]])
+  np.testing.assert_array_equal(centres, [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+  np.testing.assert_array_equal(red, reduced[:9].reshape(3, 3))
+  np.testing.assert_array_equal(rest, [10, 11])
+  np.testing.assert_array_equal(rest_red, reduced[9:])
+  np.testing.assert_array_equal(new_halo, [8, 9])
+  # Final: the text ends after the kept words (zeros), the last partial run is dropped.
+  windows, _, centres, (rest, _, _) = pipeline.cbow_windows(
+      np.array([10, 11, 12, 13], np.int32), np.ones(4, np.int32), 3, 2, new_halo,
+      final=True)
+  np.testing.assert_array_equal(windows, [[8, 9, 10, 11, 12, 13, 0]])
+  np.testing.assert_array_equal(rest, [13])
+
+
+def epoch_runs(s, epoch, start_chunk=0):
+  """Every run of the subsampled text of chunks start_chunk.. (regenerated with the chunks'
+  generators), as a set of (window, reduced) tuples."""
+  kept, reduced = [], []
+  for k in range(start_chunk, s.num_chunks):
+    rng = np.random.default_rng([s.seed, epoch, k])
+    new = pipeline.subsample(s.ids[k * s.chunk_tokens:(k + 1) * s.chunk_tokens],
+                             s.keep_prob, rng)
+    kept.append(new)
+    reduced.append(pipeline.reduced_windows(new.shape[0], s.window, rng))
+  length, _ = pipeline.cbow_runs(s.batch_size)
+  windows, red, _, _ = pipeline.cbow_windows(
+      np.concatenate(kept), np.concatenate(reduced), length, s.window,
+      np.zeros(s.window, np.int32), final=True)
+  return [(tuple(w), tuple(r)) for w, r in zip(windows, red)]
+
+
+def block_runs(s, blocks):
+  length, runs = pipeline.cbow_runs(s.batch_size)
+  out = []
+  for b in blocks:
+    windows = b["inputs"].reshape(-1, length + 2 * s.window)
+    reduced = b["lengths"].reshape(-1, length)
+    np.testing.assert_array_equal(windows[:, s.window:s.window + length],
+                                  b["targets"].reshape(-1, length))
+    out += [(tuple(w), tuple(r)) for w, r in zip(windows, reduced)]
+  return out
+
+
+@pytest.mark.parametrize("chunk_tokens,batch,steps", [(200, 8, 2), (10, 16, 4), (300, 96, 2)])
+def test_cbow_epoch_is_the_runs_of_the_text_minus_tail(chunk_tokens, batch, steps):
+  # The runs of an epoch are those of the whole subsampled text, cut at multiples of the
+  # run length from its start (chunk boundaries do not cut runs: leftovers are carried),
+  # shuffled within chunks; only the tail (fewer than one block of runs) is dropped.
+  s = make_stream("cbow", n=3000, chunk_tokens=chunk_tokens, batch=batch, steps=steps)
+  length, runs = pipeline.cbow_runs(batch)
+  blocks = list(s.blocks(0))
+  got, want = block_runs(s, blocks), epoch_runs(s, 0)
+  assert len(got) == len(set(got)) or len(set(want)) < len(want)
+  assert collections.Counter(got) <= collections.Counter(want)
+  assert len(want) - len(got) < steps * runs
+  assert got != want[:len(got)] or chunk_tokens == 10  # shuffled within chunks
+
+
+def test_cbow_resume_at_chunk():
+  # Resuming at chunk k streams the runs of the text of chunks k.. (its first run starts
+  # the text: nothing before it is known).
+  s = make_stream("cbow", n=3000, chunk_tokens=300, batch=16, steps=2)
+  resumed = list(s.blocks(0, start_chunk=4))
+  assert resumed and all(b["chunk"] >= 4 for b in resumed)
+  got, want = block_runs(s, resumed), epoch_runs(s, 0, start_chunk=4)
+  assert collections.Counter(got) <= collections.Counter(want)
+  assert len(want) - len(got) < s.steps_per_call * pipeline.cbow_runs(16)[1]

@@ -547,3 +547,78 @@ def test_remove_partial_checkpoints_keeps_complete_ones(tmp_path):
   assert sorted(os.listdir(ckpt_dir)) == ["checkpoint", "ckpt-5.data-00000-of-00001",
                                           "ckpt-5.index"]
   train_lib.remove_partial_checkpoints(str(tmp_path / "missing"))  # no directory: no error
+
+
+def window_examples(ids, reduced, window):
+  """The padded CBOW examples of a text window: (contexts [B, 2w], lengths [B])."""
+  batch = reduced.shape[0]
+  contexts = np.zeros([batch, 2 * window], np.int32)
+  lengths = np.zeros(batch, np.int32)
+  for k in range(batch):
+    for o in [o for o in range(-window, window + 1) if o]:
+      word = ids[window + k + o]
+      if abs(o) <= reduced[k] and word != 0:
+        contexts[k, lengths[k]] = word
+        lengths[k] += 1
+  return contexts, lengths
+
+
+@pytest.mark.parametrize("runs", [1, 2])
+@pytest.mark.parametrize("loss", ["nce", "sampled_softmax"])
+def test_cbow_window_step_equals_the_example_step_in_strided_groups(loss, runs):
+  # A block given as runs of text trains exactly like the same examples given as padded
+  # contexts, with example k * G + j in group j. Zeros (no word) in some halos.
+  steps, window, groups = 2, 2, BATCH // 3
+  length = BATCH // runs
+  kw = dict(model="cbow", loss=loss, window=window, steps=steps, subtract_log_q=True,
+            train_biases=True, remove_hits=True, seed=4)
+  a, b = make_model(**kw), make_model(**kw)
+  randomise(a, 2)
+  randomise(b, 2)
+  rng = np.random.default_rng(8)
+  text = rng.integers(1, V, [steps, runs, length + 2 * window]).astype(np.int32)
+  text[0, 0, :2] = 0
+  text[1, -1, -1] = 0
+  reduced = rng.integers(1, window + 1, [steps, BATCH]).astype(np.int32)
+  targets = text[:, :, window:window + length].reshape(steps, BATCH)
+  sampled = np.stack([SAMPLED[3], SAMPLED[3][::-1]])
+  tlq = np.stack([log_q(11, 3, True)[0], log_q(12, 3, True)[0]])
+  slq = np.stack([log_q(11, 3, True)[1], log_q(12, 3, True)[1]])
+  lrs = tf.constant([0.3, 0.1])
+  loss_b = b._compiled_block(tf.constant(text.reshape(steps, -1)), tf.constant(reduced),
+                             tf.constant(targets), tf.constant(sampled), tf.constant(tlq),
+                             tf.constant(slq), lrs)
+  # Example order of the groups: position j * g + k holds example k * G + j.
+  g = BATCH // groups
+  order = np.array([k * groups + j for j in range(groups) for k in range(g)])
+  contexts, lengths = [], []
+  for i in range(steps):
+    parts = [window_examples(text[i, r], reduced[i].reshape(runs, length)[r], window)
+             for r in range(runs)]
+    contexts.append(np.concatenate([p[0] for p in parts])[order])
+    lengths.append(np.concatenate([p[1] for p in parts])[order])
+  contexts, lengths = np.stack(contexts), np.stack(lengths)
+  assert np.all(lengths > 0)
+  loss_a = a._compiled_block(tf.constant(contexts), tf.constant(lengths),
+                             tf.constant(targets[:, order]), tf.constant(sampled),
+                             tf.constant(tlq[:, order]), tf.constant(slq), lrs)
+  assert_close(float(loss_b), float(loss_a), rtol=1e-5)
+  for x, y in zip((a.input_embeddings, a.output_embeddings, a.output_biases),
+                  (b.input_embeddings, b.output_embeddings, b.output_biases)):
+    assert_close(y.numpy(), x.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_cbow_window_step_ignores_empty_positions():
+  # Centres that are 0 (no word), or whose every context is 0, change nothing.
+  m = make_model(model="cbow", loss="nce", window=2, steps=1, seed=4)
+  randomise(m, 3)
+  before = [v.numpy().copy() for v in (m.input_embeddings, m.output_embeddings)]
+  ids = np.zeros([1, BATCH + 4], np.int32)
+  ids[0, 4] = 5  # a lone word: centre 2, no context within the window
+  reduced = np.full([1, BATCH], 2, np.int32)
+  loss = m._compiled_block(tf.constant(ids), tf.constant(reduced),
+                           tf.constant(ids[:, 2:2 + BATCH]), tf.constant(SAMPLED[3][None]),
+                           tf.zeros([1, BATCH]), tf.zeros([1, 2, K]), tf.constant([0.5]))
+  assert float(loss) == 0.0
+  for x, y in zip(before, (m.input_embeddings, m.output_embeddings)):
+    np.testing.assert_array_equal(x, y.numpy())

@@ -201,7 +201,7 @@ class Word2Vec(tf.Module):
 
   # ---- the loss head: logits and their gradients for one minibatch ----
 
-  def head(self, hidden, targets, sampled, true_log_q, sampled_log_q):
+  def head(self, hidden, targets, sampled, true_log_q, sampled_log_q, weights=None):
     """Loss and gradients of NCE / sampled softmax for one minibatch.
 
     Args:
@@ -210,6 +210,8 @@ class Word2Vec(tf.Module):
       sampled: int32 [num_groups, num_sampled].
       true_log_q: float32 [batch].
       sampled_log_q: float32 [num_groups, num_sampled].
+      weights: optional float32 [batch] per-example weights (0 = not an example: no loss,
+        no gradient).
 
     Returns:
       loss: float32 [batch], per-example loss (sum over the true and sampled columns).
@@ -247,6 +249,10 @@ class Word2Vec(tf.Module):
       loss = tf.reshape(lse, [-1]) - true_logit
       d_true = tf.exp(true_logit - tf.reshape(lse, [-1])) - 1.0
       d_samp = tf.exp(masked - lse[:, :, None])
+    if weights is not None:
+      loss *= weights
+      d_true *= weights
+      d_samp *= tf.reshape(weights, [groups, -1, 1])
     d_hidden = d_true[:, None] * w_true + tf.reshape(
         tf.einsum("ngk,nkd->ngd", d_samp, w_samp), [-1, dim])
     d_w_true = d_true[:, None] * hidden                            # [B, d]
@@ -292,13 +298,93 @@ class Word2Vec(tf.Module):
           tf.IndexedSlices(tf.reshape(updates, [-1, c.dim]), tf.reshape(inputs, [-1])))
     return tf.reduce_mean(loss)
 
+  def _cbow_window_sgd(self, ids, reduced, targets, sampled, true_log_q, sampled_log_q, lr):
+    """One CBOW minibatch given as R runs of consecutive centres with their text windows.
+
+    Run r holds L = batch_size / R consecutive centres and the text around them: L + 2w
+    ids (w = window), the centres in the middle; 0 marks a position with no word (UNK never
+    reaches training, so 0 is free). Each centre's contexts are the ids within its reduced
+    window. The context updates are summed per position of a run before one scatter:
+    R (L + 2w) rows instead of batch * 2w (that scatter is most of the example layout's
+    step time). Runs come from different places of the text (`data.pipeline.cbow_windows`),
+    so a minibatch is not one stretch of a document whose topic words would all get their
+    updates at once. A group of examples sharing negatives is strided (examples j,
+    j + num_groups, ...), i.e. spread over the runs: neighbouring centres have nearly equal
+    hidden vectors and their negative updates would add up. Centres without any context
+    word (or padding) get weight 0.
+
+    Args:
+      ids: int32 [R * (L + 2w)] the R windows of text, one after the other.
+      reduced: int32 [batch] reduced window of each centre (1..w), run by run.
+      targets: int32 [batch] the centres, run by run.
+      sampled, true_log_q, sampled_log_q: as for `head` (true_log_q in centre order).
+      lr: scalar learning rate.
+
+    Returns:
+      Scalar, the mean loss over the real examples.
+    """
+    c = self.config
+    w, batch, dim = c.window, c.batch_size, c.dim
+    runs = (ids.shape[0] - batch) // (2 * w)
+    length = batch // runs
+    text = tf.reshape(ids, [runs, length + 2 * w])
+    present = tf.cast(tf.not_equal(text, 0), tf.float32)               # [R, L + 2w]
+    reduced = tf.reshape(reduced, [runs, length])
+    offsets = [o for o in range(-w, w + 1) if o]
+    masks = [(o, tf.cast(reduced >= abs(o), tf.float32) * present[:, w + o:w + o + length])
+             for o in offsets]                                         # [R, L] each
+    # The forward pass gathers each example's contexts from the table (as the example
+    # layout does: XLA fuses that gather into the masked sum); shifted slices of one
+    # gathered window measured 2x slower.
+    contexts = tf.reshape(tf.stack([text[:, w + o:w + o + length] for o in offsets], 2),
+                          [batch, 2 * w])
+    mask = tf.reshape(tf.stack([m for _, m in masks], 2), [batch, 2 * w])
+    total = tf.reduce_sum(tf.gather(self.input_embeddings, contexts) * mask[:, :, None], 1)
+    count = tf.reduce_sum(mask, 1)                                     # [B]
+    weights = (tf.cast(count > 0, tf.float32)
+               * tf.reshape(present[:, w:w + length], [batch]))
+    hidden = total / tf.maximum(count, 1.0)[:, None]
+    # Strided groups: example k * G + j goes to group j (G = num_groups).
+    groups = c.num_groups
+
+    def to_groups(x, inverse=False):
+      shape = x.shape.as_list()
+      split = [groups, batch // groups] if inverse else [batch // groups, groups]
+      y = tf.reshape(x, split + shape[1:])
+      y = tf.transpose(y, [1, 0] + list(range(2, len(shape) + 1)))
+      return tf.reshape(y, shape)
+
+    loss, d_hidden, out_ids, d_out, d_bias = self.head(
+        to_groups(hidden), to_groups(targets), sampled, to_groups(true_log_q),
+        sampled_log_q, weights=to_groups(weights))
+    d_hidden = tf.reshape(to_groups(d_hidden, inverse=True), [runs, length, dim])
+    self.output_embeddings.scatter_sub(tf.IndexedSlices(lr * d_out, out_ids))
+    if c.train_biases:
+      self.output_biases.scatter_sub(tf.IndexedSlices(lr * d_bias, out_ids))
+    # word2vec.c (cbow_mean=1) adds the hidden gradient to every context word, undivided:
+    # position q of a run receives m_o[k] * d_hidden[k] from centre k = q - w - o, for each
+    # offset o: shifted slices of one zero-padded array (XLA fuses them into one loop; a pad
+    # per offset measured 2x slower).
+    padded = tf.pad(d_hidden, [[0, 0], [2 * w, 2 * w], [0, 0]])         # [R, L + 4w, d]
+    updates = tf.add_n([
+        tf.pad(m, [[0, 0], [2 * w, 2 * w]])[:, w - o:w - o + length + 2 * w, None]
+        * padded[:, w - o:w - o + length + 2 * w] for o, m in masks])    # [R, L + 2w, d]
+    self.input_embeddings.scatter_sub(
+        tf.IndexedSlices(lr * tf.reshape(updates, [-1, dim]), ids))
+    return tf.reduce_sum(loss) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
   def _block(self, inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs):
     """steps_per_call minibatches in one compiled loop; returns their mean loss."""
     steps = self.config.steps_per_call
 
+    # CBOW blocks come either as examples ([steps, batch, 2w] padded contexts) or as runs
+    # of text ([steps, R * (batch / R + 2w)], what the training pipeline sends).
+    sgd = (self._cbow_window_sgd if self.config.model == "cbow" and inputs.shape.rank == 2
+           else self._sgd)
+
     def body(i, total):
-      return i + 1, total + self._sgd(inputs[i], lengths[i], targets[i], sampled[i],
-                                      true_log_q[i], sampled_log_q[i], lrs[i])
+      return i + 1, total + sgd(inputs[i], lengths[i], targets[i], sampled[i],
+                                true_log_q[i], sampled_log_q[i], lrs[i])
 
     _, total = tf.while_loop(lambda i, _: i < steps, body, (0, tf.constant(0.0)))
     return total / steps
@@ -316,8 +402,11 @@ class Word2Vec(tf.Module):
     """Samples negatives and runs one compiled block of SGD steps.
 
     Args:
-      inputs: int32 [steps, batch] (skip-gram) or [steps, batch, 2 * window] (CBOW).
-      lengths: int32 [steps, batch] context lengths (CBOW; ignored for skip-gram).
+      inputs: int32 [steps, batch] (skip-gram), or for CBOW either [steps, batch, 2 * window]
+        padded contexts or [steps, R * (batch / R + 2 * window)] runs of text (see
+        `_cbow_window_sgd`).
+      lengths: int32 [steps, batch] context lengths (CBOW examples), reduced windows (CBOW
+        windows); ignored for skip-gram.
       targets: int32 [steps, batch].
       lrs: float32 [steps] learning rate of each minibatch.
       step: int, global step of the block's first minibatch (seeds the negatives).

@@ -145,8 +145,9 @@ def _dataset(stream, epoch, start_chunk, config):
   before its first block, and a smaller buffer would run dry while it does.
   """
   steps, batch = config.steps_per_call, config.batch_size
-  input_shape = [steps, batch] if config.model == "skipgram" else [steps, batch,
-                                                                   2 * config.window]
+  length, runs = pipeline.cbow_runs(batch)
+  input_shape = ([steps, batch] if config.model == "skipgram"
+                 else [steps, runs * (length + 2 * config.window)])
   signature = {
       "inputs": tf.TensorSpec(input_shape, tf.int32),
       "lengths": tf.TensorSpec([steps, batch], tf.int32),
@@ -159,8 +160,7 @@ def _dataset(stream, epoch, start_chunk, config):
   ds = tf.data.Dataset.from_generator(
       lambda: stream.all_blocks(epoch, start_chunk, config.epochs),
       output_signature=signature)
-  block_bytes = 4 * steps * batch * (input_shape[-1] if config.model == "cbow" else 1) + \
-      8 * steps * batch
+  block_bytes = 4 * steps * (2 * batch + input_shape[1])
   cap = max(2, (256 << 20) // block_bytes)  # at most 256 MiB of prefetched blocks
   buffer = int(min(cap, max(2, 1.25 * stream.expected_blocks_per_chunk() + 2)))
   return ds.prefetch(buffer)
