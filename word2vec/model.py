@@ -16,8 +16,11 @@ works), while the [group, num_sampled] logit blocks are still matrix products. S
 minibatches run in one XLA-compiled `tf.while_loop` to remove per-step dispatch overhead,
 and the negatives of the fixed-distribution samplers are drawn inside it too (an inverse-CDF
 binary search; the tf candidate-sampler op outside XLA took about a fifth of the step time).
+CBOW trains from runs of consecutive centres with their text (`_cbow_window_sgd`), so that
+the context updates are summed per text position before one scatter.
 `tests/test_word2vec_model.py` checks loss and gradients against `tf.nn.nce_loss` and
-`tf.nn.sampled_softmax_loss` under `GradientTape`.
+`tf.nn.sampled_softmax_loss` under `GradientTape`, and the CBOW run layout against the
+example layout.
 """
 import dataclasses
 
