@@ -329,22 +329,36 @@ def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model):
       f"i{k}" for k in want.numpy()[0]]
 
 
+@pytest.mark.parametrize("history", [False, True])
 @pytest.mark.parametrize("logq", [True, False])
-def test_per_item_inbatch_softmax_equals_the_library_loss(logq):
+def test_per_item_inbatch_softmax_equals_the_library_loss(logq, history):
   import losses  # pylint: disable=import-outside-toplevel
-  # 7 items, batch of 12: the per-item path is used (corpus smaller than the batch).
-  two_tower = model_lib.TwoTower(model_lib.Tower(5, [], 4, seed=1),
-                                 model_lib.Tower(7, [], 4, seed=2))
-  counts = np.array([5, 1, 0, 3, 2, 7, 1])
+  # 7 items, batch of 12: the per-item path is used (corpus smaller than the batch); without
+  # a history the query rows are also computed once per distinct user. Loss and gradients
+  # of every variable must equal the library loss on the batch's [12, 12] logits.
   rng = np.random.RandomState(0)
-  batch = {"user": tf.constant(rng.randint(5, size=12), tf.int64),
-           "item": tf.constant(rng.randint(7, size=12), tf.int64)}
+  users = rng.randint(5, size=12)
+  items = rng.randint(7, size=12)
+  csr = None
+  if history:
+    indptr = np.searchsorted(np.sort(users), np.arange(6))
+    csr = (indptr, items[np.argsort(users, kind="stable")], 7)
+  two_tower = model_lib.TwoTower(model_lib.Tower(5, [], 4, layers=(3,), seed=1, history=csr),
+                                 model_lib.Tower(7, [], 4, layers=(3,), seed=2))
+  counts = np.array([5, 1, 0, 3, 2, 7, 1])
+  batch = {"user": tf.constant(users, tf.int64), "item": tf.constant(items, tf.int64)}
   config = config_lib.Config("x", train=config_lib.TrainConfig(
       batch_size=12, temperature=0.3, logq_correction=logq))
-  got = train_lib.make_loss_fn(config, two_tower, counts)(batch, 0)
   log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
-  want = losses.in_batch_softmax_loss(
-      two_tower.query_tower.embed_index(batch["user"]),
-      two_tower.item_tower.embed_index(batch["item"]), 0.3,
-      tf.gather(log_q, batch["item"]) if logq else None, batch["item"])
+  variables = two_tower.trainable_variables
+  with tf.GradientTape(persistent=True) as tape:
+    got = train_lib.make_loss_fn(config, two_tower, counts)(batch, 0)
+    want = losses.in_batch_softmax_loss(
+        two_tower.query_tower.embed_index(batch["user"], batch["item"] if history else None),
+        two_tower.item_tower.embed_index(batch["item"]), 0.3,
+        tf.gather(log_q, batch["item"]) if logq else None, batch["item"])
   assert float(got) == pytest.approx(float(want), rel=1e-5)
+  for v, g, w in zip(variables, tape.gradient(got, variables), tape.gradient(want, variables)):
+    g = tf.convert_to_tensor(g).numpy() if g is not None else 0.0
+    w = tf.convert_to_tensor(w).numpy() if w is not None else 0.0
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=v.name)

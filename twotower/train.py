@@ -155,8 +155,39 @@ def make_loss_fn(config, two_tower, item_counts):
         num_sampled=num_items, num_classes=num_items, sampled_values=sampled_values,
         remove_accidental_hits=True)
 
+  # When the query of a user does not depend on the example (no history pooled without the
+  # positive), each distinct user's row of that softmax is computed once, too.
+  dedup_users = dedup and qt.history is None
+  log_item_q = tf.math.log(item_q)
+
+  def inbatch_softmax_by_user_and_item(users, items):
+    """`inbatch_softmax_by_item` computed on [distinct users, items] logits.
+
+    With x_uv = q_u . c_v / T - log Q(v) and A_u = sum_v n_v exp(x_uv), row i (user u,
+    positive p) has denominator exp(x_up) + sum_{v != p} n_v exp(x_uv)
+    = A_u - (n_p - 1) exp(x_up), so loss_i = log A_u + log1p(-(n_p - 1) exp(x_up - log A_u))
+    - x_up, where (n_p - 1) exp(x_up - log A_u) <= (n_p - 1) / n_p < 1. MovieLens-100K at
+    batch 8192: 943 x 1,682 logits instead of 8,192 x 1,682.
+    """
+    distinct, row = tf.unique(users)                                   # [U], [B]
+    q = qt.embed_index(distinct)                                       # [U, D]
+    counts = tf.math.bincount(tf.cast(items, tf.int32), minlength=num_items,
+                              maxlength=num_items, dtype=tf.float32)  # [N]
+    x = tf.matmul(q, it.embed_index(all_ids), transpose_b=True) / temperature - log_item_q
+    # Items absent from the batch are no candidates (a constant -1e30, not log 0, so that
+    # no gradient is NaN).
+    log_counts = tf.where(counts > 0, tf.math.log(tf.maximum(counts, 1.0)), -1e30)
+    log_a = tf.reduce_logsumexp(x + log_counts, axis=1)                # [U]
+    items32 = tf.cast(items, tf.int32)
+    x_pos = tf.gather_nd(x, tf.stack([row, items32], 1))              # [B]
+    log_a_row = tf.gather(log_a, row)
+    ratio = (tf.gather(counts, items32) - 1.0) * tf.exp(x_pos - log_a_row)
+    return tf.reduce_mean(log_a_row + tf.math.log1p(-ratio) - x_pos)
+
   def loss_fn(batch, step):
     users, items = batch["user"], batch["item"]
+    if t.loss == "inbatch_softmax" and dedup_users:
+      return inbatch_softmax_by_user_and_item(users, items)
     # The positive is left out of the user's history (it is the answer).
     exclude = None
     if qt.history is not None:
