@@ -362,3 +362,38 @@ def test_per_item_inbatch_softmax_equals_the_library_loss(logq, history):
     g = tf.convert_to_tensor(g).numpy() if g is not None else 0.0
     w = tf.convert_to_tensor(w).numpy() if w is not None else 0.0
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=v.name)
+
+
+@pytest.mark.parametrize("batch_size", [12, 4])
+def test_inbatch_softmax_under_xla_equals_the_library_loss(batch_size):
+  # --jit_compile: every user's row (5 users <= batch 12), or the plain loss (batch 4).
+  import losses  # pylint: disable=import-outside-toplevel
+  rng = np.random.RandomState(1)
+  users = rng.randint(5, size=batch_size)
+  items = rng.randint(7, size=batch_size)
+  two_tower = model_lib.TwoTower(model_lib.Tower(5, [], 4, layers=(3,), seed=1),
+                                 model_lib.Tower(7, [], 4, layers=(3,), seed=2))
+  counts = np.array([5, 1, 0, 3, 2, 7, 1])
+  batch = {"user": tf.constant(users, tf.int64), "item": tf.constant(items, tf.int64)}
+  config = config_lib.Config("x", train=config_lib.TrainConfig(
+      batch_size=batch_size, temperature=0.3, jit_compile=True))
+  loss_fn = train_lib.make_loss_fn(config, two_tower, counts)
+  variables = two_tower.trainable_variables
+
+  @tf.function(jit_compile=True)
+  def compiled():
+    with tf.GradientTape() as tape:
+      loss = loss_fn(batch, 0)
+    return loss, tape.gradient(loss, variables)
+
+  got, got_grads = compiled()
+  log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
+  with tf.GradientTape() as tape:
+    want = losses.in_batch_softmax_loss(
+        two_tower.query_tower.embed_index(batch["user"]),
+        two_tower.item_tower.embed_index(batch["item"]), 0.3,
+        tf.gather(log_q, batch["item"]), batch["item"])
+  assert float(got) == pytest.approx(float(want), rel=1e-5)
+  for v, g, w in zip(variables, got_grads, tape.gradient(want, variables)):
+    np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(w).numpy(),
+                               rtol=1e-4, atol=1e-5, err_msg=v.name)

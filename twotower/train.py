@@ -158,6 +158,12 @@ def make_loss_fn(config, two_tower, item_counts):
   # When the query of a user does not depend on the example (no history pooled without the
   # positive), each distinct user's row of that softmax is computed once, too.
   dedup_users = dedup and qt.history is None
+  # Under XLA shapes must be static: the rows of every user instead of the distinct ones
+  # (when there are fewer users than a batch), else the plain [B, B] loss (the per-item
+  # path's tf.nn.sampled_softmax_loss does not compile).
+  every_user = t.jit_compile
+  if t.jit_compile and not (dedup_users and qt.num_ids <= t.batch_size):
+    dedup = dedup_users = False
   log_item_q = tf.math.log(item_q)
 
   def inbatch_softmax_by_user_and_item(users, items):
@@ -169,10 +175,13 @@ def make_loss_fn(config, two_tower, item_counts):
     - x_up, where (n_p - 1) exp(x_up - log A_u) <= (n_p - 1) / n_p < 1. MovieLens-100K at
     batch 8192: 943 x 1,682 logits instead of 8,192 x 1,682.
     """
-    distinct, row = tf.unique(users)                                   # [U], [B]
+    if every_user:
+      distinct, row = tf.range(qt.num_ids, dtype=users.dtype), tf.cast(users, tf.int32)
+    else:
+      distinct, row = tf.unique(users, out_idx=tf.int32)               # [U], [B]
     q = qt.embed_index(distinct)                                       # [U, D]
-    counts = tf.math.bincount(tf.cast(items, tf.int32), minlength=num_items,
-                              maxlength=num_items, dtype=tf.float32)  # [N]
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(items, tf.float32),
+                                          tf.cast(items, tf.int32), num_items)  # [N]
     x = tf.matmul(q, it.embed_index(all_ids), transpose_b=True) / temperature - log_item_q
     # Items absent from the batch are no candidates (a constant -1e30, not log 0, so that
     # no gradient is NaN).
