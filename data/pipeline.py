@@ -144,21 +144,22 @@ def cbow_runs(batch_size):
 
 
 def cbow_windows(kept, reduced, batch, window, halo, final):
-  """Cuts a stream of kept ids into CBOW minibatches of `batch` consecutive centres.
+  """Cuts a stream of kept ids into CBOW runs of `batch` consecutive centres.
 
-  Each minibatch is the window of text its centres and their contexts live in:
-  `batch + 2 * window` ids, the centres in the middle, 0 where there is no word (before the
-  start of the text, after its end). See `Word2Vec._cbow_window_sgd`.
+  Each run is the window of text its centres and their contexts live in: `batch + 2 * window`
+  ids, the centres in the middle, 0 where there is no word (before the start of the text,
+  after its end). A minibatch is made of R such runs (`cbow_runs`); see
+  `Word2Vec._cbow_window_sgd`.
 
   Args:
     kept: int32 [n] kept ids not yet used as centres, in text order.
     reduced: int32 [n] their reduced windows.
-    batch: centres per minibatch.
+    batch: centres per run.
     window: maximum window w.
     halo: int32 [w] the ids just before kept[0] (zeros at the start of an epoch).
     final: True at the end of the epoch: the text ends after kept (its last minibatch may
-      then end with fewer than w following words); otherwise a minibatch is only cut when
-      the w ids after its centres are known.
+      then end with fewer than w following words); otherwise a run is only cut when the w
+      ids after its centres are known.
 
   Returns:
     windows: int32 [m, batch + 2w]; reduced windows: int32 [m, batch]; centres: int32
