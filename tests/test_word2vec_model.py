@@ -622,3 +622,23 @@ def test_cbow_window_step_ignores_empty_positions():
   assert float(loss) == 0.0
   for x, y in zip(before, (m.input_embeddings, m.output_embeddings)):
     np.testing.assert_array_equal(x, y.numpy())
+
+
+def test_block_prefetcher_order_errors_and_close():
+  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  assert list(train_lib.BlockPrefetcher(iter(range(50)), 3)) == list(range(50))
+
+  def failing():
+    yield 1
+    raise ValueError("generator broke")
+
+  got = []
+  with pytest.raises(ValueError, match="generator broke"):
+    for x in train_lib.BlockPrefetcher(failing(), 2):
+      got.append(x)
+  assert got == [1]
+  # A consumer that stops early: close() ends the thread blocked on the full queue.
+  p = train_lib.BlockPrefetcher(itertools.count(), 2)
+  assert next(iter(p)) == 0
+  p.close()
+  assert not p._thread.is_alive()  # pylint: disable=protected-access
