@@ -6,8 +6,9 @@ pipeline at their usual times. This script trains the same configuration several
 one process and splits each run's training time into: the compiled block (train_block,
 including the host sync of its loss), waiting for the next block from tf.data, checkpoint
 saves, evaluation (excluded from the training time), and the rest (the Python loop). With
-tf.data's from_generator the rest was 20 s in those runs (its iterator's teardown); the
-trainer now uses its own prefetch thread (word2vec/train.py BlockPrefetcher).
+a tf.data prefetch buffer of a chunk of blocks the rest was 20 s in those runs (the
+teardown of its iterator); the look-ahead is now a thread (word2vec/train.py
+BlockPrefetcher) and tf.data holds 2 blocks.
 
     .venv/bin/python benchmarks/word2vec_loop_timing.py --corpus=PATH [--runs=6]
         [--model=skipgram] [--epochs=3]
@@ -48,20 +49,24 @@ def _instrument():
     return loss
 
   model_lib.Word2Vec.train_block = train_block
-  blocks = train_lib.BlockPrefetcher.__iter__
+  dataset = train_lib._dataset  # pylint: disable=protected-access
 
-  def timed_iter(self):
-    it = blocks(self)
-    while True:
-      start = time.perf_counter()
-      try:
-        item = next(it)
-      except StopIteration:
-        return
-      _add("data wait", time.perf_counter() - start)
-      yield item
+  class Timed:
+    def __init__(self, ds):
+      self.ds = ds
 
-  train_lib.BlockPrefetcher.__iter__ = timed_iter
+    def __iter__(self):
+      it = iter(self.ds)
+      while True:
+        start = time.perf_counter()
+        try:
+          item = next(it)
+        except StopIteration:
+          return
+        _add("data wait", time.perf_counter() - start)
+        yield item
+
+  train_lib._dataset = lambda *a: Timed(dataset(*a))  # pylint: disable=protected-access
   manager = train_lib.checkpoint_manager
 
   def checkpoint_manager(*args):

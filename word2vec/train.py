@@ -149,10 +149,10 @@ class _End:
 class BlockPrefetcher:
   """Runs a block generator in a daemon thread, up to `size` blocks ahead of the consumer.
 
-  Not tf.data: `Dataset.from_generator` + `prefetch` did the same, but destroying its
+  The look-ahead used to be a tf.data `prefetch` of about a chunk of blocks; destroying that
   iterator at the end of training took 20 s in about one run in four (measured with
-  benchmarks/word2vec_loop_timing.py and py-spy: the main thread idle in the `for` line
-  after the last block).
+  benchmarks/word2vec_loop_timing.py and py-spy: the main thread idle on the `for` line after
+  the last block). The tf.data pipeline now only holds 2 blocks (`_dataset`).
   """
 
   def __init__(self, blocks, size):
@@ -209,6 +209,24 @@ def _prefetcher(stream, epoch, start_chunk, config):
   cap = max(2, (256 << 20) // block_bytes)  # at most 256 MiB of prefetched blocks
   size = int(min(cap, max(2, 1.25 * stream.expected_blocks_per_chunk() + 2)))
   return BlockPrefetcher(stream.all_blocks(epoch, start_chunk, config.epochs), size)
+
+
+def _dataset(prefetcher, config):
+  """tf.data over the prefetched blocks (the look-ahead is the prefetcher's thread)."""
+  steps, batch = config.steps_per_call, config.batch_size
+  length, runs = pipeline.cbow_runs(batch)
+  width = batch if config.model == "skipgram" else runs * (length + 2 * config.window)
+  signature = {
+      "inputs": tf.TensorSpec([steps, width], tf.int32),
+      "lengths": tf.TensorSpec([steps, batch], tf.int32),
+      "targets": tf.TensorSpec([steps, batch], tf.int32),
+      "epoch": tf.TensorSpec([], tf.int64),
+      "chunk": tf.TensorSpec([], tf.int64),
+      "chunk_done": tf.TensorSpec([], tf.bool),
+      "tokens": tf.TensorSpec([], tf.float64),
+  }
+  return tf.data.Dataset.from_generator(lambda: iter(prefetcher),
+                                        output_signature=signature).prefetch(2)
 
 
 def _write_hparams(writer, config):
@@ -310,7 +328,7 @@ def train(config):
   current = epoch
   blocks = _prefetcher(stream, epoch, start_chunk, config) if epoch < config.epochs else []
   try:
-    for block in blocks:
+    for block in (_dataset(blocks, config) if blocks else []):
       block_epoch = int(block["epoch"])
       while current < block_epoch:
         eval_total += end_of_epoch(current)
