@@ -238,6 +238,14 @@ class BlockStream:
     perm = segment_permutation(centres.shape[0], rng)
     return centres[perm], np.zeros(0, np.int32), contexts[perm]
 
+  @property
+  def input_width(self):
+    """Columns of a block's inputs: batch_size (skip-gram), R * (L + 2 * window) (CBOW)."""
+    if self.model == "skipgram":
+      return self.batch_size
+    length, runs = cbow_runs(self.batch_size)
+    return runs * (length + 2 * self.window)
+
   def expected_blocks_per_chunk(self):
     """About how many blocks one chunk gives (for sizing a prefetch buffer)."""
     counts = np.bincount(np.asarray(self.ids[:self.chunk_tokens]),
@@ -252,15 +260,14 @@ class BlockStream:
     for e in range(epoch, epochs):
       yield from self.blocks(e, start_chunk if e == epoch else 0)
 
-  def _cbow_blocks(self, epoch, start_chunk):
-    """`blocks` for CBOW: minibatches of R runs of L consecutive centres (see cbow_runs),
-    each run with its window of text (cbow_windows), the runs of a chunk shuffled."""
-    steps, w = self.steps_per_call, self.window
-    length, runs = cbow_runs(self.batch_size)
-    per_block = steps * runs
+  def _cbow_chunks(self, epoch, start_chunk):
+    """(chunk index, (windows, reduced, centres)) of each chunk: its runs of L consecutive
+    centres with their text (cbow_runs, cbow_windows), shuffled; runs continue across chunk
+    boundaries (the ids not yet cut into runs are carried into the next chunk)."""
+    w = self.window
+    length, _ = cbow_runs(self.batch_size)
     empty = np.zeros(0, np.int32)
     kept, reduced, halo = empty, empty, np.zeros(w, np.int32)
-    carry = None  # runs left over from the previous chunk (fewer than a block)
     for chunk_index in range(start_chunk, self.num_chunks):
       rng = np.random.default_rng([self.seed, epoch, chunk_index])
       start = chunk_index * self.chunk_tokens
@@ -271,69 +278,51 @@ class BlockStream:
       windows, red, centres, (kept, reduced, halo) = cbow_windows(
           kept, reduced, length, w, halo, final=chunk_index == self.num_chunks - 1)
       perm = rng.permutation(windows.shape[0])
-      windows, red, centres = windows[perm], red[perm], centres[perm]
-      if carry is not None:
-        windows = np.concatenate([carry[0], windows])
-        red = np.concatenate([carry[1], red])
-        centres = np.concatenate([carry[2], centres])
-      n_blocks = windows.shape[0] // per_block
-      chunk_start = chunk_index * self.chunk_tokens
-      chunk_len = min(self.chunk_tokens, self.num_tokens - chunk_start)
-      for b in range(n_blocks):
-        s = slice(b * per_block, (b + 1) * per_block)
-        yield {
-            "inputs": windows[s].reshape(steps, runs * (length + 2 * w)),
-            "lengths": red[s].reshape(steps, self.batch_size),
-            "targets": centres[s].reshape(steps, self.batch_size),
-            "epoch": epoch,
-            "chunk": chunk_index,
-            "chunk_done": b == n_blocks - 1,
-            "tokens": chunk_start + chunk_len * (b + 1) / n_blocks,
-        }
-      rest = slice(n_blocks * per_block, None)
-      carry = (windows[rest], red[rest], centres[rest])
+      yield chunk_index, (windows[perm], red[perm], centres[perm])
 
   def blocks(self, epoch, start_chunk=0):
     """Yields dicts with inputs, lengths, targets and where the block sits in the epoch.
 
-    Keys: inputs int32 [steps, batch] (skip-gram centres) or [steps, R * (L + 2*window)]
-    (CBOW: R runs of L centres with their text, see `cbow_runs`); lengths int32 [steps, batch] (zeros for
+    Keys: inputs int32 [steps, input_width] (skip-gram centres, or CBOW's R runs of L
+    centres with their text, see `cbow_runs`); lengths int32 [steps, batch] (zeros for
     skip-gram, reduced windows for CBOW); targets int32 [steps, batch] (contexts for
-    skip-gram, centres for CBOW); epoch; chunk (index
-    of the chunk the block came from); chunk_done (True for the last block of a chunk: a
+    skip-gram, centres for CBOW); epoch; chunk (index of the chunk the block came from);
+    chunk_done (True for the last block of a chunk: a
     safe point to checkpoint, resuming at chunk + 1); tokens (corpus tokens consumed in
     this epoch up to this block, for the learning-rate schedule and progress).
     """
-    if self.model == "cbow":
-      yield from self._cbow_blocks(epoch, start_chunk)
-      return
-    per_block = self.batch_size * self.steps_per_call
-    carry = None
-    for chunk_index in range(start_chunk, self.num_chunks):
-      inputs, lengths, targets = self._examples(epoch, chunk_index)
+    steps, batch = self.steps_per_call, self.batch_size
+    if self.model == "skipgram":
+      chunks = ((k, self._examples(epoch, k)[::2]) for k in range(start_chunk,
+                                                                   self.num_chunks))
+      per_block = steps * batch
+      zeros = np.zeros((steps, batch), np.int32)
+      pack = lambda centres, contexts: (centres.reshape(steps, batch), zeros,
+                                        contexts.reshape(steps, batch))
+    else:
+      chunks = self._cbow_chunks(epoch, start_chunk)
+      _, runs = cbow_runs(batch)
+      per_block = steps * runs
+      pack = lambda windows, red, centres: (windows.reshape(steps, -1),
+                                            red.reshape(steps, batch),
+                                            centres.reshape(steps, batch))
+    carry = None  # units (pairs or runs) left over from the previous chunk
+    for chunk_index, units in chunks:
       if carry is not None:
-        inputs = np.concatenate([carry[0], inputs])
-        lengths = np.concatenate([carry[1], lengths])
-        targets = np.concatenate([carry[2], targets])
-      n_blocks = targets.shape[0] // per_block
+        units = tuple(np.concatenate([c, u]) for c, u in zip(carry, units))
+      n_blocks = units[0].shape[0] // per_block
       chunk_start = chunk_index * self.chunk_tokens
       chunk_len = min(self.chunk_tokens, self.num_tokens - chunk_start)
       for b in range(n_blocks):
-        s = slice(b * per_block, (b + 1) * per_block)
-        block_inputs = inputs[s].reshape((self.steps_per_call, self.batch_size) +
-                                         inputs.shape[1:])
-        if self.model == "skipgram":
-          block_lengths = np.zeros((self.steps_per_call, self.batch_size), np.int32)
-        else:
-          block_lengths = lengths[s].reshape(self.steps_per_call, self.batch_size)
+        inputs, lengths, targets = pack(*(u[b * per_block:(b + 1) * per_block]
+                                          for u in units))
         yield {
-            "inputs": block_inputs,
-            "lengths": block_lengths,
-            "targets": targets[s].reshape(self.steps_per_call, self.batch_size),
+            "inputs": inputs,
+            "lengths": lengths,
+            "targets": targets,
             "epoch": epoch,
             "chunk": chunk_index,
             "chunk_done": b == n_blocks - 1,
             "tokens": chunk_start + chunk_len * (b + 1) / n_blocks,
         }
-      rest = slice(n_blocks * per_block, None)
-      carry = (inputs[rest], lengths[rest] if lengths.shape[0] else lengths, targets[rest])
+      carry = tuple(u[n_blocks * per_block:] for u in units)

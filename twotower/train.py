@@ -135,6 +135,11 @@ def make_loss_fn(config, two_tower, item_counts):
   all_ids = tf.range(num_items, dtype=tf.int64)
   item_q = tf.exp(log_q) if t.logq_correction else tf.ones([num_items])
 
+  def copies_in_batch(items):
+    """n_v: float32 [num_items], how many times each item is a positive of the batch."""
+    return tf.math.unsorted_segment_sum(tf.ones_like(items, tf.float32),
+                                        tf.cast(items, tf.int32), num_items)
+
   def inbatch_softmax_by_item(q, items):
     """`losses.in_batch_softmax_loss(q, c, T, log_q[items], items)` computed per item.
 
@@ -145,8 +150,7 @@ def make_loss_fn(config, two_tower, item_counts):
     (items absent from the batch: n_v = 1e-30, i.e. logit - 69) and true
     expected count Q(p), with accidental hits removed.
     """
-    counts = tf.math.bincount(tf.cast(items, tf.int32), minlength=num_items,
-                              maxlength=num_items, dtype=tf.float32)  # [N]
+    counts = copies_in_batch(items)  # [N]
     sampled_values = (all_ids, tf.gather(item_q, items)[:, None],
                       item_q / tf.maximum(counts, 1e-30))
     weights = it.embed_index(all_ids)  # every item: [N, D]
@@ -180,8 +184,7 @@ def make_loss_fn(config, two_tower, item_counts):
     else:
       distinct, row = tf.unique(users, out_idx=tf.int32)               # [U], [B]
     q = qt.embed_index(distinct)                                       # [U, D]
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(items, tf.float32),
-                                          tf.cast(items, tf.int32), num_items)  # [N]
+    counts = copies_in_batch(items)                                    # [N]
     x = tf.matmul(q, it.embed_index(all_ids), transpose_b=True) / temperature - log_item_q
     # Items absent from the batch are no candidates (a constant -1e30, not log 0, so that
     # no gradient is NaN).

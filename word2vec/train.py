@@ -202,22 +202,17 @@ def _prefetcher(stream, epoch, start_chunk, config):
   the buffer holds about one chunk's blocks: the generator makes a whole chunk before its
   first block, and a smaller buffer would run dry while it does.
   """
-  steps, batch = config.steps_per_call, config.batch_size
-  length, runs = pipeline.cbow_runs(batch)
-  width = batch if config.model == "skipgram" else runs * (length + 2 * config.window)
-  block_bytes = 4 * steps * (2 * batch + width)
+  block_bytes = 4 * config.steps_per_call * (2 * config.batch_size + stream.input_width)
   cap = max(2, (256 << 20) // block_bytes)  # at most 256 MiB of prefetched blocks
   size = int(min(cap, max(2, 1.25 * stream.expected_blocks_per_chunk() + 2)))
   return BlockPrefetcher(stream.all_blocks(epoch, start_chunk, config.epochs), size)
 
 
-def _dataset(prefetcher, config):
+def _dataset(prefetcher, stream):
   """tf.data over the prefetched blocks (the look-ahead is the prefetcher's thread)."""
-  steps, batch = config.steps_per_call, config.batch_size
-  length, runs = pipeline.cbow_runs(batch)
-  width = batch if config.model == "skipgram" else runs * (length + 2 * config.window)
+  steps, batch = stream.steps_per_call, stream.batch_size
   signature = {
-      "inputs": tf.TensorSpec([steps, width], tf.int32),
+      "inputs": tf.TensorSpec([steps, stream.input_width], tf.int32),
       "lengths": tf.TensorSpec([steps, batch], tf.int32),
       "targets": tf.TensorSpec([steps, batch], tf.int32),
       "epoch": tf.TensorSpec([], tf.int64),
@@ -326,9 +321,9 @@ def train(config):
     return eval_seconds
 
   current = epoch
-  blocks = _prefetcher(stream, epoch, start_chunk, config) if epoch < config.epochs else []
+  blocks = _prefetcher(stream, epoch, start_chunk, config)  # nothing left: ends at once
   try:
-    for block in (_dataset(blocks, config) if blocks else []):
+    for block in _dataset(blocks, stream):
       block_epoch = int(block["epoch"])
       while current < block_epoch:
         eval_total += end_of_epoch(current)
@@ -360,8 +355,7 @@ def train(config):
       if bool(block["chunk_done"]) and step - last_ckpt_step >= config.checkpoint_every_steps:
         save(block_epoch, int(block["chunk"]) + 1)
   finally:
-    if blocks:
-      blocks.close()
+    blocks.close()
   while current < config.epochs:
     eval_total += end_of_epoch(current)
     current += 1
