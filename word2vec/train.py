@@ -149,10 +149,12 @@ class _End:
 class BlockPrefetcher:
   """Runs a block generator in a daemon thread, up to `size` blocks ahead of the consumer.
 
-  The look-ahead used to be a tf.data `prefetch` of about a chunk of blocks; destroying that
-  iterator at the end of training took 20 s in about one run in four (measured with
-  benchmarks/word2vec_loop_timing.py and py-spy: the main thread idle on the `for` line after
-  the last block). The tf.data pipeline now only holds 2 blocks (`_dataset`).
+  The look-ahead used to be a tf.data `prefetch`. At the end of training, destroying the
+  tf.data iterator left the main thread idle on the `for` line for 10-20 s in about one
+  run in three (benchmarks/word2vec_loop_timing.py: training 40 s instead of 20 s). py-spy
+  --native showed the iterator's destructor waiting for tf.data's autotuning thread
+  (RootDataset's UnboundedThreadPool). `_dataset` therefore turns autotuning off (nothing
+  there to tune) and has no `prefetch`: the look-ahead is this thread.
   """
 
   def __init__(self, blocks, size):
@@ -209,7 +211,8 @@ def _prefetcher(stream, epoch, start_chunk, config):
 
 
 def _dataset(prefetcher, stream):
-  """tf.data over the prefetched blocks (the look-ahead is the prefetcher's thread)."""
+  """tf.data over the prefetched blocks: no `prefetch` and no autotuning (the look-ahead is
+  the prefetcher's thread; autotuning stalled the end of training, see BlockPrefetcher)."""
   steps, batch = stream.steps_per_call, stream.batch_size
   signature = {
       "inputs": tf.TensorSpec([steps, stream.input_width], tf.int32),
@@ -220,8 +223,10 @@ def _dataset(prefetcher, stream):
       "chunk_done": tf.TensorSpec([], tf.bool),
       "tokens": tf.TensorSpec([], tf.float64),
   }
+  options = tf.data.Options()
+  options.autotune.enabled = False
   return tf.data.Dataset.from_generator(lambda: iter(prefetcher),
-                                        output_signature=signature).prefetch(2)
+                                        output_signature=signature).with_options(options)
 
 
 def _write_hparams(writer, config):
@@ -236,7 +241,21 @@ def _write_hparams(writer, config):
 
 
 def train(config):
-  """Trains (or resumes) the run in config.model_dir. Returns the final eval figures."""
+  """Trains (or resumes) the run in config.model_dir. Returns the final eval figures.
+
+  A run directory this call created is removed again if training fails before the run is
+  set up (config.json written): a bad corpus or flag leaves nothing behind.
+  """
+  created = not os.path.exists(config.model_dir)
+  try:
+    return _train(config)
+  except BaseException:
+    if created and not os.path.exists(os.path.join(config.model_dir, "config.json")):
+      shutil.rmtree(config.model_dir, ignore_errors=True)
+    raise
+
+
+def _train(config):
   os.makedirs(config.model_dir, exist_ok=True)
   saved = config_lib.load_saved(config.model_dir)
   ckpt_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
