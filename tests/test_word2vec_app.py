@@ -688,6 +688,9 @@ def test_user_mistake_ends_in_one_error_line(commands, runs, name, needles):
   assert not os.path.exists(os.path.join(runs.root, "none.txt"))
   assert not os.path.exists(os.path.join(runs.root, "runs", "none")), \
       "a failed export must not create the run directory"
+  for failed_train in ("m1", "m2", "m3"):  # missing, empty corpus; too many negatives
+    assert not os.path.exists(os.path.join(runs.root, "runs", failed_train)), \
+        "a failed train must not leave its new run directory behind"
 
 
 @pytest.mark.parametrize("name, flag, value", [
