@@ -32,11 +32,13 @@ SAMPLED = {
 
 def make_model(model="skipgram", loss="nce", group_size=3, subtract_log_q=False,
                remove_hits=True, train_biases=False, sampler="uniform", steps=1,
-               vocab=V, dim=DIM, batch=BATCH, k=K, window=2, counts=None, seed=0):
+               vocab=V, dim=DIM, batch=BATCH, k=K, window=2, counts=None, seed=0,
+               layout="examples"):
   config = StepConfig(model=model, loss=loss, vocab_size=vocab, dim=dim, window=window,
                       batch_size=batch, steps_per_call=steps, num_sampled=k,
                       group_size=group_size, sampler=sampler, subtract_log_q=subtract_log_q,
-                      remove_accidental_hits=remove_hits, train_biases=train_biases)
+                      remove_accidental_hits=remove_hits, train_biases=train_biases,
+                      layout=layout)
   return Word2Vec(config, unigram_counts=counts, seed=seed)
 
 
@@ -59,40 +61,54 @@ def log_q(seed, group_size, on):
           np.log(rng.uniform(0.05, 3.0, [groups, K])).astype(np.float32))
 
 
-def reference(model, hidden, targets, sampled, true_log_q, sampled_log_q):
-  """tf.nn loss per example and dense gradients, one tf.nn call per group.
+def tf_nn_group(model, hidden, targets, sampled, true_log_q, sampled_log_q):
+  """One group through the tf.nn op under a GradientTape.
 
-  Returns (loss [B], d_hidden [B, d], d_weights [V, d], d_biases [V]) as numpy, the
+  Args: hidden [n, d], targets [n], sampled [k], true_log_q [n], sampled_log_q [k].
+
+  Returns (loss [n], d_hidden [n, d], d_weights [V, d], d_biases [V]) as numpy, the
   gradients being those of the sum of the per-example losses.
   """
   c = model.config
   weights = tf.constant(model.output_embeddings.numpy())
   biases = tf.constant(model.output_biases.numpy() if c.train_biases
                        else np.zeros(c.vocab_size, np.float32))
-  groups, g = sampled.shape[0], c.batch_size // sampled.shape[0]
   fn = tf.nn.nce_loss if c.loss == "nce" else tf.nn.sampled_softmax_loss
+  x = tf.constant(hidden, tf.float32)
+  sampled_values = (
+      tf.constant(sampled, tf.int64),
+      tf.constant(np.exp(true_log_q)[:, None], tf.float32),
+      tf.constant(np.exp(sampled_log_q), tf.float32))
+  with tf.GradientTape() as tape:
+    tape.watch([weights, biases, x])
+    loss = fn(weights=weights, biases=biases,
+              labels=tf.constant(np.asarray(targets)[:, None], tf.int64), inputs=x,
+              num_sampled=len(sampled), num_classes=c.vocab_size,
+              sampled_values=sampled_values,
+              remove_accidental_hits=c.remove_accidental_hits)
+    total = tf.reduce_sum(loss)
+  gw, gb, gx = tape.gradient(total, [weights, biases, x])
+  return (loss.numpy(), gx.numpy(), tf.convert_to_tensor(gw).numpy(),
+          tf.convert_to_tensor(gb).numpy())
+
+
+def reference(model, hidden, targets, sampled, true_log_q, sampled_log_q):
+  """tf.nn loss per example and dense gradients, one tf.nn call per group (`tf_nn_group`).
+
+  Returns (loss [B], d_hidden [B, d], d_weights [V, d], d_biases [V]) as numpy.
+  """
+  c = model.config
+  groups, g = sampled.shape[0], c.batch_size // sampled.shape[0]
   losses, d_hidden = [], []
   d_w, d_b = np.zeros([c.vocab_size, c.dim]), np.zeros([c.vocab_size])
   for n in range(groups):
     rows = slice(n * g, (n + 1) * g)
-    x = tf.constant(hidden[rows], tf.float32)
-    sampled_values = (
-        tf.constant(sampled[n], tf.int64),
-        tf.constant(np.exp(true_log_q[rows])[:, None], tf.float32),
-        tf.constant(np.exp(sampled_log_q[n]), tf.float32))
-    with tf.GradientTape() as tape:
-      tape.watch([weights, biases, x])
-      loss = fn(weights=weights, biases=biases,
-                labels=tf.constant(targets[rows, None], tf.int64), inputs=x,
-                num_sampled=sampled.shape[1], num_classes=c.vocab_size,
-                sampled_values=sampled_values,
-                remove_accidental_hits=c.remove_accidental_hits)
-      total = tf.reduce_sum(loss)
-    gw, gb, gx = tape.gradient(total, [weights, biases, x])
-    losses.append(loss.numpy())
-    d_hidden.append(gx.numpy())
-    d_w += tf.convert_to_tensor(gw).numpy()
-    d_b += tf.convert_to_tensor(gb).numpy()
+    loss, gx, gw, gb = tf_nn_group(model, hidden[rows], targets[rows], sampled[n],
+                                   true_log_q[rows], sampled_log_q[n])
+    losses.append(loss)
+    d_hidden.append(gx)
+    d_w += gw
+    d_b += gb
   return np.concatenate(losses), np.concatenate(d_hidden), d_w, d_b
 
 
@@ -572,7 +588,7 @@ def test_cbow_window_step_equals_the_example_step_in_strided_groups(loss, runs):
   length = BATCH // runs
   kw = dict(model="cbow", loss=loss, window=window, steps=steps, subtract_log_q=True,
             train_biases=True, remove_hits=True, seed=4)
-  a, b = make_model(**kw), make_model(**kw)
+  a, b = make_model(**kw), make_model(layout="runs", **kw)
   randomise(a, 2)
   randomise(b, 2)
   rng = np.random.default_rng(8)
@@ -610,7 +626,7 @@ def test_cbow_window_step_equals_the_example_step_in_strided_groups(loss, runs):
 
 def test_cbow_window_step_ignores_empty_positions():
   # Centres that are 0 (no word), or whose every context is 0, change nothing.
-  m = make_model(model="cbow", loss="nce", window=2, steps=1, seed=4)
+  m = make_model(model="cbow", loss="nce", window=2, steps=1, seed=4, layout="runs")
   randomise(m, 3)
   before = [v.numpy().copy() for v in (m.input_embeddings, m.output_embeddings)]
   ids = np.zeros([1, BATCH + 4], np.int32)
@@ -622,6 +638,110 @@ def test_cbow_window_step_ignores_empty_positions():
   assert float(loss) == 0.0
   for x, y in zip(before, (m.input_embeddings, m.output_embeddings)):
     np.testing.assert_array_equal(x, y.numpy())
+
+
+def skipgram_runs_reference(m, text, reduced, sampled, tlq, slq, lr):
+  """One skip-gram minibatch of runs, pair by pair through tf.nn (`tf_nn_group`).
+
+  Centre i (run by run) is in group i mod G; its pair at offset o (the o-th of -w..-1,
+  1..w) uses row j * 2w + o of `sampled`. A pair exists when |offset| <= reduced[i] and
+  neither word is 0. Returns (mean loss over pairs, new tables); sets nothing.
+  """
+  c = m.config
+  w, groups = c.window, c.num_groups
+  runs = text.shape[0]
+  length = c.batch_size // runs
+  offsets = [o for o in range(-w, w + 1) if o]
+  table_in = m.input_embeddings.numpy().astype(np.float64)
+  new_in = table_in.copy()
+  new_out = m.output_embeddings.numpy().astype(np.float64)
+  new_b = m.output_biases.numpy().astype(np.float64)
+  losses = []
+  for j in range(groups):
+    for n, o in enumerate(offsets):
+      centres, contexts, rows = [], [], []
+      for i in range(j, c.batch_size, groups):
+        r, l = divmod(i, length)
+        centre, context = text[r, w + l], text[r, w + l + o]
+        if abs(o) <= reduced[i] and centre and context:
+          centres.append(centre)
+          contexts.append(context)
+          rows.append(i)
+      if not rows:
+        continue
+      loss, d_h, d_w, d_b = tf_nn_group(
+          m, table_in[centres].astype(np.float32), contexts, sampled[j * 2 * w + n],
+          tlq[rows, n], slq[j * 2 * w + n])
+      losses.append(loss)
+      np.add.at(new_in, centres, -lr * d_h)
+      new_out -= lr * d_w
+      if c.train_biases:
+        new_b -= lr * d_b
+  return np.concatenate(losses).mean(), (new_in, new_out, new_b)
+
+
+@pytest.mark.parametrize("runs,max_window", [(1, 2), (2, 2), (2, 1)])
+@pytest.mark.parametrize("loss,biases,hits", [("nce", False, True),
+                                              ("sampled_softmax", True, True),
+                                              ("nce", True, False)])
+def test_skipgram_window_step_equals_tf_nn_pair_by_pair(loss, biases, hits, runs,
+                                                         max_window):
+  # Two minibatches of runs (the second sees the first's update) against tf.nn.nce_loss /
+  # sampled_softmax_loss applied to each group of pairs; zeros (no word) in the text,
+  # accidental hits and repeated ids included. max_window 1 < window: the step computes
+  # only the slots at distance 1 (and must use their columns of the draws).
+  steps, window = 2, 2
+  m = make_model(model="skipgram", loss=loss, window=window, steps=steps, subtract_log_q=True,
+                 train_biases=biases, remove_hits=hits, seed=4, layout="runs")
+  randomise(m, 2)
+  c = m.config
+  length = BATCH // runs
+  rng = np.random.default_rng(8)
+  text = rng.integers(1, 7, [steps, runs, length + 2 * window]).astype(np.int32)
+  text[0, 0, :3] = 0       # a missing centre and missing contexts
+  text[1, -1, -1] = 0
+  reduced = rng.integers(1, max_window + 1, [steps, BATCH]).astype(np.int32)
+  centres = text[:, :, window:window + length].reshape(steps, BATCH)
+  contexts = m.slot_contexts(tf.constant(text.reshape(steps, -1))).numpy()
+  # Distinct ids within a draw (tf.nn removes only one copy of a repeated hit, we remove
+  # all: test_duplicated_hit_removed_every_time), hits are frequent with 6 words.
+  sampled = np.stack([[rng.permutation(np.arange(1, 7))[:K]
+                       for _ in range(c.negative_groups)] for _ in range(steps)])
+  sampled = sampled.astype(np.int32)
+  tlq = np.log(rng.uniform(0.05, 3.0, [steps, BATCH, 2 * window])).astype(np.float32)
+  slq = np.log(rng.uniform(0.05, 3.0, [steps, c.negative_groups, K])).astype(np.float32)
+  lrs = [0.3, 0.1]
+  before = [v.numpy().copy() for v in (m.input_embeddings, m.output_embeddings,
+                                       m.output_biases)]
+  losses = []
+  for i in range(steps):
+    loss_i, tables = skipgram_runs_reference(m, text[i], reduced[i], sampled[i], tlq[i],
+                                             slq[i], lrs[i])
+    losses.append(loss_i)
+    set_tables(m, tables)
+  want = [v.numpy() for v in (m.input_embeddings, m.output_embeddings, m.output_biases)]
+  set_tables(m, before)
+  got_loss = m._compiled_block(tf.constant(text.reshape(steps, -1)), tf.constant(reduced),
+                               tf.constant(centres), tf.constant(sampled), tf.constant(tlq),
+                               tf.constant(slq), tf.constant(lrs))
+  assert_close(float(got_loss), np.mean(losses), rtol=1e-5)
+  got = [v.numpy() for v in (m.input_embeddings, m.output_embeddings, m.output_biases)]
+  for name, a, b in zip(["input", "output", "bias"], got, want):
+    assert_close(a, b, rtol=1e-5, atol=1e-6, what=name)
+  assert np.abs(got[1] - before[1]).max() > 1e-3
+  np.testing.assert_array_equal(got[0][0], before[0][0])   # no word: untouched
+  if not biases:
+    np.testing.assert_array_equal(got[2], before[2])
+
+
+def test_skipgram_slot_contexts():
+  m = make_model(model="skipgram", window=2, steps=1, batch=4, group_size=2, layout="runs")
+  text = np.array([[9, 8, 1, 2, 3, 4, 5, 6, 7, 7, 7, 7]], np.int32)  # 2 runs of 2
+  got = m.slot_contexts(tf.constant(text)).numpy()
+  # Run 0 = [9 8 | 1 2 | 3 4], run 1 = [5 6 | 7 7 | 7 7]; offsets -2, -1, 1, 2.
+  np.testing.assert_array_equal(got[0], [[9, 8, 2, 3], [8, 1, 3, 4], [5, 6, 7, 7],
+                                         [6, 7, 7, 7]])
+  assert m.config.negative_groups == 2 * 4
 
 
 def test_block_prefetcher_order_errors_and_close():

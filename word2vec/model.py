@@ -23,6 +23,7 @@ the context updates are summed per text position before one scatter.
 example layout.
 """
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -56,6 +57,9 @@ class StepConfig:
       softmax, as tf.nn does). False gives Mikolov's negative sampling.
     remove_accidental_hits: drop a sampled id equal to the example's target.
     train_biases: learn the output biases (else they stay 0, as in word2vec.c).
+    layout: "examples" (a minibatch is batch_size padded examples: skip-gram pairs, CBOW
+      contexts) or "runs" (batch_size centres given as runs of consecutive centres with
+      their text, what training uses: `_skipgram_window_sgd`, `_cbow_window_sgd`).
   """
   model: str
   loss: str
@@ -71,10 +75,55 @@ class StepConfig:
   subtract_log_q: bool = False
   remove_accidental_hits: bool = True
   train_biases: bool = False
+  layout: str = "examples"
 
   @property
   def num_groups(self):
     return self.batch_size // self.group_size
+
+  @property
+  def negative_groups(self):
+    """Draws of num_sampled negatives per minibatch: one per group of examples, and for
+    skip-gram runs one per group of centres and context offset."""
+    if self.model == "skipgram" and self.layout == "runs":
+      return self.num_groups * 2 * self.window
+    return self.num_groups
+
+
+def _loss_and_logit_grads(loss, true_logit, samp_logit, keep):
+  """Per-example loss and its gradients w.r.t. the logits, for either loss.
+
+  Args:
+    loss: "nce" (sigmoid cross-entropy of the true column and of each sampled one) or
+      "sampled_softmax" (softmax cross-entropy over [true, sampled...]).
+    true_logit: float32 [...], the true column (log Q already subtracted).
+    samp_logit: float32 [..., k], the sampled columns.
+    keep: float32 [..., k], 0 for a removed accidental hit (no loss, probability 0).
+
+  Returns:
+    (loss [...], d_true [...], d_samp [..., k]).
+  """
+  if loss == "nce":
+    return (tf.math.softplus(-true_logit)
+            + tf.reduce_sum(tf.math.softplus(samp_logit) * keep, -1),
+            tf.sigmoid(true_logit) - 1.0, tf.sigmoid(samp_logit) * keep)
+  masked = samp_logit + (keep - 1.0) * 1e30
+  lse = tf.reduce_logsumexp(tf.concat([true_logit[..., None], masked], -1), axis=-1)
+  return lse - true_logit, tf.exp(true_logit - lse) - 1.0, tf.exp(masked - lse[..., None])
+
+
+def _to_groups(x, groups, inverse=False):
+  """Reorders the rows of x so that row k * groups + j goes to group j (inverse: back).
+
+  The groups of examples sharing negatives are strided, i.e. spread over the runs of a
+  minibatch: neighbouring centres have nearly equal vectors and their negative updates
+  would add up.
+  """
+  shape = x.shape.as_list()
+  split = [groups, shape[0] // groups] if inverse else [shape[0] // groups, groups]
+  y = tf.reshape(x, split + shape[1:])
+  y = tf.transpose(y, [1, 0] + list(range(2, len(shape) + 1)))
+  return tf.reshape(y, shape)
 
 
 class Word2Vec(tf.Module):
@@ -141,16 +190,18 @@ class Word2Vec(tf.Module):
     """Draws negatives for every group of a block.
 
     Args:
-      targets: int32 [steps_per_call, batch_size] target ids.
+      targets: int32 [steps_per_call, batch_size] target ids; for skip-gram runs, the
+        context id of every (centre, offset) slot, [steps_per_call, batch_size, 2 * window]
+        (`slot_contexts`).
       step: int, the global step of the block's first minibatch; with the model's seed it
         determines the draws of the fixed-distribution samplers (a resumed run draws what
         the uninterrupted one would have).
 
     Returns:
-      sampled: int32 [steps_per_call, num_groups, num_sampled].
-      true_log_q: float32 [steps_per_call, batch_size], log of the expected count of the
-        target among a group's draws (0 when subtract_log_q is off).
-      sampled_log_q: float32 [steps_per_call, num_groups, num_sampled], likewise.
+      sampled: int32 [steps_per_call, negative_groups, num_sampled].
+      true_log_q: float32, the shape of targets: log of the expected count of the target
+        among a group's draws (0 when subtract_log_q is off).
+      sampled_log_q: float32 [steps_per_call, negative_groups, num_sampled], likewise.
     """
     if self.config.sampler in IN_GRAPH_SAMPLERS:
       return self._draw(tf.convert_to_tensor(targets), tf.constant(step, tf.int64))
@@ -165,7 +216,7 @@ class Word2Vec(tf.Module):
     a binary search over the integer cumulative weights, ceil(log2(vocab_size)) gathers.
     """
     c = self.config
-    shape = [c.steps_per_call, c.num_groups, c.num_sampled]
+    shape = [c.steps_per_call, c.negative_groups, c.num_sampled]
     seed = tf.stack([tf.constant(self.seed, tf.int64), step])
     x = tf.random.stateless_uniform(shape, seed, minval=0, maxval=self._total,
                                     dtype=tf.int64)
@@ -186,12 +237,12 @@ class Word2Vec(tf.Module):
   def _sample_with_op(self, targets):
     """Sampling with the tf candidate-sampler op (for learned_unigram)."""
     c = self.config
-    total = c.steps_per_call * c.num_groups * c.num_sampled
+    total = c.steps_per_call * c.negative_groups * c.num_sampled
     true_classes = tf.reshape(tf.cast(targets, tf.int64), [-1, 1])
     sampled, true_count, sampled_count = samplers_lib.sample_candidates(
         c.sampler, true_classes, 1, total, c.vocab_size, unique=False,
         unigrams=self._unigrams, distortion=c.distortion, seed=self.seed)
-    shape = [c.steps_per_call, c.num_groups, c.num_sampled]
+    shape = [c.steps_per_call, c.negative_groups, c.num_sampled]
     sampled = tf.reshape(tf.cast(sampled, tf.int32), shape)
     if not c.subtract_log_q:
       return (sampled, tf.zeros(tf.shape(targets), tf.float32), tf.zeros(shape, tf.float32))
@@ -239,19 +290,9 @@ class Word2Vec(tf.Module):
       keep = 1.0 - tf.cast(hit, tf.float32)                        # [G, g, k]
     else:
       keep = tf.ones_like(samp_logit)
-    if c.loss == "nce":
-      loss = (tf.math.softplus(-true_logit)
-              + tf.reshape(tf.reduce_sum(tf.math.softplus(samp_logit) * keep, 2), [-1]))
-      d_true = tf.sigmoid(true_logit) - 1.0                        # [B]
-      d_samp = tf.sigmoid(samp_logit) * keep                       # [G, g, k]
-    else:
-      # Softmax over [true, sampled...]; removed hits get probability 0.
-      masked = samp_logit + (keep - 1.0) * 1e30
-      true_g = tf.reshape(true_logit, [groups, -1, 1])
-      lse = tf.reduce_logsumexp(tf.concat([true_g, masked], 2), axis=2)  # [G, g]
-      loss = tf.reshape(lse, [-1]) - true_logit
-      d_true = tf.exp(true_logit - tf.reshape(lse, [-1])) - 1.0
-      d_samp = tf.exp(masked - lse[:, :, None])
+    loss, d_true, d_samp = _loss_and_logit_grads(
+        c.loss, tf.reshape(true_logit, [groups, -1]), samp_logit, keep)
+    loss, d_true = tf.reshape(loss, [-1]), tf.reshape(d_true, [-1])
     if weights is not None:
       loss *= weights
       d_true *= weights
@@ -301,6 +342,153 @@ class Word2Vec(tf.Module):
           tf.IndexedSlices(tf.reshape(updates, [-1, c.dim]), tf.reshape(inputs, [-1])))
     return tf.reduce_mean(loss)
 
+  def _run_shape(self, width):
+    """(runs R, centres per run L) of a minibatch of runs whose text is `width` ids."""
+    c = self.config
+    runs = (width - c.batch_size) // (2 * c.window)
+    return runs, c.batch_size // runs
+
+  def _offsets(self):
+    w = self.config.window
+    return [o for o in range(-w, w + 1) if o]
+
+  def slot_contexts(self, inputs):
+    """The context id of every (centre, offset) slot of a block of skip-gram runs.
+
+    Args:
+      inputs: int32 [steps, R * (L + 2w)] runs of text (see `_skipgram_window_sgd`).
+
+    Returns:
+      int32 [steps, batch_size, 2w]: for centre i (run by run) and offset o in
+      -w..-1, 1..w (in that order), the id o positions away; 0 where there is no word. The
+      reduced windows are not applied (the step masks those slots).
+    """
+    c = self.config
+    w = c.window
+    steps = inputs.shape[0]
+    runs, length = self._run_shape(inputs.shape[1])
+    text = tf.reshape(inputs, [steps, runs, length + 2 * w])
+    contexts = tf.stack([text[:, :, w + o:w + o + length] for o in self._offsets()], 3)
+    return tf.reshape(contexts, [steps, c.batch_size, 2 * w])
+
+  def _skipgram_window_sgd(self, ids, reduced, centres, sampled, true_log_q, sampled_log_q,
+                           lr):
+    """One skip-gram minibatch of runs: `_skipgram_window_step` for the largest reduced
+    window r of the minibatch (slots farther than r are empty for every centre, so they
+    are not computed; the pipeline gives a minibatch one window, drawn per minibatch).
+    """
+    args = (ids, reduced, centres, sampled, true_log_q, sampled_log_q, lr)
+    branches = [functools.partial(self._skipgram_window_step, r, *args)
+                for r in range(1, self.config.window + 1)]
+    return tf.switch_case(tf.reduce_max(reduced) - 1, branches)
+
+  def _skipgram_window_step(self, r, ids, reduced, centres, sampled, true_log_q,
+                            sampled_log_q, lr):
+    """One skip-gram minibatch given as R runs of consecutive centres with their text.
+
+    The layout is CBOW's (`_cbow_window_sgd`): run k holds L = batch_size / R consecutive
+    centres and the L + 2w ids of text around them (0 = no word). Every centre has a slot
+    per offset o in -r..-1, 1..r (r <= w, static: the minibatch's largest reduced window);
+    the slot is a (centre, context) pair of word2vec when |o| <= the centre's reduced
+    window and both words exist, else it has weight 0. The tables are read and written once
+    per run position instead of once per pair: the centres' input vectors (L rows per run)
+    and the output vectors of the text (L + 2w rows), the context updates summed per text
+    position before one scatter: for 5-word windows about 6x fewer rows than pairs.
+
+    Negatives: centre i (run by run) is in group i mod G (G = num_groups, strided as in
+    CBOW) and its slot at offset o draws from the group's own num_sampled negatives for
+    that offset, so the pairs of one centre never share negatives (sharing them lost 2.4
+    analogy points), while a draw is shared by group_size pairs as in the example layout.
+    All the negatives of a group (2r * num_sampled) meet its centres in one matrix product.
+
+    Args:
+      ids: int32 [R * (L + 2w)] the R windows of text, one after the other.
+      reduced: int32 [batch] reduced window of each centre (1..r), run by run.
+      centres: int32 [batch] the centres, run by run (the middle of each window).
+      sampled: int32 [G * 2w, num_sampled], group-major then offset -w..-1, 1..w
+        (`negative_groups`); the step uses the offsets within r.
+      true_log_q: float32 [batch, 2w] for each slot (`slot_contexts` order).
+      sampled_log_q: float32 [G * 2w, num_sampled].
+      lr: scalar learning rate.
+      r: (first argument) static window of the step, at least every centre's reduced window.
+
+    Returns:
+      Scalar, the mean loss over the real pairs.
+    """
+    c = self.config
+    w, batch, dim, k = c.window, c.batch_size, c.dim, c.num_sampled
+    runs, length = self._run_shape(ids.shape[0])
+    # Only the slots within r of their centre: the columns w - r .. w + r - 1 of the
+    # [-w..-1, 1..w] offset order, in the draws as in the slots.
+    offsets = [o for o in range(-r, r + 1) if o]
+    true_log_q = tf.reshape(true_log_q, [batch, 2 * w])[:, w - r:w + r]
+    sampled = tf.reshape(sampled, [c.num_groups, 2 * w, k])[:, w - r:w + r]
+    sampled_log_q = tf.reshape(sampled_log_q, [c.num_groups, 2 * w, k])[:, w - r:w + r]
+    groups = c.num_groups
+    to_groups = lambda x, inverse=False: _to_groups(x, groups, inverse)
+    text = tf.reshape(ids, [runs, length + 2 * w])
+    present = tf.cast(tf.not_equal(text, 0), tf.float32)               # [R, L + 2w]
+    reduced = tf.reshape(reduced, [runs, length])
+    shifted = lambda x, o: x[:, w + o:w + o + length]                   # context at offset o
+    mask = tf.stack([tf.cast(reduced >= abs(o), tf.float32) * shifted(present, o)
+                     for o in offsets], 2) * shifted(present, 0)[:, :, None]   # [R, L, 2r]
+    hidden = tf.gather(self.input_embeddings, tf.reshape(centres, [runs, length]))
+    out_text = tf.gather(self.output_embeddings, text)                 # [R, L + 2w, d]
+    true_logit = tf.stack([tf.reduce_sum(hidden * shifted(out_text, o), 2)
+                           for o in offsets], 2)                       # [R, L, 2r]
+    true_logit -= tf.reshape(true_log_q, [runs, length, 2 * r])
+    sampled = tf.reshape(sampled, [groups, 2 * r * k])
+    w_samp = tf.gather(self.output_embeddings, sampled)                # [G, 2r k, d]
+    hidden_g = tf.reshape(to_groups(tf.reshape(hidden, [batch, dim])), [groups, -1, dim])
+    samp_logit = tf.reshape(tf.einsum("gmd,gnd->gmn", hidden_g, w_samp),
+                            [groups, -1, 2 * r, k])                    # [G, m, 2r, k]
+    samp_logit -= tf.reshape(sampled_log_q, [groups, 1, 2 * r, k])
+    if c.train_biases:
+      bias_text = tf.gather(self.output_biases, text)
+      true_logit += tf.stack([shifted(bias_text, o) for o in offsets], 2)
+      samp_logit += tf.reshape(tf.gather(self.output_biases, sampled), [groups, 1, 2 * r, k])
+    slots = lambda x: tf.reshape(to_groups(tf.reshape(x, [batch, 2 * r])),
+                                 [groups, -1, 2 * r])                  # -> [G, m, 2r]
+    if c.remove_accidental_hits:
+      contexts = slots(tf.stack([shifted(text, o) for o in offsets], 2))
+      hit = tf.equal(contexts[..., None], tf.reshape(sampled, [groups, 1, 2 * r, k]))
+      keep = 1.0 - tf.cast(hit, tf.float32)
+    else:
+      keep = tf.ones_like(samp_logit)
+    mask_g = slots(mask)
+    loss, d_true, d_samp = _loss_and_logit_grads(c.loss, slots(true_logit), samp_logit, keep)
+    loss *= mask_g
+    d_samp *= mask_g[..., None]
+    d_true = tf.reshape(to_groups(tf.reshape(d_true * mask_g, [batch, 2 * r]), inverse=True),
+                        [runs, length, 2 * r])
+    d_samp = tf.reshape(d_samp, [groups, -1, 2 * r * k])
+    d_hidden = (tf.reshape(to_groups(tf.reshape(tf.einsum("gmn,gnd->gmd", d_samp, w_samp),
+                                                [batch, dim]), inverse=True),
+                           [runs, length, dim])
+                + tf.add_n([d_true[:, :, i, None] * shifted(out_text, o)
+                            for i, o in enumerate(offsets)]))         # [R, L, d]
+    d_w_samp = tf.einsum("gmn,gmd->gnd", d_samp, hidden_g)            # [G, 2r k, d]
+    # Text position q receives d_true[k, o] * hidden[k] from centre k = q - w - o, for
+    # each offset o: shifted slices of zero-padded arrays, as in `_cbow_window_sgd`.
+    pad = lambda x: tf.pad(x, [[0, 0], [2 * w, 2 * w], [0, 0]])
+    padded_h, padded_d = pad(hidden), pad(d_true)
+    window_of = lambda x, o: x[:, w - o:w - o + length + 2 * w]
+    d_text = tf.add_n([window_of(padded_d, o)[:, :, i, None] * window_of(padded_h, o)
+                       for i, o in enumerate(offsets)])                # [R, L + 2w, d]
+    self.input_embeddings.scatter_sub(
+        tf.IndexedSlices(lr * tf.reshape(d_hidden, [batch, dim]), tf.reshape(centres, [-1])))
+    out_ids = tf.concat([ids, tf.reshape(sampled, [-1])], 0)
+    self.output_embeddings.scatter_sub(tf.IndexedSlices(
+        lr * tf.concat([tf.reshape(d_text, [-1, dim]), tf.reshape(d_w_samp, [-1, dim])], 0),
+        out_ids))
+    if c.train_biases:
+      d_bias_text = tf.add_n([window_of(padded_d, o)[:, :, i]
+                              for i, o in enumerate(offsets)])         # [R, L + 2w]
+      self.output_biases.scatter_sub(tf.IndexedSlices(
+          lr * tf.concat([tf.reshape(d_bias_text, [-1]),
+                          tf.reshape(tf.reduce_sum(d_samp, 1), [-1])], 0), out_ids))
+    return tf.reduce_sum(loss) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
   def _cbow_window_sgd(self, ids, reduced, targets, sampled, true_log_q, sampled_log_q, lr):
     """One CBOW minibatch given as R runs of consecutive centres with their text windows.
 
@@ -328,12 +516,11 @@ class Word2Vec(tf.Module):
     """
     c = self.config
     w, batch, dim = c.window, c.batch_size, c.dim
-    runs = (ids.shape[0] - batch) // (2 * w)
-    length = batch // runs
+    runs, length = self._run_shape(ids.shape[0])
     text = tf.reshape(ids, [runs, length + 2 * w])
     present = tf.cast(tf.not_equal(text, 0), tf.float32)               # [R, L + 2w]
     reduced = tf.reshape(reduced, [runs, length])
-    offsets = [o for o in range(-w, w + 1) if o]
+    offsets = self._offsets()
     masks = [(o, tf.cast(reduced >= abs(o), tf.float32) * present[:, w + o:w + o + length])
              for o in offsets]                                         # [R, L] each
     # The forward pass gathers each example's contexts from the table (as the example
@@ -347,16 +534,8 @@ class Word2Vec(tf.Module):
     weights = (tf.cast(count > 0, tf.float32)
                * tf.reshape(present[:, w:w + length], [batch]))
     hidden = total / tf.maximum(count, 1.0)[:, None]
-    # Strided groups: example k * G + j goes to group j (G = num_groups).
     groups = c.num_groups
-
-    def to_groups(x, inverse=False):
-      shape = x.shape.as_list()
-      split = [groups, batch // groups] if inverse else [batch // groups, groups]
-      y = tf.reshape(x, split + shape[1:])
-      y = tf.transpose(y, [1, 0] + list(range(2, len(shape) + 1)))
-      return tf.reshape(y, shape)
-
+    to_groups = lambda x, inverse=False: _to_groups(x, groups, inverse)
     loss, d_hidden, out_ids, d_out, d_bias = self.head(
         to_groups(hidden), to_groups(targets), sampled, to_groups(true_log_q),
         sampled_log_q, weights=to_groups(weights))
@@ -378,12 +557,12 @@ class Word2Vec(tf.Module):
 
   def _block(self, inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs):
     """steps_per_call minibatches in one compiled loop; returns their mean loss."""
-    steps = self.config.steps_per_call
-
-    # CBOW blocks come either as examples ([steps, batch, 2w] padded contexts) or as runs
-    # of text ([steps, R * (batch / R + 2w)], what the training pipeline sends).
-    sgd = (self._cbow_window_sgd if self.config.model == "cbow" and inputs.shape.rank == 2
-           else self._sgd)
+    c = self.config
+    steps = c.steps_per_call
+    if c.layout == "runs":
+      sgd = self._skipgram_window_sgd if c.model == "skipgram" else self._cbow_window_sgd
+    else:
+      sgd = self._sgd
 
     def body(i, total):
       return i + 1, total + sgd(inputs[i], lengths[i], targets[i], sampled[i],
@@ -392,12 +571,21 @@ class Word2Vec(tf.Module):
     _, total = tf.while_loop(lambda i, _: i < steps, body, (0, tf.constant(0.0)))
     return total / steps
 
+  def _sample_targets(self, inputs, targets):
+    """What the negatives are drawn against: the targets, or the slots of skip-gram runs."""
+    c = self.config
+    if c.model == "skipgram" and c.layout == "runs":
+      return self.slot_contexts(inputs)
+    return targets
+
   def _sample_and_block(self, inputs, lengths, targets, lrs, step):
-    sampled, true_log_q, sampled_log_q = self._draw(targets, step)
+    sampled, true_log_q, sampled_log_q = self._draw(self._sample_targets(inputs, targets),
+                                                    step)
     return self._block(inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs)
 
   def _train_block_outside(self, inputs, lengths, targets, lrs):
-    sampled, true_log_q, sampled_log_q = self._sample_with_op(targets)
+    sampled, true_log_q, sampled_log_q = self._sample_with_op(
+        self._sample_targets(inputs, targets))
     return self._compiled_block(inputs, lengths, targets, sampled, true_log_q,
                                 sampled_log_q, lrs)
 
