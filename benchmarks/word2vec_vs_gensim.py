@@ -113,7 +113,7 @@ def main():
                  help="run ours and gensim alternately this many times; the table gives "
                  "medians (a shared machine's speed drifts by 2x within minutes)")
   p.add_argument("--group_size", type=int, default=64)
-  p.add_argument("--batch_size", type=int, default=4096)
+  p.add_argument("--batch_size", type=int, default=0, help="0 = the app's default")
   p.add_argument("--seed", type=int, default=1)
   args = p.parse_args()
   logging.set_verbosity(logging.WARNING)

@@ -1,8 +1,10 @@
-"""Training examples for word2vec: subsampling, dynamic windows, skip-gram and CBOW batches.
+"""Training examples for word2vec: subsampling, dynamic windows, runs of text.
 
-Everything is vectorised numpy over chunks of token ids, so memory is bounded by the chunk
-size, not the corpus; `tf.data` pulls the chunks through a generator and prefetches them so
-that example generation overlaps the train step.
+Training reads runs of consecutive centres with their text (`BlockStream`, both models);
+`skipgram_pairs` and `cbow_examples` list the same examples one by one (held-out evaluation,
+tests). Everything is vectorised numpy over chunks of token ids, so memory is bounded by the
+chunk size, not the corpus; a thread builds blocks ahead of the train step
+(`word2vec.train.BlockPrefetcher`) and `tf.data` reads them from it.
 """
 import math
 
@@ -132,24 +134,24 @@ def cbow_examples(ids, window, rng, reduced=None):
   return contexts[has], lengths[has], ids[has]
 
 
-# CBOW minibatches are made of runs of this many consecutive centres (or of the largest
-# divisor of the batch size below it), each run from another place of the chunk.
-CBOW_RUN_LENGTH = 64
+# Minibatches (both models) are made of runs of this many consecutive centres (or of the
+# largest divisor of the batch size below it), each run from another place of the chunk.
+RUN_LENGTH = 64
 
 
-def cbow_runs(batch_size):
-  """(run length L, runs per minibatch R) of CBOW minibatches of `batch_size` centres."""
-  length = math.gcd(batch_size, CBOW_RUN_LENGTH)
+def run_layout(batch_size):
+  """(run length L, runs per minibatch R) of minibatches of `batch_size` centres."""
+  length = math.gcd(batch_size, RUN_LENGTH)
   return length, batch_size // length
 
 
-def cbow_windows(kept, reduced, batch, window, halo, final):
-  """Cuts a stream of kept ids into CBOW runs of `batch` consecutive centres.
+def text_runs(kept, reduced, batch, window, halo, final):
+  """Cuts a stream of kept ids into runs of `batch` consecutive centres.
 
   Each run is the window of text its centres and their contexts live in: `batch + 2 * window`
   ids, the centres in the middle, 0 where there is no word (before the start of the text,
-  after its end). A minibatch is made of R such runs (`cbow_runs`); see
-  `Word2Vec._cbow_window_sgd`.
+  after its end). A minibatch is made of R such runs (`run_layout`); see
+  `Word2Vec._skipgram_window_sgd` and `Word2Vec._cbow_window_sgd`.
 
   Args:
     kept: int32 [n] kept ids not yet used as centres, in text order.
@@ -176,41 +178,25 @@ def cbow_windows(kept, reduced, batch, window, halo, final):
           (kept[used:], reduced[used:], text[used:used + window]))
 
 
-def segment_permutation(n, rng, segment=32):
-  """A shuffle of range(n) that moves runs of `segment` consecutive items together.
-
-  Used for skip-gram pairs, which come grouped by offset, so a run holds `segment` different
-  centres (no row repeats within a run). Ten times cheaper than `rng.permutation(n)` for
-  millions of examples (the permutation of
-  n/segment runs is small and the gather is sequential within a run), and enough for SGD:
-  a minibatch draws its runs from random places of the chunk, and a run holds examples of
-  `segment` consecutive positions, as word2vec itself visits them.
-
-  Returns:
-    int64 array [n], a permutation of range(n).
-  """
-  runs = -(-n // segment)
-  order = rng.permutation(runs)
-  idx = (order[:, None] * segment + np.arange(segment)).ravel()
-  return idx[idx < n]
-
-
 class BlockStream:
-  """Streams blocks of shuffled training examples from an id array, chunk by chunk.
+  """Streams blocks of shuffled training runs from an id array, chunk by chunk.
 
-  A block holds `steps_per_call` minibatches of `batch_size` examples. Each chunk of
-  `chunk_tokens` ids is subsampled, windowed and shuffled with its own generator seeded by
-  (seed, epoch, chunk), so an interrupted run that restarts at a chunk boundary sees the same
-  examples for every later chunk as an uninterrupted one. Examples left over at the end of a
-  chunk are carried into the next one; those left at the end of an epoch (fewer than one
-  block) are dropped, and so are those carried past the chunk_done block a run resumes
-  after (fewer than one block): blocks after a resume hold the same examples as the
-  uninterrupted pass, but not cut at the same places unless nothing was carried.
+  A block holds `steps_per_call` minibatches of `batch_size` centres, given as runs of
+  consecutive centres with the text around them (`run_layout`, `text_runs`): skip-gram
+  trains every (centre, context) pair of a run's windows, CBOW every centre from its
+  context. Each chunk of `chunk_tokens` ids is subsampled and given reduced windows with
+  its own generator seeded by (seed, epoch, chunk), and the runs completed in it are
+  shuffled with that generator, so an interrupted run that restarts at a chunk boundary
+  sees the same runs for every later chunk as an uninterrupted one (the first run then
+  starts at the resumed chunk). Runs continue across chunk boundaries within an epoch (the
+  ids not yet cut into runs are carried into the next chunk), and so do the runs left over
+  when a chunk's runs do not fill whole blocks; the runs left at the end of an epoch
+  (fewer than one block) are dropped.
 
-  Skip-gram examples are (centre, context) pairs shuffled by runs of 32. CBOW examples are
-  runs of consecutive centres with the text around them (`cbow_runs`, `cbow_windows`),
-  the runs of a chunk shuffled; runs continue across chunk boundaries within an epoch
-  (after a resume, the first run starts at the resumed chunk).
+  Reduced windows: CBOW draws one per centre, as word2vec. Skip-gram draws one per block
+  (uniform in 1..window, so each centre's window has word2vec's distribution), shared by
+  its centres: the compiled step then computes exactly the pairs of that window
+  (`Word2Vec._skipgram_window_sgd`), where per-centre windows leave 40% of its slots empty.
   """
 
   def __init__(self, ids, keep_prob, model, window, batch_size, steps_per_call, seed,
@@ -228,22 +214,10 @@ class BlockStream:
     self.num_tokens = int(ids.shape[0])
     self.num_chunks = max(1, -(-self.num_tokens // self.chunk_tokens))
 
-  def _examples(self, epoch, chunk_index):
-    """Skip-gram (centres, empty, contexts) of a chunk, shuffled by runs of 32 pairs."""
-    rng = np.random.default_rng([self.seed, epoch, chunk_index])
-    start = chunk_index * self.chunk_tokens
-    chunk = np.asarray(self.ids[start:start + self.chunk_tokens])
-    kept = subsample(chunk, self.keep_prob, rng)
-    centres, contexts = skipgram_pairs(kept, self.window, rng)
-    perm = segment_permutation(centres.shape[0], rng)
-    return centres[perm], np.zeros(0, np.int32), contexts[perm]
-
   @property
   def input_width(self):
-    """Columns of a block's inputs: batch_size (skip-gram), R * (L + 2 * window) (CBOW)."""
-    if self.model == "skipgram":
-      return self.batch_size
-    length, runs = cbow_runs(self.batch_size)
+    """Columns of a block's inputs: R * (L + 2 * window) (`run_layout`)."""
+    length, runs = run_layout(self.batch_size)
     return runs * (length + 2 * self.window)
 
   def expected_blocks_per_chunk(self):
@@ -252,20 +226,18 @@ class BlockStream:
                          minlength=self.keep_prob.shape[0])
     counts[0] = 0
     kept = float((counts * self.keep_prob).sum())
-    per_kept = (self.window + 1) if self.model == "skipgram" else 1.0
-    return kept * per_kept / (self.batch_size * self.steps_per_call)
+    return kept / (self.batch_size * self.steps_per_call)
 
   def all_blocks(self, epoch, start_chunk, epochs):
     """`blocks` of epochs `epoch`..`epochs - 1`, the first one from `start_chunk`."""
     for e in range(epoch, epochs):
       yield from self.blocks(e, start_chunk if e == epoch else 0)
 
-  def _cbow_chunks(self, epoch, start_chunk):
-    """(chunk index, (windows, reduced, centres)) of each chunk: its runs of L consecutive
-    centres with their text (cbow_runs, cbow_windows), shuffled; runs continue across chunk
-    boundaries (the ids not yet cut into runs are carried into the next chunk)."""
+  def _run_chunks(self, epoch, start_chunk):
+    """(chunk index, (windows, reduced, centres)) of each chunk: the runs of L consecutive
+    centres with their text completed in it (`text_runs`), shuffled."""
     w = self.window
-    length, _ = cbow_runs(self.batch_size)
+    length, _ = run_layout(self.batch_size)
     empty = np.zeros(0, np.int32)
     kept, reduced, halo = empty, empty, np.zeros(w, np.int32)
     for chunk_index in range(start_chunk, self.num_chunks):
@@ -275,7 +247,7 @@ class BlockStream:
       new = subsample(chunk, self.keep_prob, rng)
       kept = np.concatenate([kept, new])
       reduced = np.concatenate([reduced, reduced_windows(new.shape[0], w, rng)])
-      windows, red, centres, (kept, reduced, halo) = cbow_windows(
+      windows, red, centres, (kept, reduced, halo) = text_runs(
           kept, reduced, length, w, halo, final=chunk_index == self.num_chunks - 1)
       perm = rng.permutation(windows.shape[0])
       yield chunk_index, (windows[perm], red[perm], centres[perm])
@@ -283,43 +255,35 @@ class BlockStream:
   def blocks(self, epoch, start_chunk=0):
     """Yields dicts with inputs, lengths, targets and where the block sits in the epoch.
 
-    Keys: inputs int32 [steps, input_width] (skip-gram centres, or CBOW's R runs of L
-    centres with their text, see `cbow_runs`); lengths int32 [steps, batch] (zeros for
-    skip-gram, reduced windows for CBOW); targets int32 [steps, batch] (contexts for
-    skip-gram, centres for CBOW); epoch; chunk (index of the chunk the block came from);
-    chunk_done (True for the last block of a chunk: a
-    safe point to checkpoint, resuming at chunk + 1); tokens (corpus tokens consumed in
-    this epoch up to this block, for the learning-rate schedule and progress).
+    Keys: inputs int32 [steps, R * (L + 2w)], each minibatch's R runs of L centres with
+    their text (`run_layout`); lengths int32 [steps, batch] the centres' reduced windows
+    (for skip-gram one per block); targets int32 [steps, batch] the centres; epoch;
+    chunk (index of the chunk the block came from); chunk_done (True for the last block of
+    a chunk: a safe point to checkpoint, resuming at chunk + 1); tokens (corpus tokens
+    consumed in this epoch up to this block, for the learning-rate schedule and progress).
     """
     steps, batch = self.steps_per_call, self.batch_size
-    if self.model == "skipgram":
-      chunks = ((k, self._examples(epoch, k)[::2]) for k in range(start_chunk,
-                                                                   self.num_chunks))
-      per_block = steps * batch
-      zeros = np.zeros((steps, batch), np.int32)
-      pack = lambda centres, contexts: (centres.reshape(steps, batch), zeros,
-                                        contexts.reshape(steps, batch))
-    else:
-      chunks = self._cbow_chunks(epoch, start_chunk)
-      _, runs = cbow_runs(batch)
-      per_block = steps * runs
-      pack = lambda windows, red, centres: (windows.reshape(steps, -1),
-                                            red.reshape(steps, batch),
-                                            centres.reshape(steps, batch))
-    carry = None  # units (pairs or runs) left over from the previous chunk
-    for chunk_index, units in chunks:
+    _, runs = run_layout(batch)
+    per_block = steps * runs
+    carry = None  # runs left over from the previous chunk
+    for chunk_index, units in self._run_chunks(epoch, start_chunk):
       if carry is not None:
         units = tuple(np.concatenate([c, u]) for c, u in zip(carry, units))
       n_blocks = units[0].shape[0] // per_block
       chunk_start = chunk_index * self.chunk_tokens
       chunk_len = min(self.chunk_tokens, self.num_tokens - chunk_start)
+      if self.model == "skipgram":
+        rng = np.random.default_rng([self.seed, epoch, chunk_index, 1])
+        block_windows = reduced_windows(n_blocks, self.window, rng)
       for b in range(n_blocks):
-        inputs, lengths, targets = pack(*(u[b * per_block:(b + 1) * per_block]
-                                          for u in units))
+        windows, red, centres = (u[b * per_block:(b + 1) * per_block] for u in units)
+        red = red.reshape(steps, batch)
+        if self.model == "skipgram":
+          red = np.full((steps, batch), block_windows[b], np.int32)
         yield {
-            "inputs": inputs,
-            "lengths": lengths,
-            "targets": targets,
+            "inputs": windows.reshape(steps, -1),
+            "lengths": red,
+            "targets": centres.reshape(steps, batch),
             "epoch": epoch,
             "chunk": chunk_index,
             "chunk_done": b == n_blocks - 1,

@@ -310,14 +310,12 @@ def test_block_shapes_and_contents(model):
     assert b["lengths"].shape == (2, 8)
     assert b["epoch"] == 0
     assert np.all(b["targets"] > 0) and np.all(b["targets"] < VOCAB)
-    if model == "skipgram":
-      assert b["inputs"].shape == (2, 8)
-      assert np.all(b["lengths"] == 0)
-      assert np.all(b["inputs"] > 0)
-    else:  # one run of 8 centres per minibatch, with 3 words of text on each side
-      assert b["inputs"].shape == (2, 8 + 6)
-      assert np.all((b["lengths"] >= 1) & (b["lengths"] <= 3))
-      np.testing.assert_array_equal(b["inputs"][:, 3:11], b["targets"])
+    # One run of 8 centres per minibatch, with 3 words of text on each side.
+    assert b["inputs"].shape == (2, 8 + 6)
+    assert np.all((b["lengths"] >= 1) & (b["lengths"] <= 3))
+    np.testing.assert_array_equal(b["inputs"][:, 3:11], b["targets"])
+    if model == "skipgram":  # one window per block
+      assert np.all(b["lengths"] == b["lengths"][0, 0])
 
 
 @pytest.mark.parametrize("model", ["skipgram", "cbow"])
@@ -335,57 +333,6 @@ def test_blocks_deterministic_per_seed_and_epoch(model):
   for other in (other_epoch, other_seed):
     n = min(len(a), len(other))
     assert not np.array_equal(flat(a[:n], "targets"), flat(other[:n], "targets"))
-
-
-def test_chunk_examples_depend_only_on_seed_epoch_chunk():
-  s1, s2 = make_stream("skipgram"), make_stream("skipgram")
-  list(s1.blocks(0))  # using a stream leaves no state behind
-  for k in range(s1.num_chunks):
-    for x, y in zip(s1._examples(1, k), s2._examples(1, k)):
-      np.testing.assert_array_equal(x, y)
-  a, b = s1._examples(0, 2), s1._examples(0, 3)
-  assert not np.array_equal(a[2][:20], b[2][:20])
-
-
-def test_chunk_examples_are_the_chunks_pairs():
-  # Skip-gram examples of a chunk are exactly the pairs of its subsampled ids (any order):
-  # the same generator is used for subsampling, windows and shuffling, in that order.
-  s = make_stream("skipgram")
-  k = 2
-  rng = np.random.default_rng([s.seed, 0, k])
-  chunk = s.ids[k * s.chunk_tokens:(k + 1) * s.chunk_tokens]
-  kept = pipeline.subsample(chunk, s.keep_prob, rng)
-  assert 0 < kept.shape[0] < chunk.shape[0] and not np.any(kept == 0)
-  want = as_multiset(*pipeline.skipgram_pairs(kept, s.window, rng))
-  inputs, lengths, targets = s._examples(0, k)
-  assert lengths.shape == (0,)
-  assert as_multiset(inputs, targets) == want
-
-
-@pytest.mark.parametrize("chunk_tokens,batch,steps", [(200, 8, 2), (10, 16, 4)])
-def test_epoch_is_concatenation_of_chunks_minus_tail(chunk_tokens, batch, steps):
-  s = make_stream("skipgram", chunk_tokens=chunk_tokens, batch=batch, steps=steps)
-  per_block = batch * steps
-  blocks = list(s.blocks(0))
-  parts = [s._examples(0, k) for k in range(s.num_chunks)]
-  sizes = np.array([p[2].shape[0] for p in parts])
-  total = sizes.sum()
-  assert len(blocks) == total // per_block  # only the tail (< one block) is dropped
-  used = len(blocks) * per_block
-  np.testing.assert_array_equal(flat(blocks, "targets"),
-                                np.concatenate([p[2] for p in parts])[:used])
-  np.testing.assert_array_equal(flat(blocks, "inputs"),
-                                np.concatenate([p[0] for p in parts])[:used])
-  # A block is tagged with the chunk whose examples completed it: by the end of chunk k,
-  # floor(examples of chunks 0..k / per_block) blocks have been yielded.
-  chunks = np.array([b["chunk"] for b in blocks])
-  assert np.all(np.diff(chunks) >= 0)
-  cum = np.cumsum(sizes)
-  for k in range(s.num_chunks):
-    assert np.sum(chunks <= k) == cum[k] // per_block
-  if chunk_tokens == 10:
-    # Small chunks: some chunks complete no block at all (the case chunk_done must skip).
-    assert len(set(chunks.tolist())) < s.num_chunks
 
 
 @pytest.mark.parametrize("model", ["skipgram", "cbow"])
@@ -408,29 +355,6 @@ def test_tokens_and_chunk_done(model, chunk_tokens, batch, steps):
       assert b["tokens"] == pytest.approx(end)
 
 
-def test_resume_at_chunk(model="skipgram"):
-  # Resuming at chunk k (after a chunk_done block of chunk k-1) streams the examples of
-  # chunks k, k+1, ... from their start: the carry-over of the interrupted pass is lost,
-  # so blocks only line up with the uninterrupted pass when nothing was carried.
-  s = make_stream(model)
-  per_block = s.batch_size * s.steps_per_call
-  k = 3
-  resumed = list(s.blocks(0, start_chunk=k))
-  assert resumed and all(b["chunk"] >= k for b in resumed)
-  parts = [s._examples(0, j) for j in range(k, s.num_chunks)]
-  want = np.concatenate([p[2] for p in parts])
-  assert len(resumed) == want.shape[0] // per_block
-  np.testing.assert_array_equal(flat(resumed, "targets"), want[:len(resumed) * per_block])
-  np.testing.assert_array_equal(flat(resumed, "inputs"),
-                                np.concatenate([p[0] for p in parts])[:len(resumed) * per_block])
-  # Resuming twice is reproducible; resuming at 0 is the uninterrupted pass.
-  again = list(s.blocks(0, start_chunk=k))
-  np.testing.assert_array_equal(flat(again, "targets"), flat(resumed, "targets"))
-  np.testing.assert_array_equal(flat(list(s.blocks(0, start_chunk=0)), "targets"),
-                                flat(list(s.blocks(0)), "targets"))
-  assert list(s.blocks(0, start_chunk=s.num_chunks)) == []
-
-
 @pytest.mark.parametrize("model", ["skipgram", "cbow"])
 def test_all_blocks_chains_epochs_from_a_resume_point(model):
   s = make_stream(model)
@@ -449,19 +373,19 @@ def test_expected_blocks_per_chunk_is_close_to_the_real_count(model):
   assert abs(s.expected_blocks_per_chunk() - real) <= 0.1 * real + 1
 
 
-# ---- CBOW runs --------------------------------------------------------------------------
+# ---- runs of text --------------------------------------------------------------------------
 
-def test_cbow_runs_layout():
-  assert pipeline.cbow_runs(4096) == (64, 64)
-  assert pipeline.cbow_runs(8) == (8, 1)
-  assert pipeline.cbow_runs(96) == (32, 3)
+def test_run_layout():
+  assert pipeline.run_layout(4096) == (64, 64)
+  assert pipeline.run_layout(8) == (8, 1)
+  assert pipeline.run_layout(96) == (32, 3)
 
 
-def test_cbow_windows_golden():
+def test_text_runs_golden():
   kept = np.arange(1, 12, dtype=np.int32)  # 11 words
   reduced = np.arange(11, dtype=np.int32) % 2 + 1
   halo = np.array([50, 51], np.int32)
-  windows, red, centres, (rest, rest_red, new_halo) = pipeline.cbow_windows(
+  windows, red, centres, (rest, rest_red, new_halo) = pipeline.text_runs(
       kept, reduced, 3, 2, halo, final=False)
   # Not final: a run is cut only when the 2 words after it are known: (11 - 2) // 3 runs.
   np.testing.assert_array_equal(windows, [[50, 51, 1, 2, 3, 4, 5], [2, 3, 4, 5, 6, 7, 8],
@@ -472,7 +396,7 @@ def test_cbow_windows_golden():
   np.testing.assert_array_equal(rest_red, reduced[9:])
   np.testing.assert_array_equal(new_halo, [8, 9])
   # Final: the text ends after the kept words (zeros), the last partial run is dropped.
-  windows, _, centres, (rest, _, _) = pipeline.cbow_windows(
+  windows, _, centres, (rest, _, _) = pipeline.text_runs(
       np.array([10, 11, 12, 13], np.int32), np.ones(4, np.int32), 3, 2, new_halo,
       final=True)
   np.testing.assert_array_equal(windows, [[8, 9, 10, 11, 12, 13, 0]])
@@ -489,32 +413,55 @@ def epoch_runs(s, epoch, start_chunk=0):
                              s.keep_prob, rng)
     kept.append(new)
     reduced.append(pipeline.reduced_windows(new.shape[0], s.window, rng))
-  length, _ = pipeline.cbow_runs(s.batch_size)
-  windows, red, _, _ = pipeline.cbow_windows(
+  length, _ = pipeline.run_layout(s.batch_size)
+  windows, red, _, _ = pipeline.text_runs(
       np.concatenate(kept), np.concatenate(reduced), length, s.window,
       np.zeros(s.window, np.int32), final=True)
+  if s.model == "skipgram":  # its windows are drawn per minibatch (test below)
+    return [tuple(w) for w in windows]
   return [(tuple(w), tuple(r)) for w, r in zip(windows, red)]
 
 
 def block_runs(s, blocks):
-  length, runs = pipeline.cbow_runs(s.batch_size)
+  length, runs = pipeline.run_layout(s.batch_size)
   out = []
   for b in blocks:
     windows = b["inputs"].reshape(-1, length + 2 * s.window)
     reduced = b["lengths"].reshape(-1, length)
     np.testing.assert_array_equal(windows[:, s.window:s.window + length],
                                   b["targets"].reshape(-1, length))
-    out += [(tuple(w), tuple(r)) for w, r in zip(windows, reduced)]
+    if s.model == "skipgram":
+      out += [tuple(w) for w in windows]
+    else:
+      out += [(tuple(w), tuple(r)) for w, r in zip(windows, reduced)]
   return out
 
 
+def test_skipgram_windows_are_drawn_per_block():
+  # Skip-gram: one reduced window per block, uniform in 1..window over blocks, the same
+  # for the same (seed, epoch, chunk).
+  s = make_stream("skipgram", n=20000, chunk_tokens=5000, batch=8, steps=2)
+  blocks = list(s.blocks(0))
+  lengths = np.stack([b["lengths"] for b in blocks])         # [blocks, steps, batch]
+  assert np.all(lengths == lengths[:, :1, :1])
+  counts = np.bincount(lengths[:, 0, 0].ravel(), minlength=s.window + 1)
+  assert counts[0] == 0 and len(counts) == s.window + 1
+  n = counts.sum()
+  assert np.all(np.abs(counts[1:] - n / s.window) < 5 * np.sqrt(n / s.window)), counts
+  again = np.stack([b["lengths"] for b in s.blocks(0)])
+  np.testing.assert_array_equal(again, lengths)
+  other = np.stack([b["lengths"] for b in s.blocks(1)])
+  assert not np.array_equal(other[:len(lengths)], lengths[:len(other)])
+
+
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
 @pytest.mark.parametrize("chunk_tokens,batch,steps", [(200, 8, 2), (10, 16, 4), (300, 96, 2)])
-def test_cbow_epoch_is_the_runs_of_the_text_minus_tail(chunk_tokens, batch, steps):
+def test_epoch_is_the_runs_of_the_text_minus_tail(model, chunk_tokens, batch, steps):
   # The runs of an epoch are those of the whole subsampled text, cut at multiples of the
   # run length from its start (chunk boundaries do not cut runs: leftovers are carried),
   # shuffled within chunks; only the tail (fewer than one block of runs) is dropped.
-  s = make_stream("cbow", n=3000, chunk_tokens=chunk_tokens, batch=batch, steps=steps)
-  length, runs = pipeline.cbow_runs(batch)
+  s = make_stream(model, n=3000, chunk_tokens=chunk_tokens, batch=batch, steps=steps)
+  length, runs = pipeline.run_layout(batch)
   blocks = list(s.blocks(0))
   got, want = block_runs(s, blocks), epoch_runs(s, 0)
   assert len(got) == len(set(got)) or len(set(want)) < len(want)
@@ -523,12 +470,13 @@ def test_cbow_epoch_is_the_runs_of_the_text_minus_tail(chunk_tokens, batch, step
   assert got != want[:len(got)] or chunk_tokens == 10  # shuffled within chunks
 
 
-def test_cbow_resume_at_chunk():
+@pytest.mark.parametrize("model", ["skipgram", "cbow"])
+def test_resume_at_chunk(model):
   # Resuming at chunk k streams the runs of the text of chunks k.. (its first run starts
   # the text: nothing before it is known).
-  s = make_stream("cbow", n=3000, chunk_tokens=300, batch=16, steps=2)
+  s = make_stream(model, n=3000, chunk_tokens=300, batch=16, steps=2)
   resumed = list(s.blocks(0, start_chunk=4))
   assert resumed and all(b["chunk"] >= 4 for b in resumed)
   got, want = block_runs(s, resumed), epoch_runs(s, 0, start_chunk=4)
   assert collections.Counter(got) <= collections.Counter(want)
-  assert len(want) - len(got) < s.steps_per_call * pipeline.cbow_runs(16)[1]
+  assert len(want) - len(got) < s.steps_per_call * pipeline.run_layout(16)[1]

@@ -723,7 +723,7 @@ def test_skipgram_window_step_equals_tf_nn_pair_by_pair(loss, biases, hits, runs
   set_tables(m, before)
   got_loss = m._compiled_block(tf.constant(text.reshape(steps, -1)), tf.constant(reduced),
                                tf.constant(centres), tf.constant(sampled), tf.constant(tlq),
-                               tf.constant(slq), tf.constant(lrs))
+                               tf.constant(slq), tf.constant(lrs), window=max_window)
   assert_close(float(got_loss), np.mean(losses), rtol=1e-5)
   got = [v.numpy() for v in (m.input_embeddings, m.output_embeddings, m.output_biases)]
   for name, a, b in zip(["input", "output", "bias"], got, want):
