@@ -38,7 +38,8 @@ def define_flags():
   f.DEFINE_float("distortion", 0.75, "Exponent of the unigram sampler.", lower_bound=0.0)
   f.DEFINE_integer("num_sampled", None, "Negatives drawn for each group of --group_size "
                    "examples. Default: 8 for nce, 16 for sampled_softmax.", lower_bound=1)
-  f.DEFINE_integer("group_size", 64, "Examples sharing one draw of negatives (1 = fresh "
+  f.DEFINE_integer("group_size", 64, "Examples sharing one draw of negatives: skip-gram "
+                   "pairs of different centres at the same offset, CBOW centres (1 = fresh "
                    "negatives per example as word2vec.c; larger is faster).", lower_bound=1)
   f.DEFINE_bool("subtract_log_q", None, "Subtract log(expected count) from the logits "
                 "(textbook NCE / sampled softmax, as tf.nn does). Default: false for nce "

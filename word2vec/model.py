@@ -16,11 +16,13 @@ works), while the [group, num_sampled] logit blocks are still matrix products. S
 minibatches run in one XLA-compiled `tf.while_loop` to remove per-step dispatch overhead,
 and the negatives of the fixed-distribution samplers are drawn inside it too (an inverse-CDF
 binary search; the tf candidate-sampler op outside XLA took about a fifth of the step time).
-CBOW trains from runs of consecutive centres with their text (`_cbow_window_sgd`), so that
-the context updates are summed per text position before one scatter.
+Training reads runs of consecutive centres with their text (`_skipgram_window_sgd`,
+`_cbow_window_sgd`), so that each table row of a run position is read and written once and
+the updates are summed per text position before one scatter; the example layout (`_sgd`:
+skip-gram pairs, CBOW padded contexts) is the reference the run steps are tested against.
 `tests/test_word2vec_model.py` checks loss and gradients against `tf.nn.nce_loss` and
-`tf.nn.sampled_softmax_loss` under `GradientTape`, and the CBOW run layout against the
-example layout.
+`tf.nn.sampled_softmax_loss` under `GradientTape`, the skip-gram run step against them pair
+by pair, and the CBOW run step against the example layout.
 """
 import dataclasses
 import functools
