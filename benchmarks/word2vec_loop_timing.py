@@ -101,6 +101,7 @@ def main():
   p.add_argument("--epochs", type=int, default=3)
   p.add_argument("--runs", type=int, default=6)
   p.add_argument("--batch_size", type=int, default=0, help="0 = the app's default")
+  p.add_argument("--steps_per_call", type=int, default=0, help="0 = the app's default")
   args = p.parse_args()
   logging.set_verbosity(logging.WARNING)
   _instrument()
@@ -112,7 +113,7 @@ def main():
                     num_sampled=DEFAULT_NUM_SAMPLED[loss],
                     subtract_log_q=loss == "sampled_softmax",
                     train_biases=loss == "sampled_softmax", epochs=args.epochs,
-                    eval_fraction=0.0, words=(),
+                    eval_fraction=0.0, words=(), steps_per_call=args.steps_per_call,
                     **({"batch_size": args.batch_size} if args.batch_size else {}))
     train_lib.prepare_data(config)  # not timed: vocabulary and encoding
     TIMES.clear()

@@ -57,7 +57,9 @@ def define_flags():
   f.DEFINE_integer("batch_size", None, "Centre words per SGD step (skip-gram trains every "
                    "pair of their windows, CBOW each centre from its context). Default: 256 "
                    "for skipgram, 4096 for cbow.", lower_bound=1)
-  f.DEFINE_integer("steps_per_call", 16, "SGD steps per compiled call.", lower_bound=1)
+  f.DEFINE_integer("steps_per_call", None, "SGD steps per compiled call (for skip-gram also "
+                   "the span of one reduced window). Default: 64 for skipgram, 16 for cbow.",
+                   lower_bound=1)
   f.DEFINE_float("learning_rate", 0.0, "Initial learning rate, decayed linearly to "
                  "--min_learning_rate_ratio of it (0 = 0.025 skipgram, 0.05 cbow).",
                  lower_bound=0.0)
@@ -105,7 +107,7 @@ def to_config(f=flags.FLAGS):
       subtract_log_q=subtract, remove_accidental_hits=f.remove_accidental_hits,
       train_biases=biases, embedding_dim=f.embedding_dim, window=f.window,
       subsample=f.subsample, epochs=f.epochs, batch_size=f.batch_size or 0,
-      steps_per_call=f.steps_per_call, learning_rate=f.learning_rate,
+      steps_per_call=f.steps_per_call or 0, learning_rate=f.learning_rate,
       min_learning_rate_ratio=f.min_learning_rate_ratio, seed=f.seed,
       eval_fraction=f.eval_fraction, eval_examples=f.eval_examples,
       eval_every_epochs=f.eval_every_epochs, summary_every_secs=f.summary_every_secs,

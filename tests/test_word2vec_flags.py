@@ -16,19 +16,22 @@ for argv in json.loads(sys.argv[1]):
   flags.FLAGS(["word2vec"] + argv)
   c = word2vec_flags.to_config()
   print(json.dumps({k: getattr(c, k) for k in ("loss", "num_sampled", "subtract_log_q",
-                                                "train_biases", "lr", "batch_size")}))
+                                                "train_biases", "lr", "batch_size",
+                                                "steps_per_call")}))
 """
 CASES = [
     ((), dict(loss="nce", num_sampled=8, subtract_log_q=False, train_biases=False,
-              lr=0.025, batch_size=256)),
+              lr=0.025, batch_size=256, steps_per_call=64)),
     (("--model=cbow",), dict(loss="sampled_softmax", num_sampled=16, subtract_log_q=True,
-                             train_biases=True, lr=0.05, batch_size=4096)),
+                             train_biases=True, lr=0.05, batch_size=4096,
+                             steps_per_call=16)),
     (("--model=cbow", "--loss=nce"), dict(loss="nce", num_sampled=8, subtract_log_q=False,
-                                          train_biases=False, lr=0.05, batch_size=4096)),
+                                          train_biases=False, lr=0.05, batch_size=4096,
+                                          steps_per_call=16)),
     (("--loss=sampled_softmax", "--num_sampled=3", "--nosubtract_log_q",
-      "--learning_rate=0.01", "--batch_size=64"),
+      "--learning_rate=0.01", "--batch_size=64", "--steps_per_call=3"),
      dict(loss="sampled_softmax", num_sampled=3, subtract_log_q=False, train_biases=True,
-          lr=0.01, batch_size=64)),
+          lr=0.01, batch_size=64, steps_per_call=3)),
 ]
 
 
