@@ -29,7 +29,7 @@ from absl import logging
 from word2vec import evaluate as evaluate_lib
 from word2vec import model as model_lib
 from word2vec import train as train_lib
-from word2vec.config import DEFAULT_NUM_SAMPLED, Config
+from word2vec.config import Config
 
 TIMES = {}
 
@@ -110,11 +110,10 @@ def main():
     TIMES.clear()
     model_dir = tempfile.mkdtemp(prefix="loop_timing_")
     config = Config(model_dir=model_dir, corpus=args.corpus, model=args.model, loss=loss,
-                    num_sampled=DEFAULT_NUM_SAMPLED[loss],
                     subtract_log_q=loss == "sampled_softmax",
                     train_biases=loss == "sampled_softmax", epochs=args.epochs,
-                    eval_fraction=0.0, words=(), steps_per_call=args.steps_per_call,
-                    **({"batch_size": args.batch_size} if args.batch_size else {}))
+                    eval_fraction=0.0, words=(), batch_size=args.batch_size,
+                    steps_per_call=args.steps_per_call)
     train_lib.prepare_data(config)  # not timed: vocabulary and encoding
     TIMES.clear()
     figures = train_lib.train(config)

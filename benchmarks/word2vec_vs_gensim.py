@@ -34,7 +34,7 @@ from data import corpus as corpus_lib
 from data import tokenizer as tokenizer_lib
 from data import evalsets
 from word2vec import intrinsic
-from word2vec.config import DEFAULT_NUM_SAMPLED, Config
+from word2vec.config import Config
 
 
 def tokenized_copy(spec, path):
@@ -82,7 +82,7 @@ def run_ours(path, model, args, n_tokens):
   config = Config(model_dir=model_dir, corpus=path, model=model, loss=loss,
                   subtract_log_q=model != "skipgram", train_biases=model != "skipgram",
                   embedding_dim=args.dim, window=args.window, epochs=args.epochs,
-                  num_sampled=args.num_sampled or DEFAULT_NUM_SAMPLED[loss],
+                  num_sampled=args.num_sampled,
                   group_size=args.group_size,
                   batch_size=args.batch_size, eval_fraction=0.0, seed=args.seed,
                   words=())

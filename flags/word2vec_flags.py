@@ -3,7 +3,7 @@ from absl import flags
 
 from data.tokenizer import TOKENIZERS
 from losses.samplers import SAMPLERS
-from word2vec.config import DEFAULT_NUM_SAMPLED, Config
+from word2vec.config import Config
 from word2vec.model import LOSSES, MODELS
 
 ACTIONS = ("train", "eval", "export", "vocab")
@@ -99,11 +99,10 @@ def to_config(f=flags.FLAGS):
   loss = f.loss or ("nce" if f.model == "skipgram" else "sampled_softmax")
   subtract = f.subtract_log_q if f.subtract_log_q is not None else loss == "sampled_softmax"
   biases = f.train_biases if f.train_biases is not None else loss == "sampled_softmax"
-  num_sampled = f.num_sampled or DEFAULT_NUM_SAMPLED[loss]
   return Config(
       model_dir=f.model_dir, corpus=f.corpus, tokenizer=f.tokenizer, min_count=f.min_count,
       max_vocab_size=f.max_vocab_size, model=f.model, loss=loss, sampler=f.sampler,
-      distortion=f.distortion, num_sampled=num_sampled, group_size=f.group_size,
+      distortion=f.distortion, num_sampled=f.num_sampled or 0, group_size=f.group_size,
       subtract_log_q=subtract, remove_accidental_hits=f.remove_accidental_hits,
       train_biases=biases, embedding_dim=f.embedding_dim, window=f.window,
       subsample=f.subsample, epochs=f.epochs, batch_size=f.batch_size or 0,

@@ -38,7 +38,7 @@ class Config:
   loss: str = "nce"
   sampler: str = "unigram"
   distortion: float = 0.75
-  num_sampled: int = 8
+  num_sampled: int = 0  # 0 = DEFAULT_NUM_SAMPLED of the loss
   group_size: int = 64
   subtract_log_q: bool = False
   remove_accidental_hits: bool = True
@@ -64,6 +64,8 @@ class Config:
   projector_words: int = 10000
 
   def __post_init__(self):
+    if not self.num_sampled:
+      object.__setattr__(self, "num_sampled", DEFAULT_NUM_SAMPLED[self.loss])
     if not self.batch_size:
       object.__setattr__(self, "batch_size", DEFAULT_BATCH_SIZE[self.model])
     if not self.steps_per_call:
