@@ -47,6 +47,12 @@ def define_flags():
   f.DEFINE_bool("remove_accidental_hits", True, "Ignore a negative equal to the target.")
   f.DEFINE_bool("train_biases", None, "Learn output biases. Default: false for nce, true "
                 "for sampled_softmax.")
+  f.DEFINE_enum("row_update", "bounded", ("bounded", "sum"), "How a table row that n "
+                "examples of one SGD step update moves: bounded = by the sum of their "
+                "updates, scaled down to at most one full step of their mean when "
+                "learning_rate * n > 1 (never diverges, however often a frequent word "
+                "repeats in a minibatch); sum = by their plain sum (word2vec.c's "
+                "per-example rule applied at once; diverges with big batches or rates).")
   f.DEFINE_integer("embedding_dim", 100, "Embedding dimension.", lower_bound=1)
   f.DEFINE_integer("window", 5, "Maximum window; each centre uses a window drawn uniformly "
                    "in 1..window.", lower_bound=1)
@@ -104,7 +110,8 @@ def to_config(f=flags.FLAGS):
       max_vocab_size=f.max_vocab_size, model=f.model, loss=loss, sampler=f.sampler,
       distortion=f.distortion, num_sampled=f.num_sampled or 0, group_size=f.group_size,
       subtract_log_q=subtract, remove_accidental_hits=f.remove_accidental_hits,
-      train_biases=biases, embedding_dim=f.embedding_dim, window=f.window,
+      train_biases=biases, row_update=f.row_update, embedding_dim=f.embedding_dim,
+      window=f.window,
       subsample=f.subsample, epochs=f.epochs, batch_size=f.batch_size or 0,
       steps_per_call=f.steps_per_call or 0, learning_rate=f.learning_rate,
       min_learning_rate_ratio=f.min_learning_rate_ratio, seed=f.seed,

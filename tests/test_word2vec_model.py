@@ -33,12 +33,14 @@ SAMPLED = {
 def make_model(model="skipgram", loss="nce", group_size=3, subtract_log_q=False,
                remove_hits=True, train_biases=False, sampler="uniform", steps=1,
                vocab=V, dim=DIM, batch=BATCH, k=K, window=2, counts=None, seed=0,
-               layout="examples"):
+               layout="examples", row_update="sum"):
+  # row_update "sum" by default: the tf.nn references below move each row by the sum of its
+  # per-example updates; the "mean" rule is tested against them in its own tests.
   config = StepConfig(model=model, loss=loss, vocab_size=vocab, dim=dim, window=window,
                       batch_size=batch, steps_per_call=steps, num_sampled=k,
                       group_size=group_size, sampler=sampler, subtract_log_q=subtract_log_q,
                       remove_accidental_hits=remove_hits, train_biases=train_biases,
-                      layout=layout)
+                      layout=layout, row_update=row_update)
   return Word2Vec(config, unigram_counts=counts, seed=seed)
 
 

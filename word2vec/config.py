@@ -43,6 +43,7 @@ class Config:
   subtract_log_q: bool = False
   remove_accidental_hits: bool = True
   train_biases: bool = False
+  row_update: str = "bounded"
   embedding_dim: int = 100
   window: int = 5
   subsample: float = 1e-3

@@ -37,6 +37,11 @@ MODELS = ("skipgram", "cbow")
 # stateful and uses the tf op outside XLA.
 IN_GRAPH_SAMPLERS = ("log_uniform", "unigram", "uniform")
 LOSSES = ("nce", "sampled_softmax")
+# How a row that several examples of one step update moves (`Word2Vec._row_scale`):
+# "bounded" = the sum of its n per-example updates while lr * n <= 1, scaled down to
+# 1 / (lr n) of it beyond; "sum" = the plain sum (the per-example rule without its
+# sequential self-correction, which diverges when frequent words repeat in big batches).
+ROW_UPDATES = ("bounded", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +67,10 @@ class StepConfig:
     layout: "examples" (a minibatch is batch_size padded examples: skip-gram pairs, CBOW
       contexts) or "runs" (batch_size centres given as runs of consecutive centres with
       their text, what training uses: `_skipgram_window_sgd`, `_cbow_window_sgd`).
+    row_update: how a table row that several rows of one step's scatter update is moved
+      (`ROW_UPDATES`): "bounded" (default) by their sum, scaled down to 1 / (lr n) of it
+      when lr n > 1 (`_row_scale`); "sum" by their sum (word2vec.c's per-example rule
+      applied at once, which diverges when frequent words repeat many times in a minibatch).
   """
   model: str
   loss: str
@@ -78,6 +87,7 @@ class StepConfig:
   remove_accidental_hits: bool = True
   train_biases: bool = False
   layout: str = "examples"
+  row_update: str = "bounded"
 
   @property
   def num_groups(self):
@@ -144,6 +154,8 @@ class Word2Vec(tf.Module):
     c = config
     if c.batch_size % c.group_size:
       raise ValueError("group_size must divide batch_size")
+    if c.row_update not in ROW_UPDATES:
+      raise ValueError(f"row_update must be one of {ROW_UPDATES}")
     self.config = c
     self.seed = seed
     half = 0.5 / c.dim
@@ -156,6 +168,10 @@ class Word2Vec(tf.Module):
                                          name="output_embeddings")
     # Output biases: [vocab_size].
     self.output_biases = tf.Variable(tf.zeros([c.vocab_size]), name="output_biases")
+    if c.row_update == "bounded":
+      # Scratch counts of `_row_scale`: all zero between steps, never checkpointed.
+      self._row_counts = tf.Variable(tf.zeros([c.vocab_size]), trainable=False,
+                                     name="row_counts")
     if unigram_counts is not None:
       counts = np.asarray(unigram_counts, np.float64).copy()
       counts[0] = 0.0
@@ -255,9 +271,50 @@ class Word2Vec(tf.Module):
     sampled_log_q = tf.math.log(tf.reshape(sampled_count, shape) * per_group)
     return sampled, true_log_q, sampled_log_q
 
+  # ---- the update rule ----
+
+  def _row_scale(self, ids, lr, updates):
+    """Factor of each scatter row under `row_update` "bounded": min(1, 1 / (lr n)).
+
+    n is the number of per-example updates that the row's id receives in this step, summed
+    over every scatter row with that id: one per skip-gram pair it is the centre or the
+    context of, one per CBOW example it is a context word or the target of, one per draw of
+    negatives it is in (a draw shared by a group of examples counts once, as in the
+    `--group_size` settings the defaults were measured with). While lr * n <= 1 the row
+    moves by the sum of its updates, word2vec's per-example SGD applied at once; beyond,
+    by 1 / lr times their mean: however often a frequent word repeats in a minibatch and
+    whatever the batch size or learning rate, no row steps further than one unit step of
+    its mean update. Sequential per-example SGD limits itself (each update shrinks the next
+    one's gradient); their sum at once does not, which is what diverged.
+
+    The per-id sums are O(len(ids)): a scratch vector is scatter-added, read back and reset
+    to zero at those ids (a [vocab] segment sum would cost O(vocab) per step).
+
+    Args:
+      ids: int32 [n], the rows of one scatter.
+      lr: scalar learning rate of the step.
+      updates: float32 [n], the number of per-example updates each scatter row holds.
+
+    Returns:
+      float32 [n] factors in (0, 1], or None for "sum".
+    """
+    if self.config.row_update == "sum":
+      return None
+    self._row_counts.scatter_add(tf.IndexedSlices(updates, ids))
+    total = tf.gather(self._row_counts, ids)
+    self._row_counts.scatter_update(tf.IndexedSlices(tf.zeros_like(updates), ids))
+    return 1.0 / tf.maximum(lr * total, 1.0)
+
+  def _apply(self, table, ids, updates, scale):
+    """table[ids] -= updates (rows summed), each row first multiplied by scale (if any)."""
+    if scale is not None:
+      updates *= scale if updates.shape.rank == 1 else scale[:, None]
+    table.scatter_sub(tf.IndexedSlices(updates, ids))
+
   # ---- the loss head: logits and their gradients for one minibatch ----
 
-  def head(self, hidden, targets, sampled, true_log_q, sampled_log_q, weights=None):
+  def head(self, hidden, targets, sampled, true_log_q, sampled_log_q, weights=None,
+           with_counts=False):
     """Loss and gradients of NCE / sampled softmax for one minibatch.
 
     Args:
@@ -275,6 +332,10 @@ class Word2Vec(tf.Module):
       out_ids: int32 [batch + num_groups * num_sampled], rows of the output tables touched.
       d_out: float32 [batch + num_groups * num_sampled, dim], dloss/doutput rows.
       d_bias: float32 [batch + num_groups * num_sampled], dloss/dbias.
+      With with_counts, also the per-example update counts of `_row_scale`:
+      n_hidden: float32 [batch], 1 per real example (its input vector's update);
+      n_out: float32 [batch + num_groups * num_sampled], for the rows of out_ids: 1 per
+        real example's target, 1 per draw.
     """
     c = self.config
     groups, dim = c.num_groups, c.dim
@@ -306,7 +367,11 @@ class Word2Vec(tf.Module):
     out_ids = tf.concat([targets, tf.reshape(sampled, [-1])], 0)
     d_out = tf.concat([d_w_true, tf.reshape(d_w_samp, [-1, dim])], 0)
     d_bias = tf.concat([d_true, tf.reshape(tf.reduce_sum(d_samp, 1), [-1])], 0)
-    return loss, d_hidden, out_ids, d_out, d_bias
+    if not with_counts:
+      return loss, d_hidden, out_ids, d_out, d_bias
+    n_hidden = tf.ones_like(d_true) if weights is None else weights           # [B]
+    n_out = tf.concat([n_hidden, tf.ones([groups * c.num_sampled])], 0)
+    return loss, d_hidden, out_ids, d_out, d_bias, (n_hidden, n_out)
 
   def hidden(self, inputs, lengths=None):
     """Input vector of each example: centre vector, or mean of the context vectors.
@@ -329,19 +394,22 @@ class Word2Vec(tf.Module):
     """One minibatch of word2vec's per-example SGD; returns the mean loss."""
     c = self.config
     h = self.hidden(inputs, lengths)
-    loss, d_hidden, out_ids, d_out, d_bias = self.head(
-        h, targets, sampled, true_log_q, sampled_log_q)
-    self.output_embeddings.scatter_sub(tf.IndexedSlices(lr * d_out, out_ids))
+    loss, d_hidden, out_ids, d_out, d_bias, (n_hidden, n_out) = self.head(
+        h, targets, sampled, true_log_q, sampled_log_q, with_counts=True)
+    out_scale = self._row_scale(out_ids, lr, n_out)
+    self._apply(self.output_embeddings, out_ids, lr * d_out, out_scale)
     if c.train_biases:
-      self.output_biases.scatter_sub(tf.IndexedSlices(lr * d_bias, out_ids))
+      self._apply(self.output_biases, out_ids, lr * d_bias, out_scale)
     if c.model == "skipgram":
-      self.input_embeddings.scatter_sub(tf.IndexedSlices(lr * d_hidden, inputs))
+      self._apply(self.input_embeddings, inputs, lr * d_hidden,
+                  self._row_scale(inputs, lr, n_hidden))
     else:
       # word2vec.c (cbow_mean=1) adds the hidden gradient to every context word, undivided.
       mask = tf.sequence_mask(lengths, tf.shape(inputs)[1], tf.float32)
       updates = (lr * mask)[:, :, None] * d_hidden[:, None, :]           # [B, 2w, d]
-      self.input_embeddings.scatter_sub(
-          tf.IndexedSlices(tf.reshape(updates, [-1, c.dim]), tf.reshape(inputs, [-1])))
+      flat_ids = tf.reshape(inputs, [-1])
+      self._apply(self.input_embeddings, flat_ids, tf.reshape(updates, [-1, c.dim]),
+                  self._row_scale(flat_ids, lr, tf.reshape(mask, [-1])))
     return tf.reduce_mean(loss)
 
   def _run_shape(self, width):
@@ -468,18 +536,28 @@ class Word2Vec(tf.Module):
     window_of = lambda x, o: x[:, w - o:w - o + length + 2 * w]
     d_text = tf.add_n([window_of(padded_d, o)[:, :, i, None] * window_of(padded_h, o)
                        for i, o in enumerate(offsets)])                # [R, L + 2w, d]
-    self.input_embeddings.scatter_sub(
-        tf.IndexedSlices(lr * tf.reshape(d_hidden, [batch, dim]), tf.reshape(centres, [-1])))
+    centre_ids = tf.reshape(centres, [-1])
     out_ids = tf.concat([ids, tf.reshape(sampled, [-1])], 0)
-    self.output_embeddings.scatter_sub(tf.IndexedSlices(
-        lr * tf.concat([tf.reshape(d_text, [-1, dim]), tf.reshape(d_w_samp, [-1, dim])], 0),
-        out_ids))
+    in_scale = out_scale = None
+    if c.row_update == "bounded":
+      # Per-example updates (`_row_scale`): a centre's pairs, the pairs a text position is
+      # the context of, one per draw.
+      n_text = tf.add_n([window_of(pad(mask), o)[:, :, i]
+                         for i, o in enumerate(offsets)])              # [R, L + 2w]
+      in_scale = self._row_scale(centre_ids, lr, tf.reshape(tf.reduce_sum(mask, 2), [-1]))
+      out_scale = self._row_scale(out_ids, lr, tf.concat(
+          [tf.reshape(n_text, [-1]), tf.ones([groups * 2 * r * k])], 0))
+    self._apply(self.input_embeddings, centre_ids, lr * tf.reshape(d_hidden, [batch, dim]),
+                in_scale)
+    self._apply(self.output_embeddings, out_ids,
+                lr * tf.concat([tf.reshape(d_text, [-1, dim]),
+                                tf.reshape(d_w_samp, [-1, dim])], 0), out_scale)
     if c.train_biases:
       d_bias_text = tf.add_n([window_of(padded_d, o)[:, :, i]
                               for i, o in enumerate(offsets)])         # [R, L + 2w]
-      self.output_biases.scatter_sub(tf.IndexedSlices(
-          lr * tf.concat([tf.reshape(d_bias_text, [-1]),
-                          tf.reshape(tf.reduce_sum(d_samp, 1), [-1])], 0), out_ids))
+      self._apply(self.output_biases, out_ids,
+                  lr * tf.concat([tf.reshape(d_bias_text, [-1]),
+                                  tf.reshape(tf.reduce_sum(d_samp, 1), [-1])], 0), out_scale)
     return tf.reduce_sum(loss) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
   def _cbow_window_sgd(self, ids, reduced, targets, sampled, true_log_q, sampled_log_q, lr):
@@ -529,13 +607,14 @@ class Word2Vec(tf.Module):
     hidden = total / tf.maximum(count, 1.0)[:, None]
     groups = c.num_groups
     to_groups = lambda x, inverse=False: _to_groups(x, groups, inverse)
-    loss, d_hidden, out_ids, d_out, d_bias = self.head(
+    loss, d_hidden, out_ids, d_out, d_bias, (_, n_out) = self.head(
         to_groups(hidden), to_groups(targets), sampled, to_groups(true_log_q),
-        sampled_log_q, weights=to_groups(weights))
+        sampled_log_q, weights=to_groups(weights), with_counts=True)
     d_hidden = tf.reshape(to_groups(d_hidden, inverse=True), [runs, length, dim])
-    self.output_embeddings.scatter_sub(tf.IndexedSlices(lr * d_out, out_ids))
+    out_scale = self._row_scale(out_ids, lr, n_out)
+    self._apply(self.output_embeddings, out_ids, lr * d_out, out_scale)
     if c.train_biases:
-      self.output_biases.scatter_sub(tf.IndexedSlices(lr * d_bias, out_ids))
+      self._apply(self.output_biases, out_ids, lr * d_bias, out_scale)
     # word2vec.c (cbow_mean=1) adds the hidden gradient to every context word, undivided:
     # position q of a run receives m_o[k] * d_hidden[k] from centre k = q - w - o, for each
     # offset o: shifted slices of one zero-padded array (XLA fuses them into one loop; a pad
@@ -544,8 +623,14 @@ class Word2Vec(tf.Module):
     updates = tf.add_n([
         tf.pad(m, [[0, 0], [2 * w, 2 * w]])[:, w - o:w - o + length + 2 * w, None]
         * padded[:, w - o:w - o + length + 2 * w] for o, m in masks])    # [R, L + 2w, d]
-    self.input_embeddings.scatter_sub(
-        tf.IndexedSlices(lr * tf.reshape(updates, [-1, dim]), ids))
+    in_scale = None
+    if c.row_update == "bounded":
+      # Per-example updates (`_row_scale`): the examples a text position is a context of.
+      n_text = tf.add_n([tf.pad(m * tf.reshape(weights, [runs, length]),
+                                [[0, 0], [2 * w, 2 * w]])[:, w - o:w - o + length + 2 * w]
+                         for o, m in masks])                           # [R, L + 2w]
+      in_scale = self._row_scale(ids, lr, tf.reshape(n_text, [-1]))
+    self._apply(self.input_embeddings, ids, lr * tf.reshape(updates, [-1, dim]), in_scale)
     return tf.reduce_sum(loss) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
   def _block(self, inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs,

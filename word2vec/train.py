@@ -94,7 +94,7 @@ def step_config(config, vocab_size):
       group_size=group, sampler=config.sampler, distortion=config.distortion,
       subtract_log_q=config.subtract_log_q,
       remove_accidental_hits=config.remove_accidental_hits,
-      train_biases=config.train_biases, layout="runs")
+      train_biases=config.train_biases, layout="runs", row_update=config.row_update)
 
 
 def build_model(config, vocab):
