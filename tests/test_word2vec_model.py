@@ -764,3 +764,173 @@ def test_block_prefetcher_order_errors_and_close():
   assert next(iter(p)) == 0
   p.close()
   assert not p._thread.is_alive()  # pylint: disable=protected-access
+
+
+# ---- the bounded row update (row_update="bounded", the default) -------------------------
+# A row whose id receives n per-example updates in one step moves by their sum times
+# min(1, 1 / (lr n)). n counts one per skip-gram pair the id is centre or context of, one
+# per CBOW example it is a context word or the target of, one per draw of negatives it is
+# in. The "sum" rule is checked against tf.nn above; here "bounded" must be exactly that
+# step with every id's total update scaled by its own factor.
+
+def table_values(m):
+  return [v.numpy().astype(np.float64) for v in
+          (m.input_embeddings, m.output_embeddings, m.output_biases)]
+
+
+def bounded_factors(n, lr):
+  return np.minimum(1.0, 1.0 / np.maximum(lr * n, 1e-30))
+
+
+def assert_bounded_step(before, after_sum, after_bounded, n_in, n_out, lr):
+  for name, b, s, got, n in zip(["input", "output", "bias"], before, after_sum,
+                                after_bounded, [n_in, n_out, n_out]):
+    f = bounded_factors(n, lr)
+    want = b + (s - b) * (f if s.ndim == 1 else f[:, None])
+    assert_close(got, want, rtol=1e-5, atol=1e-6, what=name)
+
+
+@pytest.mark.parametrize("model,loss", [("skipgram", "nce"), ("cbow", "sampled_softmax"),
+                                        ("cbow", "nce")])
+def test_bounded_step_scales_each_rows_summed_update(model, loss):
+  # Example layout, one step at lr 0.9: ids 2 (target twice), 8 (drawn twice), repeated
+  # centres / contexts have lr n > 1 and are scaled; single ids keep the summed update.
+  lr = 0.9
+  kw = dict(model=model, loss=loss, train_biases=True, subtract_log_q=True)
+  plain, bounded = make_model(**kw), make_model(row_update="bounded", **kw)
+  for m in (plain, bounded):
+    randomise(m, seed=3)
+  before = table_values(plain)
+  if model == "skipgram":
+    inputs, lengths = SG_INPUTS[None], np.zeros([1, BATCH], np.int32)
+    n_in = np.bincount(SG_INPUTS, minlength=V)
+  else:
+    inputs, lengths = CBOW_INPUTS[None], CBOW_LENGTHS[None]
+    n_in = np.bincount(np.concatenate([r[:n] for r, n in zip(CBOW_INPUTS, CBOW_LENGTHS)]),
+                       minlength=V)
+  sampled = SAMPLED[3]
+  n_out = np.bincount(np.concatenate([TARGETS, sampled.ravel()]), minlength=V)
+  assert (lr * n_out).max() > 1 and (lr * n_in).max() > 1   # the test has scaled rows
+  tlq, slq = log_q(11, 3, True)
+  args = [tf.constant(x) for x in (inputs, lengths, TARGETS[None], sampled[None], tlq[None],
+                                   slq[None])] + [tf.constant([lr], tf.float32)]
+  loss_sum = plain._compiled_block(*args)
+  loss_bounded = bounded._compiled_block(*args)
+  assert_close(float(loss_bounded), float(loss_sum))       # same logits, same loss
+  assert_bounded_step(before, table_values(plain), table_values(bounded), n_in, n_out, lr)
+  # The scratch counts are back to zero after the step.
+  np.testing.assert_array_equal(bounded._row_counts.numpy(), np.zeros(V))
+
+
+@pytest.mark.parametrize("runs,max_window", [(2, 2), (1, 1)])
+def test_bounded_skipgram_window_step_against_the_pair_reference(runs, max_window):
+  # One minibatch of runs: the pair-by-pair tf.nn step, every id's total update scaled by
+  # min(1, 1 / (lr n)), n = pairs as centre + pairs as context + draws (offsets <= r).
+  window, lr = 2, 0.7
+  kw = dict(model="skipgram", loss="nce", window=window, steps=1, subtract_log_q=True,
+            train_biases=True, seed=4, layout="runs")
+  m = make_model(row_update="bounded", **kw)
+  randomise(m, 2)
+  c = m.config
+  length = BATCH // runs
+  rng = np.random.default_rng(8)
+  text = rng.integers(1, 7, [runs, length + 2 * window]).astype(np.int32)
+  text[0, :3] = 0
+  reduced = rng.integers(1, max_window + 1, [BATCH]).astype(np.int32)
+  centres = text[:, window:window + length].reshape(BATCH)
+  sampled = np.stack([rng.permutation(np.arange(1, 7))[:K]
+                      for _ in range(c.negative_groups)]).astype(np.int32)
+  tlq = np.log(rng.uniform(0.05, 3.0, [BATCH, 2 * window])).astype(np.float32)
+  slq = np.log(rng.uniform(0.05, 3.0, [c.negative_groups, K])).astype(np.float32)
+  before = table_values(m)
+  _, after_sum = skipgram_runs_reference(m, text, reduced, sampled, tlq, slq, lr)
+  n_in, n_out = np.zeros(V), np.zeros(V)
+  offsets = [o for o in range(-window, window + 1) if o]
+  for i in range(BATCH):
+    r, l = divmod(i, length)
+    for o in offsets:
+      centre, context = text[r, window + l], text[r, window + l + o]
+      if abs(o) <= reduced[i] and centre and context:
+        n_in[centre] += 1
+        n_out[context] += 1
+  used = [j * 2 * window + n for j in range(c.num_groups)
+          for n, o in enumerate(offsets) if abs(o) <= max_window]
+  np.add.at(n_out, sampled[used].ravel(), 1)
+  assert (lr * n_out).max() > 1 and (lr * n_in).max() > 1
+  m._compiled_block(tf.constant(text.reshape(1, -1)), tf.constant(reduced[None]),
+                    tf.constant(centres[None]), tf.constant(sampled[None]),
+                    tf.constant(tlq[None]), tf.constant(slq[None]),
+                    tf.constant([lr], tf.float32), window=max_window)
+  assert_bounded_step(before, after_sum, table_values(m), n_in, n_out, lr)
+
+
+def test_bounded_cbow_window_step_equals_the_example_step():
+  # The runs layout counts a text position once per example it is a context of: the same
+  # counts as the padded examples, so both layouts make the same bounded step.
+  steps, window, runs = 1, 2, 2
+  groups, length = BATCH // 3, BATCH // 2
+  kw = dict(model="cbow", loss="sampled_softmax", window=window, steps=steps,
+            subtract_log_q=True, train_biases=True, seed=4, row_update="bounded")
+  a, b = make_model(**kw), make_model(layout="runs", **kw)
+  randomise(a, 2)
+  randomise(b, 2)
+  rng = np.random.default_rng(9)
+  text = rng.integers(1, 5, [steps, runs, length + 2 * window]).astype(np.int32)
+  reduced = rng.integers(1, window + 1, [steps, BATCH]).astype(np.int32)
+  targets = text[:, :, window:window + length].reshape(steps, BATCH)
+  sampled = SAMPLED[3][None]
+  tlq, slq = log_q(11, 3, True)
+  lrs = tf.constant([0.8])
+  b._compiled_block(tf.constant(text.reshape(steps, -1)), tf.constant(reduced),
+                    tf.constant(targets), tf.constant(sampled), tf.constant(tlq[None]),
+                    tf.constant(slq[None]), lrs)
+  g = BATCH // groups
+  order = np.array([k * groups + j for j in range(groups) for k in range(g)])
+  parts = [window_examples(text[0, r], reduced[0].reshape(runs, length)[r], window)
+           for r in range(runs)]
+  contexts = np.concatenate([p[0] for p in parts])[order][None]
+  lengths = np.concatenate([p[1] for p in parts])[order][None]
+  a._compiled_block(tf.constant(contexts), tf.constant(lengths),
+                    tf.constant(targets[:, order]), tf.constant(sampled),
+                    tf.constant(tlq[None][:, order]), tf.constant(slq[None]), lrs)
+  counts = np.bincount(contexts[0][np.arange(contexts.shape[2]) < lengths[0][:, None]],
+                       minlength=V)
+  assert (0.8 * counts).max() > 1          # some context rows are scaled
+  for x, y in zip(table_values(a), table_values(b)):
+    assert_close(y, x, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["nce", "sampled_softmax"])
+def test_a_row_repeated_thousands_of_times_moves_by_at_most_its_mean_update(loss):
+  # 4096 CBOW examples with the same target: its output row gets 4096 per-example
+  # updates. The sum at lr 0.05 moves it 204.8 times its mean update; bounded moves it by
+  # 1/lr times the mean, i.e. no further than its largest single gradient.
+  batch, lr, vocab = 4096, 0.05, 50
+  kw = dict(model="cbow", loss=loss, vocab=vocab, batch=batch, group_size=64, k=4,
+            window=2, dim=8, subtract_log_q=False)
+  plain, bounded = make_model(**kw), make_model(row_update="bounded", **kw)
+  rng = np.random.default_rng(5)
+  for m in (plain, bounded):
+    randomise(m, seed=6)
+  inputs = rng.integers(2, vocab, [1, batch, 4]).astype(np.int32)
+  lengths = np.full([1, batch], 4, np.int32)
+  targets = np.ones([1, batch], np.int32)
+  sampled = rng.integers(2, vocab, [1, batch // 64, 4]).astype(np.int32)
+  zeros_t, zeros_s = np.zeros([1, batch], np.float32), np.zeros([1, batch // 64, 4],
+                                                                 np.float32)
+  hidden = plain.hidden(tf.constant(inputs[0]), tf.constant(lengths[0]))
+  _, _, out_ids, d_out, _ = plain.head(hidden, tf.constant(targets[0]),
+                                       tf.constant(sampled[0]), tf.constant(zeros_t[0]),
+                                       tf.constant(zeros_s[0]))
+  per_example = d_out.numpy()[:batch]                      # row 1's updates / lr
+  before = plain.output_embeddings.numpy()[1].copy()
+  args = [tf.constant(x) for x in (inputs, lengths, targets, sampled, zeros_t, zeros_s)]
+  for m in (plain, bounded):
+    m._compiled_block(*args, tf.constant([lr], tf.float32))
+  moved_sum = before - plain.output_embeddings.numpy()[1]
+  moved = before - bounded.output_embeddings.numpy()[1]
+  assert_close(moved_sum, lr * per_example.sum(0), rtol=1e-4, atol=1e-5)
+  assert_close(moved, per_example.mean(0), rtol=1e-4, atol=1e-5)
+  largest = np.linalg.norm(per_example, axis=1).max()
+  assert np.linalg.norm(moved) <= largest + 1e-6
+  assert np.linalg.norm(moved_sum) > 20 * np.linalg.norm(moved)
