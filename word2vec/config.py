@@ -9,7 +9,7 @@ from data.errors import UserError
 # Fields that define the data and the shapes of the variables: a run directory holding a
 # run with other values cannot be resumed with this configuration.
 IDENTITY_FIELDS = ("corpus", "tokenizer", "min_count", "max_vocab_size", "model", "loss",
-                   "embedding_dim", "eval_fraction")
+                   "embedding_dim", "eval_fraction", "row_update")
 
 DEFAULT_LEARNING_RATE = {"skipgram": 0.025, "cbow": 0.05}
 # Negatives per group of 64 examples. Measured on SOTU+Brown (benchmarks/): skip-gram + nce
@@ -100,6 +100,8 @@ def load_saved(model_dir):
     raise UserError(f"{path} is unreadable ({e}): pass another --model_dir") from None
   d.pop("resolved_learning_rate", None)
   d["words"] = tuple(d.get("words", ()))
+  # Runs recorded before --row_update existed trained with the plain sum: resume them so.
+  d.setdefault("row_update", "sum")
   known = {f.name for f in dataclasses.fields(Config)}
   return Config(**{k: v for k, v in d.items() if k in known})
 
