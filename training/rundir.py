@@ -27,6 +27,8 @@ from data.errors import UserError
 CONFIG_FILE = "config.json"
 LOCK_FILE = "lock"
 CHECKPOINT_DIR = "checkpoints"
+# Where the run is and how this command treats it: free, and not recorded as changes.
+UNTRACKED = ("model_dir", "resume")
 OLD_CHECKPOINT_DIRS = ("ckpt",)  # twotower runs made before checkpoints/
 
 
@@ -93,7 +95,7 @@ class RunDir:
   def __init__(self, path, config_class, free=(), monotone=(), flag_name=None):
     self.path = os.fspath(path)
     self.config_class = config_class
-    self.free = frozenset(free)
+    self.free = frozenset(free) | frozenset(UNTRACKED)
     self.monotone = frozenset(monotone)
     self.flag_name = flag_name or (lambda key: key.rsplit(".", 1)[-1])
     self._lock_file = None
@@ -216,7 +218,7 @@ class RunDir:
       before = flatten({k: v for k, v in old.items() if k != "changes"})
       after = flatten(d)
       changed = {k: [before.get(k), after[k]] for k in sorted(after)
-                 if k in self.free and before.get(k) != after[k]}
+                 if k in self.free and k not in UNTRACKED and before.get(k) != after[k]}
       if changed:
         changes.append({"step": int(step), "changed": changed})
       if changes:
