@@ -147,10 +147,14 @@ def test_inbatch_softmax_learns_planted_structure(tmp_path, prepared):
   # most-popular clearly (here by 30%).
   assert got["hit@10"] > 1.3 * _popularity_hit10(prepared), got
   # Summaries, checkpoint, projector files and the resolved config are written.
-  for name in ("config.json", "checkpoints", "train", "projector/vectors.tsv",
-               "projector/metadata.tsv", "projector_config.pbtxt"):
+  # The projector files sit beside train/'s event files, where TensorBoard looks for them
+  # with --logdir at the run or at its parent (asset paths must stay inside that run).
+  for name in ("config.json", "checkpoints", "train", "train/vectors.tsv",
+               "train/metadata.tsv", "train/projector_config.pbtxt"):
     assert os.path.exists(os.path.join(config.model_dir, name)), name
-  with open(os.path.join(config.model_dir, "projector", "metadata.tsv")) as f:
+  with open(os.path.join(config.model_dir, "train", "projector_config.pbtxt")) as f:
+    assert 'tensor_path: "vectors.tsv"' in f.read()
+  with open(os.path.join(config.model_dir, "train", "metadata.tsv")) as f:
     lines = f.read().splitlines()
   assert lines[0] == "item_id\ttitle" and len(lines) == prepared.data.num_items + 1
 

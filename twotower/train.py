@@ -6,8 +6,8 @@ Layout of a model directory:
   checkpoints/       tf.train.Checkpoint files (towers, optimiser, step); runs made
                      before this name have ckpt/, still read
   train/, eval/      TensorBoard summaries (train/loss, train/learning_rate,
-                     train/examples_per_sec, eval/*, hparams)
-  projector/         item embeddings + titles for the TensorBoard projector
+                     train/examples_per_sec, eval/*, hparams); train/ also holds the
+                     projector files (item embeddings + titles)
   eval.json          written by `twotower eval`
 """
 import dataclasses
@@ -21,6 +21,7 @@ import tensorflow as tf
 from absl import logging
 
 from data.atomic import atomic_write
+from data import embedding_formats
 from data import interactions as ilib
 from data.errors import UserError
 from training import rundir as rundir_lib
@@ -510,22 +511,13 @@ def write_hparams(config, writer, last_eval):
 
 
 def write_projector(model_dir, two_tower, data):
-  """Item embeddings + titles for the TensorBoard Projector (model_dir/projector)."""
-  directory = os.path.join(model_dir, "projector")
-  os.makedirs(directory, exist_ok=True)
+  """Item embeddings + titles for the TensorBoard Projector, in model_dir/train (a run of
+  `tensorboard --logdir` at the run or at its parent, as word2vec's)."""
   emb = two_tower.item_tower.embed_all()
-  with atomic_write(os.path.join(directory, "vectors.tsv")) as f:
-    for row in emb:
-      f.write("\t".join(f"{x:.6g}" for x in row) + "\n")
-  write_metadata(os.path.join(directory, "metadata.tsv"), data)
-  with atomic_write(os.path.join(directory, "projector_config.pbtxt")) as f:
-    f.write('embeddings {\n  tensor_name: "item_embeddings"\n'
-            '  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}\n')
-  # The projector plugin reads projector_config.pbtxt from the log directory.
-  with atomic_write(os.path.join(model_dir, "projector_config.pbtxt")) as f:
-    f.write('embeddings {\n  tensor_name: "item_embeddings"\n'
-            '  tensor_path: "projector/vectors.tsv"\n'
-            '  metadata_path: "projector/metadata.tsv"\n}\n')
+  ids = [str(x) for x in data.item_ids]
+  embedding_formats.save_projector(
+      os.path.join(model_dir, "train"), ids, emb, tensor_name="item_embeddings",
+      columns={"item_id": ids, "title": data.item_titles or ids})
 
 
 def write_metadata(path, data):
