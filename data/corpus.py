@@ -27,6 +27,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 
 from absl import logging
 
@@ -175,7 +176,7 @@ class Corpus:
       while True:
         try:
           data = f.read(block)
-        except (OSError, EOFError, zipfile.BadZipFile) as e:
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
           raise UserError(f"corpus file '{source.label}' is damaged ({e}): "
                           "replace it or remove it from --corpus") from None
         if not data:

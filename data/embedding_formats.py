@@ -148,14 +148,20 @@ def load_word2vec(path, binary):
   return words, vectors
 
 
-def save_projector(directory, words, vectors, counts=None, tensor_name="word_embedding"):
+def save_projector(directory, words, vectors, counts=None, tensor_name="word_embedding",
+                   columns=None):
   """Writes TensorBoard projector files into `directory`.
 
   Files: vectors.tsv (one tab-separated row per word), metadata.tsv (a
-  ``word<TAB>count`` header and rows when `counts` is given, else one word per
-  line without header, as the projector expects for a single column) and
-  projector_config.pbtxt pointing at both with paths relative to `directory`
-  (point ``tensorboard --logdir`` at `directory`).
+  ``word<TAB>count`` header and rows when `counts` is given, the header and rows of
+  `columns` when given, else one word per line without header, as the projector
+  expects for a single column) and projector_config.pbtxt pointing at both with paths
+  relative to `directory`. TensorBoard finds them when `directory` is a run (holds
+  event files) under ``--logdir``.
+
+  Args:
+    columns: optional {header: [value per word]} (e.g. item_id, title) for metadata.tsv;
+      tabs and newlines in values become spaces.
 
   Returns:
     dict with the paths written: "vectors", "metadata", "config".
@@ -174,7 +180,12 @@ def save_projector(directory, words, vectors, counts=None, tensor_name="word_emb
     for row in vectors:
       f.write(fmt % tuple(row.tolist()))
   with atomic_write(paths["metadata"]) as f:
-    if counts is None:
+    if columns is not None:
+      clean = lambda v: " ".join(str(v).replace("\t", " ").split("\n"))
+      f.write("\t".join(columns) + "\n")
+      for row in zip(*columns.values()):
+        f.write("\t".join(clean(v) for v in row) + "\n")
+    elif counts is None:
       f.writelines(w + "\n" for w in words)
     else:
       f.write("word\tcount\n")

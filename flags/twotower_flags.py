@@ -16,6 +16,8 @@ def define_twotower_flags():
   flags.DEFINE_bool("resume", True, "Continue from the last checkpoint of --model_dir; "
                     "false starts over.")
   flags.DEFINE_string("output", None, "export: output directory.")
+  flags.DEFINE_bool("overwrite", False, "export: replace an existing --output (as a whole: "
+                    "the new export is built beside it and renamed over it).")
   flags.DEFINE_integer("top_k", 100, "export: number of items the query model returns.",
                        lower_bound=1)
   flags.DEFINE_enum("eval_split", "test", ["test", "validation"], "eval: which split.")

@@ -23,8 +23,13 @@ def define_flags():
                    lower_bound=1)
   f.DEFINE_integer("max_vocab_size", 0, "Keep at most this many ids, UNK included "
                    "(0 = no limit).", lower_bound=0)
+  f.register_validator("max_vocab_size", lambda v: v == 0 or v >= 2,
+                       message="--max_vocab_size must be 0 (no limit) or at least 2 (UNK "
+                       "and one word)")
   f.DEFINE_string("output", "", "vocab: the vocab.tsv to write; export: the file (word2vec "
-                  "formats) or directory/prefix (projector, npy) to write.")
+                  "formats) or directory (projector, npy) to write.")
+  f.DEFINE_bool("overwrite", False, "export, vocab: replace an existing --output (as a "
+                "whole: the new one is built beside it and renamed over it).")
   # Model and loss.
   f.DEFINE_enum("model", "skipgram", MODELS, "skipgram: centre predicts each context word; "
                 "cbow: mean of the context predicts the centre.")

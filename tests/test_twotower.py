@@ -98,14 +98,19 @@ def test_id_only_tower_without_layers_is_the_normalised_table():
   np.testing.assert_allclose(out[0], table / np.linalg.norm(table), rtol=1e-5)
 
 
-def test_config_json_round_trip_and_compatibility():
-  c = config_lib.Config("d", model=config_lib.ModelConfig(tower_layers=(16, 8)))
-  back = config_lib.Config.from_dict(json.loads(c.to_json()))
-  assert back == c
+def test_config_json_round_trip_and_compatibility(tmp_path):
+  rundir = train_lib.run_dir(str(tmp_path))
+  c = config_lib.Config(str(tmp_path), model=config_lib.ModelConfig(tower_layers=(16, 8)))
+  rundir.save_config(c)
+  assert rundir.load_config() == c
   other = dataclasses.replace(c, model=dataclasses.replace(c.model, embedding_dim=8))
-  assert any("embedding_dim" in d for d in other.compatible_with(c))
-  longer = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=9))
-  assert not longer.compatible_with(c)
+  assert [k for k, _, _ in rundir.differences(c, other)] == ["model.embedding_dim"]
+  hotter = dataclasses.replace(c, train=dataclasses.replace(c.train, temperature=0.5))
+  assert [k for k, _, _ in rundir.differences(c, hotter)] == ["train.temperature"]
+  longer = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=99))
+  assert not rundir.differences(c, longer)
+  shorter = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=1))
+  assert [k for k, _, _ in rundir.differences(c, shorter)] == ["train.epochs"]
 
 
 # ----------------------------------------------------------------------------- training
@@ -142,10 +147,14 @@ def test_inbatch_softmax_learns_planted_structure(tmp_path, prepared):
   # most-popular clearly (here by 30%).
   assert got["hit@10"] > 1.3 * _popularity_hit10(prepared), got
   # Summaries, checkpoint, projector files and the resolved config are written.
-  for name in ("config.json", "ckpt", "train", "projector/vectors.tsv",
-               "projector/metadata.tsv", "projector_config.pbtxt"):
+  # The projector files sit beside train/'s event files, where TensorBoard looks for them
+  # with --logdir at the run or at its parent (asset paths must stay inside that run).
+  for name in ("config.json", "checkpoints", "train", "train/vectors.tsv",
+               "train/metadata.tsv", "train/projector_config.pbtxt"):
     assert os.path.exists(os.path.join(config.model_dir, name)), name
-  with open(os.path.join(config.model_dir, "projector", "metadata.tsv")) as f:
+  with open(os.path.join(config.model_dir, "train", "projector_config.pbtxt")) as f:
+    assert 'tensor_path: "vectors.tsv"' in f.read()
+  with open(os.path.join(config.model_dir, "train", "metadata.tsv")) as f:
     lines = f.read().splitlines()
   assert lines[0] == "item_id\ttitle" and len(lines) == prepared.data.num_items + 1
 
@@ -185,7 +194,7 @@ def test_pointwise_loss_needs_labels(tmp_path):
 def test_killed_run_resumes_to_the_same_weights(tmp_path, prepared, monkeypatch):
   full = _config(tmp_path, "full", epochs=2)
   train_lib.train(full, prepared, resume=False)
-  want = tf.train.load_variable(os.path.join(full.model_dir, "ckpt", "ckpt-92"),
+  want = tf.train.load_variable(os.path.join(full.model_dir, "checkpoints", "ckpt-92"),
                                 "item_tower/id_table/.ATTRIBUTES/VARIABLE_VALUE")
   cut = _config(tmp_path, "cut", epochs=2)
   real = inputs.epoch_dataset
@@ -204,7 +213,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, prepared, monkeypatch)
   monkeypatch.setattr(inputs, "epoch_dataset", dies_in_epoch_2)
   with pytest.raises(KeyboardInterrupt):
     train_lib.train(cut, prepared, resume=True)
-  assert tf.train.latest_checkpoint(os.path.join(cut.model_dir, "ckpt")).endswith("ckpt-60")
+  assert tf.train.latest_checkpoint(os.path.join(cut.model_dir, "checkpoints")).endswith("ckpt-60")
   monkeypatch.setattr(inputs, "epoch_dataset", real)
   two_tower, _ = train_lib.train(cut, prepared, resume=True)
   # Same shuffles, same LR schedule position, same optimiser state: same weights.
@@ -212,7 +221,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, prepared, monkeypatch)
   # --resume=false starts over from step 0.
   again = dataclasses.replace(cut, train=dataclasses.replace(cut.train, epochs=1))
   train_lib.train(again, prepared, resume=False)
-  assert tf.train.latest_checkpoint(os.path.join(cut.model_dir, "ckpt")).endswith("ckpt-46")
+  assert tf.train.latest_checkpoint(os.path.join(cut.model_dir, "checkpoints")).endswith("ckpt-46")
 
 
 def test_incompatible_model_dir_is_a_user_error(tmp_path, prepared):

@@ -554,19 +554,6 @@ def test_training_separates_planted_topics(model, loss, sampler):
   assert within > across + 0.5, (within, across)
 
 
-def test_remove_partial_checkpoints_keeps_complete_ones(tmp_path):
-  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
-  ckpt_dir = tmp_path / "checkpoints"
-  (ckpt_dir / "ckpt-7_temp").mkdir(parents=True)
-  (ckpt_dir / "ckpt-7_temp" / "part-00000-of-00001.data-00000-of-00001.tempstate1").write_text("x")
-  for name in ("checkpoint", "ckpt-5.index", "ckpt-5.data-00000-of-00001"):
-    (ckpt_dir / name).write_text("x")
-  train_lib.remove_partial_checkpoints(str(ckpt_dir))
-  assert sorted(os.listdir(ckpt_dir)) == ["checkpoint", "ckpt-5.data-00000-of-00001",
-                                          "ckpt-5.index"]
-  train_lib.remove_partial_checkpoints(str(tmp_path / "missing"))  # no directory: no error
-
-
 def window_examples(ids, reduced, window):
   """The padded CBOW examples of a text window: (contexts [B, 2w], lengths [B])."""
   batch = reduced.shape[0]

@@ -2,8 +2,24 @@
 import sys
 
 from absl import app
+from absl import flags
 
 from data.errors import UserError
+
+
+def _fail(message):
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a flag error as one `error: ...` line and exit 2 (absl's own
+  prints `FATAL Flags parsing error` and exits 1)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(" ".join(str(e).split()) + " (--helpfull lists the flags)")
 
 
 def run(main):
@@ -13,11 +29,9 @@ def run(main):
     try:
       return main(argv)
     except UserError as e:
-      sys.stderr.write(f"error: {e}\n")
-      sys.stderr.flush()
-      sys.exit(2)
+      _fail(e)
     except KeyboardInterrupt:
       sys.stderr.write("interrupted: resume with the same command (checkpoints are kept)\n")
       sys.exit(130)
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=parse_flags)

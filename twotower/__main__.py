@@ -62,7 +62,7 @@ def main(argv):
     return 0
   if not FLAGS.output:
     raise UserError("export needs --output=<directory>")
-  paths = export_lib.export(FLAGS.model_dir, FLAGS.output, FLAGS.top_k)
+  paths = export_lib.export(FLAGS.model_dir, FLAGS.output, FLAGS.top_k, FLAGS.overwrite)
   for k, v in paths.items():
     print(f"{k}: {v}")
   return 0

@@ -1,11 +1,10 @@
 """Frozen configuration of a two-tower run, built once from flags.
 
-The resolved `Config` is written as `config.json` into the model directory;
-`twotower eval` and `twotower export` rebuild the data and the towers from it.
-`data` and `model` must match to resume or evaluate a run (`compatible_with`).
+The resolved `Config` is written as `config.json` into the model directory
+(training/rundir.py); `twotower eval` and `twotower export` rebuild the data and the towers
+from it. What may differ when a run is resumed: twotower/train.py's FREE_FIELDS.
 """
 import dataclasses
-import json
 
 LOSSES = ("inbatch_softmax", "bce", "sampled_softmax", "info_nce", "weighted_ce", "focal",
           "jrc")
@@ -78,37 +77,3 @@ class Config:
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
   train: TrainConfig = TrainConfig()
-
-  def to_json(self):
-    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-  @classmethod
-  def from_dict(cls, d):
-    def build(klass, values):
-      fields = {f.name for f in dataclasses.fields(klass)}
-      kw = {}
-      for k, v in values.items():
-        if k in fields:
-          kw[k] = tuple(v) if isinstance(v, list) else v
-      return klass(**kw)
-    return cls(model_dir=d["model_dir"], data=build(DataConfig, d.get("data", {})),
-               model=build(ModelConfig, d.get("model", {})),
-               train=build(TrainConfig, d.get("train", {})))
-
-  def compatible_with(self, other):
-    """Returns a list of 'section.field: a != b' differences that forbid resuming."""
-    diffs = []
-    for section in ("data", "model"):
-      a, b = dataclasses.asdict(getattr(self, section)), dataclasses.asdict(getattr(other,
-                                                                                   section))
-      for k in sorted(set(a) | set(b)):
-        if k == "data_dir":  # where the files are, not what they are
-          continue
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, list):
-          va = tuple(va)
-        if isinstance(vb, list):
-          vb = tuple(vb)
-        if va != vb:
-          diffs.append(f"{section}.{k}: {vb!r} in the run, {va!r} now")
-    return diffs

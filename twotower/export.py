@@ -14,13 +14,12 @@ Output directory:
   "unknown user id" / "unknown item id".
 """
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data.atomic import atomic_save_npy
+from data.atomic import atomic_save_npy, check_output, replace_output
 from twotower import metrics
 from twotower import train as train_lib
 
@@ -95,27 +94,31 @@ class QueryModel(tf.Module):
     return self._top_k(self.tower(idx, values))
 
 
-def export(model_dir, output, k=100):
-  """Exports the run in `model_dir` to `output` (replaced atomically). Returns paths."""
+OUTPUT_NAMES = ("item_embeddings.npy", "metadata.tsv", "query_model")
+
+
+def export(model_dir, output, k=100, overwrite=False):
+  """Exports the run in `model_dir` to the directory `output`. Returns the paths.
+
+  An existing `output` is refused unless `overwrite` (then replaced as a whole, only if it
+  holds nothing but an earlier export); `output` may not be, contain or be inside
+  `model_dir`. The export is built beside `output` and renamed over it.
+  """
+  check_output(output, overwrite, True, model_dir, OUTPUT_NAMES)  # before the slow restore
   _, prepared, two_tower = train_lib.restore(model_dir)
   data = prepared.data
   item_emb = two_tower.item_tower.embed_all()
-  output = os.path.abspath(output)
-  parent = os.path.dirname(output)
-  os.makedirs(parent, exist_ok=True)
-  tmp = output + ".tmp-export"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
-  atomic_save_npy(os.path.join(tmp, "item_embeddings.npy"), item_emb)
-  train_lib.write_metadata(os.path.join(tmp, "metadata.tsv"), data)
-  module = QueryModel(two_tower.query_tower, data.user_ids, data.user_features, data.item_ids,
-                      item_emb, k)
-  tf.saved_model.save(module, os.path.join(tmp, "query_model"), signatures={
-      "serving_default": module.serving_default,
-      "serve_with_features": module.serve_with_features, "score": module.score})
-  if os.path.isdir(output):
-    shutil.rmtree(output)
-  os.replace(tmp, output)
+
+  def build(tmp):
+    atomic_save_npy(os.path.join(tmp, "item_embeddings.npy"), item_emb)
+    train_lib.write_metadata(os.path.join(tmp, "metadata.tsv"), data)
+    module = QueryModel(two_tower.query_tower, data.user_ids, data.user_features,
+                        data.item_ids, item_emb, k)
+    tf.saved_model.save(module, os.path.join(tmp, "query_model"), signatures={
+        "serving_default": module.serving_default,
+        "serve_with_features": module.serve_with_features, "score": module.score})
+
+  output = replace_output(output, build, True, overwrite, model_dir, OUTPUT_NAMES)
   logging.info("exported %d item embeddings and the query model to %s", len(item_emb), output)
   return {"item_embeddings": os.path.join(output, "item_embeddings.npy"),
           "metadata": os.path.join(output, "metadata.tsv"),

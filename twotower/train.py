@@ -1,15 +1,16 @@
 """Two-tower training: hand-written tf.function step, summaries, checkpoints, resume.
 
 Layout of a model directory:
-  config.json        the resolved `Config` of the run
-  ckpt/              tf.train.Checkpoint files (towers, optimiser, step)
+  config.json        the resolved `Config` of the run (training/rundir.py)
+  lock               held by the training process (training/rundir.py)
+  checkpoints/       tf.train.Checkpoint files (towers, optimiser, step); runs made
+                     before this name have ckpt/, still read
   train/, eval/      TensorBoard summaries (train/loss, train/learning_rate,
-                     train/examples_per_sec, eval/*, hparams)
-  projector/         item embeddings + titles for the TensorBoard projector
+                     train/examples_per_sec, eval/*, hparams); train/ also holds the
+                     projector files (item embeddings + titles)
   eval.json          written by `twotower eval`
 """
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -20,16 +21,15 @@ import tensorflow as tf
 from absl import logging
 
 from data.atomic import atomic_write
+from data import embedding_formats
 from data import interactions as ilib
 from data.errors import UserError
+from training import rundir as rundir_lib
 from training.progress import Progress
 from twotower import config as config_lib
 from twotower import inputs
 from twotower import metrics
 from twotower import model as model_lib
-
-CONFIG_FILE = "config.json"
-
 
 # ----------------------------------------------------------------------------- model
 
@@ -255,41 +255,27 @@ def make_loss_fn(config, two_tower, item_counts):
 # ----------------------------------------------------------------------------- run dir
 
 
-def write_config(config):
-  with atomic_write(os.path.join(config.model_dir, CONFIG_FILE)) as f:
-    f.write(config.to_json() + "\n")
+# Settings that may change when a run is resumed (they do not change what was learned so
+# far: cadences, evaluation settings, where the data files are; more epochs extend the run).
+FREE_FIELDS = ("model_dir", "data.data_dir", "train.epochs", "train.checkpoint_every",
+               "train.log_every", "train.eval_every_epoch", "train.include_seen")
+# The run's own files: what --resume=false removes (nothing else in the directory).
+RUN_FILES = (rundir_lib.CHECKPOINT_DIR, *rundir_lib.OLD_CHECKPOINT_DIRS, "train", "eval",
+             "projector", "projector_config.pbtxt", "eval.json", rundir_lib.CONFIG_FILE)
+# Flag of a config field where it is not the field's name.
+_FLAGS = {"model.seed": "model_seed"}
+
+
+def run_dir(model_dir):
+  return rundir_lib.RunDir(
+      model_dir, config_lib.Config, free=FREE_FIELDS, monotone=("train.epochs",),
+      flag_name=lambda key: _FLAGS.get(key, key.rsplit(".", 1)[-1]))
 
 
 def read_config(model_dir):
-  """Reads the `Config` of a run directory (UserError if there is none)."""
-  path = os.path.join(model_dir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise UserError(f"{model_dir!r} holds no two-tower run ({CONFIG_FILE} missing): "
-                    "train first with `twotower train --model_dir=...`")
-  try:
-    with open(path, encoding="utf-8") as f:
-      return config_lib.Config.from_dict(json.load(f))
-  except (ValueError, KeyError, TypeError) as e:
-    raise UserError(f"{path} is not a two-tower config ({e})") from None
-
-
-def check_model_dir(config, resume):
-  """Starts over (resume=False) or checks that model_dir holds a compatible run."""
-  ckpt_dir = os.path.join(config.model_dir, "ckpt")
-  if not resume:
-    for sub in ("ckpt", "train", "eval"):
-      shutil.rmtree(os.path.join(config.model_dir, sub), ignore_errors=True)
-    return
-  if not os.path.exists(os.path.join(config.model_dir, CONFIG_FILE)):
-    if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-      raise UserError(f"{config.model_dir!r} holds checkpoints but no {CONFIG_FILE}: "
-                      "use another --model_dir or --resume=false")
-    return
-  old = read_config(config.model_dir)
-  diffs = config.compatible_with(old)
-  if diffs and os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-    raise UserError(f"{config.model_dir!r} holds an incompatible run ({'; '.join(diffs[:3])}): "
-                    "use another --model_dir, the same flags, or --resume=false to start over")
+  """The `Config` of a run directory (UserError if there is none)."""
+  return run_dir(model_dir).load_config(
+      what="two-tower run", hint="train first with `twotower train --model_dir=...`")
 
 
 def make_checkpoint(two_tower, optimizer=None):
@@ -307,11 +293,10 @@ def restore(model_dir):
     (config, prepared, two_tower).
   """
   config = read_config(model_dir)
-  config = dataclasses.replace(config, model_dir=model_dir)
   prepared = inputs.prepare(config.data, config.train.loss in config_lib.POINTWISE_LOSSES)
   two_tower = build_model(config, prepared.data, history_source(prepared))
   ckpt, step = make_checkpoint(two_tower)
-  latest = tf.train.latest_checkpoint(os.path.join(model_dir, "ckpt"))
+  latest = run_dir(model_dir).latest_checkpoint()
   if latest is None:
     raise UserError(f"{model_dir!r} has no checkpoint yet: train first")
   ckpt.restore(latest).expect_partial()
@@ -369,14 +354,35 @@ def train(config, prepared=None, resume=True, stats=None):
   Returns:
     (two_tower, last eval metrics dict or {}).
   """
+  rundir = run_dir(config.model_dir)
+  created = not os.path.exists(config.model_dir)
+  rundir.create()
+  with rundir.locked():
+    try:
+      return _train(config, rundir, prepared, resume, stats)
+    except BaseException:
+      if created and not rundir.exists():
+        shutil.rmtree(config.model_dir, ignore_errors=True)
+      raise
+
+
+def _train(config, rundir, prepared, resume, stats):
   t = config.train
   pointwise = t.loss in config_lib.POINTWISE_LOSSES
-  os.makedirs(config.model_dir, exist_ok=True)
-  check_model_dir(config, resume)
+  saved = rundir.load_config(required=False)
+  has_checkpoint = rundir.has_checkpoint()
+  if not resume:
+    if any(os.path.lexists(rundir.file(name)) for name in RUN_FILES):
+      rundir.start_over(RUN_FILES)
+    has_checkpoint = False
+  elif has_checkpoint and saved is None:
+    raise UserError(f"{config.model_dir!r} holds checkpoints but no {rundir_lib.CONFIG_FILE}: "
+                    "use another --model_dir or --resume=false")
+  elif has_checkpoint:
+    rundir.check_compatible(saved, config)
   if prepared is None:
     prepared = inputs.prepare(config.data, pointwise)
   _validate(config, prepared)
-  write_config(config)
   train_data = prepared.train
   two_tower = build_model(config, prepared.data, history_source(prepared))
   drop = t.loss in ("inbatch_softmax", "info_nce")
@@ -387,12 +393,13 @@ def train(config, prepared=None, resume=True, stats=None):
   variables = list(two_tower.trainable_variables)
   optimizer.build(variables)
   ckpt, step_var = make_checkpoint(two_tower, optimizer)
-  manager = tf.train.CheckpointManager(ckpt, os.path.join(config.model_dir, "ckpt"),
-                                       max_to_keep=3)
-  if resume and manager.latest_checkpoint:
+  manager = rundir.checkpoint_manager(ckpt)
+  if has_checkpoint and manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint)
     logging.info("resuming from %s at step %d", manager.latest_checkpoint,
                  int(step_var.numpy()))
+  # Recorded once the run is known to be compatible; nothing trained yet: as is.
+  rundir.save_config(config, step=int(step_var.numpy()), fresh=not has_checkpoint)
   item_counts = positives_counts(train_data)
   loss_fn = make_loss_fn(config, two_tower, item_counts)
 
@@ -504,22 +511,13 @@ def write_hparams(config, writer, last_eval):
 
 
 def write_projector(model_dir, two_tower, data):
-  """Item embeddings + titles for the TensorBoard Projector (model_dir/projector)."""
-  directory = os.path.join(model_dir, "projector")
-  os.makedirs(directory, exist_ok=True)
+  """Item embeddings + titles for the TensorBoard Projector, in model_dir/train (a run of
+  `tensorboard --logdir` at the run or at its parent, as word2vec's)."""
   emb = two_tower.item_tower.embed_all()
-  with atomic_write(os.path.join(directory, "vectors.tsv")) as f:
-    for row in emb:
-      f.write("\t".join(f"{x:.6g}" for x in row) + "\n")
-  write_metadata(os.path.join(directory, "metadata.tsv"), data)
-  with atomic_write(os.path.join(directory, "projector_config.pbtxt")) as f:
-    f.write('embeddings {\n  tensor_name: "item_embeddings"\n'
-            '  tensor_path: "vectors.tsv"\n  metadata_path: "metadata.tsv"\n}\n')
-  # The projector plugin reads projector_config.pbtxt from the log directory.
-  with atomic_write(os.path.join(model_dir, "projector_config.pbtxt")) as f:
-    f.write('embeddings {\n  tensor_name: "item_embeddings"\n'
-            '  tensor_path: "projector/vectors.tsv"\n'
-            '  metadata_path: "projector/metadata.tsv"\n}\n')
+  ids = [str(x) for x in data.item_ids]
+  embedding_formats.save_projector(
+      os.path.join(model_dir, "train"), ids, emb, tensor_name="item_embeddings",
+      columns={"item_id": ids, "title": data.item_titles or ids})
 
 
 def write_metadata(path, data):

@@ -1,10 +1,12 @@
 """The `word2vec` command line: train, eval, export, vocab. Flags are read only here."""
 import dataclasses
 import json
+import os
 
 from absl import flags
 from absl import logging
 
+from data import atomic
 from data import corpus as corpus_lib
 from data import embedding_formats
 from data.errors import UserError
@@ -35,32 +37,46 @@ def _eval(config):
   print(json.dumps(figures, indent=2, sort_keys=True))
 
 
-def _export(config, fmt, output):
+# What each export format writes: one file, or a directory holding exactly these names.
+EXPORT_DIRECTORIES = {"projector": ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt"),
+                      "npy": ("vectors.npy", "vocab.txt")}
+
+
+def _export(config, fmt, output, overwrite):
   from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
   if not output:
     raise UserError("export needs --output=<file or directory>")
+  owned = EXPORT_DIRECTORIES.get(fmt)
+  directory = owned is not None
+  # Refused before the (slow) restore; replace_output checks again before renaming.
+  atomic.check_output(output.rstrip(os.sep), overwrite, directory, config.model_dir, owned)
   _, vocab, model, _ = train_lib.restore(config)
   # Rows by descending frequency; UNK (id 0, never trained) is left out.
   words, vectors = vocab.words[1:], model.input_embeddings.numpy()[1:]
-  if fmt == "word2vec":
-    embedding_formats.save_word2vec_text(output, words, vectors)
-  elif fmt == "word2vec_binary":
-    embedding_formats.save_word2vec_binary(output, words, vectors)
-  elif fmt == "projector":
-    embedding_formats.save_projector(output, words, vectors, counts=vocab.counts[1:])
-  else:
-    embedding_formats.save_npy(output, words, vectors)
+
+  def build(path):
+    if fmt == "word2vec":
+      embedding_formats.save_word2vec_text(path, words, vectors)
+    elif fmt == "word2vec_binary":
+      embedding_formats.save_word2vec_binary(path, words, vectors)
+    elif fmt == "projector":
+      embedding_formats.save_projector(path, words, vectors, counts=vocab.counts[1:])
+    else:
+      embedding_formats.save_npy(path + os.sep, words, vectors)
+
+  atomic.replace_output(output, build, directory, overwrite, config.model_dir, owned)
   logging.info("wrote %d vectors of dim %d as %s to %s", len(words), vectors.shape[1], fmt,
                output)
 
 
-def _vocab(config, output):
+def _vocab(config, output, overwrite):
   if not output:
     raise UserError("vocab needs --output=<vocab.tsv to write>")
+  atomic.check_output(output, overwrite, directory=False)
   corpus = corpus_lib.resolve_corpus(config.corpus or None, tokenizer=config.tokenizer)
   vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=config.min_count,
                            max_size=config.max_vocab_size or None)
-  vocab.save(output)
+  atomic.replace_output(output, vocab.save, directory=False, overwrite=overwrite)
   logging.info("wrote %d words (UNK included, %d tokens) to %s", len(vocab),
                vocab.total_count, output)
 
@@ -76,9 +92,9 @@ def main(argv):
   elif action == "eval":
     _eval(config)
   elif action == "export":
-    _export(config, FLAGS.format, FLAGS.output)
+    _export(config, FLAGS.format, FLAGS.output, FLAGS.overwrite)
   else:
-    _vocab(config, FLAGS.output)
+    _vocab(config, FLAGS.output, FLAGS.overwrite)
 
 
 def run():

@@ -1,15 +1,9 @@
-"""The resolved configuration of a word2vec run, built once from flags."""
+"""The resolved configuration of a word2vec run, built once from flags.
+
+The run directory (config.json, what may change on resume) is training/rundir.py's.
+"""
 import dataclasses
-import json
-import os
-
-from data.atomic import atomic_write
-from data.errors import UserError
-
-# Fields that define the data and the shapes of the variables: a run directory holding a
-# run with other values cannot be resumed with this configuration.
-IDENTITY_FIELDS = ("corpus", "tokenizer", "min_count", "max_vocab_size", "model", "loss",
-                   "embedding_dim", "eval_fraction", "row_update")
+import typing
 
 DEFAULT_LEARNING_RATE = {"skipgram": 0.025, "cbow": 0.05}
 # Negatives per group of 64 examples. Measured on SOTU+Brown (benchmarks/): skip-gram + nce
@@ -29,6 +23,9 @@ DEFAULT_STEPS_PER_CALL = {"skipgram": 64, "cbow": 16}
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything a word2vec run depends on. See flags/word2vec_flags.py for the meaning."""
+  # Runs recorded before --row_update existed trained with the plain sum: they resume so
+  # (training.rundir.config_from_dict), and a new default never changes a recorded run.
+  LEGACY_DEFAULTS: typing.ClassVar[dict] = {"row_update": "sum"}
   model_dir: str
   corpus: str = ""
   tokenizer: str = "text8"
@@ -81,36 +78,3 @@ class Config:
     d["words"] = list(self.words)
     d["resolved_learning_rate"] = self.lr
     return d
-
-  def save(self):
-    with atomic_write(os.path.join(self.model_dir, "config.json")) as f:
-      json.dump(self.to_json(), f, indent=2, sort_keys=True)
-      f.write("\n")
-
-
-def load_saved(model_dir):
-  """The config.json of an existing run, or None."""
-  path = os.path.join(model_dir, "config.json")
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path, encoding="utf-8") as f:
-      d = json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{path} is unreadable ({e}): pass another --model_dir") from None
-  d.pop("resolved_learning_rate", None)
-  d["words"] = tuple(d.get("words", ()))
-  # Runs recorded before --row_update existed trained with the plain sum: resume them so.
-  d.setdefault("row_update", "sum")
-  known = {f.name for f in dataclasses.fields(Config)}
-  return Config(**{k: v for k, v in d.items() if k in known})
-
-
-def check_compatible(saved, config):
-  """Raises UserError if `saved` (a Config) cannot be resumed as `config`."""
-  diffs = [f"--{k}={getattr(config, k)!r} vs {getattr(saved, k)!r}"
-           for k in IDENTITY_FIELDS if getattr(saved, k) != getattr(config, k)]
-  if diffs:
-    raise UserError(f"--model_dir={config.model_dir} holds an incompatible run "
-                    f"({', '.join(diffs)}): use another --model_dir, or --resume=false to "
-                    "start over there")

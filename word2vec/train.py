@@ -1,4 +1,5 @@
 """Training a word2vec run: corpus -> vocab -> ids -> blocks -> fused SGD -> summaries, checkpoints."""
+import contextlib
 import json
 import os
 import queue
@@ -15,6 +16,7 @@ from data import pipeline
 from data.atomic import atomic_write
 from data.errors import UserError
 from data.vocab import Vocabulary
+from training import rundir as rundir_lib
 from training.progress import Progress
 from word2vec import config as config_lib
 from word2vec import evaluate as evaluate_lib
@@ -23,18 +25,47 @@ from word2vec.model import StepConfig, Word2Vec
 VOCAB_FILE = "vocab.tsv"
 IDS_FILE = "ids.int32"
 IDS_META = "ids.json"
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = rundir_lib.CHECKPOINT_DIR
 
 
 # ---------------------------------------------------------------- data preparation
+
+# Settings that may change when a run is resumed: they do not change what was learned so
+# far (evaluation and logging cadence; more epochs extend the run). Anything else differing
+# from the run's config.json is refused once the run has a checkpoint.
+FREE_FIELDS = ("model_dir", "resume", "epochs", "eval_examples", "eval_every_epochs",
+               "summary_every_secs", "checkpoint_every_steps", "words", "analogy_restrict",
+               "projector_words")
+# The run's own files: what --resume=false removes (nothing else in the directory).
+RUN_FILES = (CHECKPOINT_DIR, "train", VOCAB_FILE, IDS_FILE, IDS_META, "eval.json",
+             rundir_lib.CONFIG_FILE)
+
+
+def run_dir(model_dir):
+  return rundir_lib.RunDir(model_dir, config_lib.Config, free=FREE_FIELDS,
+                           monotone=("epochs",))
+
+
+def checkpoint_manager(rundir, ckpt):
+  """The run's CheckpointManager (half-written saves of a killed run removed)."""
+  return rundir.checkpoint_manager(ckpt)
+
 
 def _data_key(config):
   return {"corpus": config.corpus, "tokenizer": config.tokenizer,
           "min_count": config.min_count, "max_vocab_size": config.max_vocab_size}
 
 
-def prepare_data(config):
+def prepare_data(config, require_cached=False):
   """Builds (or reuses) vocab.tsv and the encoded id file in the run directory.
+
+  They are reused only when they were built with the same data flags from the same corpus
+  bytes (size, mtime and sha256 of every corpus file, see rundir.fingerprint).
+
+  Args:
+    config: the run's Config.
+    require_cached: the run has checkpoints, so its vocabulary must be the cached one: a
+      changed corpus is an error instead of a rebuild.
 
   Returns:
     (vocab, ids): Vocabulary and a read-only int32 memmap [num_tokens] of the corpus.
@@ -43,23 +74,38 @@ def prepare_data(config):
   vocab_path = os.path.join(config.model_dir, VOCAB_FILE)
   ids_path = os.path.join(config.model_dir, IDS_FILE)
   meta_path = os.path.join(config.model_dir, IDS_META)
-  key = _data_key(config)
-  if all(os.path.exists(p) for p in (vocab_path, ids_path, meta_path)):
-    with open(meta_path, encoding="utf-8") as f:
-      meta = json.load(f)
-    if meta.get("key") == key:
-      vocab = Vocabulary.load(vocab_path)
-      ids = np.memmap(ids_path, dtype=np.int32, mode="r")
-      if ids.shape[0] == meta.get("num_tokens"):
-        logging.info("reusing %s (%d words) and %s (%d tokens)", vocab_path, len(vocab),
-                     ids_path, ids.shape[0])
-        return vocab, ids
   corpus = corpus_lib.resolve_corpus(config.corpus or None, tokenizer=config.tokenizer)
+  key = dict(_data_key(config),
+             files=rundir_lib.fingerprint(sorted({s.path for s in corpus.sources})))
+  meta = None
+  if all(os.path.exists(p) for p in (vocab_path, ids_path, meta_path)):
+    try:
+      with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    except (OSError, ValueError):
+      meta = None
+  if meta is not None and meta.get("key") == key:
+    vocab = Vocabulary.load(vocab_path)
+    ids = np.memmap(ids_path, dtype=np.int32, mode="r")
+    if ids.shape[0] == meta.get("num_tokens"):
+      logging.info("reusing %s (%d words) and %s (%d tokens)", vocab_path, len(vocab),
+                   ids_path, ids.shape[0])
+      return vocab, ids
+  if require_cached:
+    raise UserError(f"--corpus={config.corpus or '(bundled)'} is not the text the run in "
+                    f"--model_dir={config.model_dir} was trained on (its files changed since, "
+                    "or the run's vocab.tsv/ids.int32 are missing): restore them, use another "
+                    "--model_dir, or --resume=false to start over")
+  if meta is not None:
+    logging.info("the corpus or the data flags changed: rebuilding %s and %s", vocab_path,
+                 ids_path)
   logging.info("corpus: %s", corpus.describe())
   vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=config.min_count,
                            max_size=config.max_vocab_size or None)
   logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
                vocab.total_count, int(vocab.counts[0]))
+  with contextlib.suppress(FileNotFoundError):
+    os.remove(meta_path)  # vocab and ids are reused only once both are complete
   vocab.save(vocab_path)
   n = 0
   start = time.monotonic()
@@ -116,25 +162,6 @@ def make_checkpoint(model):
                              output_embeddings=model.output_embeddings,
                              output_biases=model.output_biases, **state)
   return ckpt, state
-
-
-def remove_partial_checkpoints(ckpt_dir):
-  """Deletes the `<name>_temp` directories a save killed half-way leaves behind.
-
-  TensorFlow writes a checkpoint under a temporary name and renames it when complete; the
-  last complete checkpoint is untouched, so only the unfinished one is lost.
-  """
-  if not os.path.isdir(ckpt_dir):
-    return
-  for name in os.listdir(ckpt_dir):
-    if name.endswith("_temp"):
-      logging.info("removing %s, a checkpoint whose save was interrupted", name)
-      shutil.rmtree(os.path.join(ckpt_dir, name), ignore_errors=True)
-
-
-def checkpoint_manager(config, ckpt):
-  return tf.train.CheckpointManager(ckpt, os.path.join(config.model_dir, CHECKPOINT_DIR),
-                                    max_to_keep=3)
 
 
 # ---------------------------------------------------------------- training
@@ -243,43 +270,50 @@ def _write_hparams(writer, config):
 def train(config):
   """Trains (or resumes) the run in config.model_dir. Returns the final eval figures.
 
-  A run directory this call created is removed again if training fails before the run is
-  set up (config.json written): a bad corpus or flag leaves nothing behind.
+  The run directory is locked for the whole call (a second trainer is refused). A run
+  directory this call created is removed again if training fails before the run is set up
+  (config.json written): a bad corpus or flag leaves nothing behind.
   """
+  rundir = run_dir(config.model_dir)
   created = not os.path.exists(config.model_dir)
-  try:
-    return _train(config)
-  except BaseException:
-    if created and not os.path.exists(os.path.join(config.model_dir, "config.json")):
-      shutil.rmtree(config.model_dir, ignore_errors=True)
-    raise
+  rundir.create()
+  with rundir.locked():
+    try:
+      return _train(config, rundir)
+    except BaseException:
+      if created and not rundir.exists():
+        shutil.rmtree(config.model_dir, ignore_errors=True)
+      raise
 
 
-def _train(config):
-  os.makedirs(config.model_dir, exist_ok=True)
-  saved = config_lib.load_saved(config.model_dir)
-  ckpt_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
-  if saved is not None and config.resume:
-    config_lib.check_compatible(saved, config)
-  elif saved is not None and not config.resume:
-    logging.info("--resume=false: starting over in %s", config.model_dir)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    shutil.rmtree(os.path.join(config.model_dir, "train"), ignore_errors=True)
-  vocab, ids = prepare_data(config)
+def _train(config, rundir):
+  saved = rundir.load_config(required=False)
+  has_checkpoint = rundir.has_checkpoint()
+  if not config.resume:
+    if any(os.path.lexists(rundir.file(name)) for name in RUN_FILES):
+      rundir.start_over(RUN_FILES)
+    has_checkpoint = False
+  elif has_checkpoint and saved is None:
+    raise UserError(f"--model_dir={config.model_dir} holds checkpoints but no config.json: "
+                    "use another --model_dir, or --resume=false to start over there")
+  elif has_checkpoint:
+    rundir.check_compatible(saved, config)
+  vocab, ids = prepare_data(config, require_cached=has_checkpoint)
   model = build_model(config, vocab)
-  config.save()
   train_ids, heldout_ids = split_ids(ids, config.eval_fraction)
   keep = pipeline.keep_probabilities(vocab.counts, config.subsample)
   stream = pipeline.BlockStream(train_ids, keep, config.model, config.window,
                                 config.batch_size, config.steps_per_call, config.seed,
                                 chunk_tokens=config.chunk_tokens)
   ckpt, state = make_checkpoint(model)
-  manager = checkpoint_manager(config, ckpt)
-  remove_partial_checkpoints(ckpt_dir)
-  if config.resume and manager.latest_checkpoint:
+  manager = checkpoint_manager(rundir, ckpt)
+  if has_checkpoint and manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("resumed from %s: epoch %d, chunk %d, step %d", manager.latest_checkpoint,
                  int(state["epoch"]), int(state["next_chunk"]), int(state["step"]))
+  # Recorded once the run is known to be compatible; nothing trained yet: as is.
+  rundir.save_config(config, step=int(state["step"]),
+                     extra={"resolved_learning_rate": config.lr}, fresh=not has_checkpoint)
   evaluator = evaluate_lib.Evaluator(config, vocab, heldout_ids)
   writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
   _write_hparams(writer, config)
@@ -320,12 +354,12 @@ def _train(config):
   def end_of_epoch(epoch):
     """Checkpoint and (every eval_every_epochs) evaluation; returns seconds spent evaluating."""
     nonlocal figures
-    save(epoch, stream.num_chunks)
-    if trained_blocks == 0:
+    if step == 0:  # checked before saving: a rerun must not resume from nothing learned
       raise UserError(
           f"the training corpus ({stream.num_tokens} tokens) gives fewer examples than one "
           f"block of --batch_size={config.batch_size} x --steps_per_call="
           f"{config.steps_per_call}: lower them or use a bigger corpus")
+    save(epoch, stream.num_chunks)
     if (epoch + 1) % config.eval_every_epochs and epoch + 1 != config.epochs:
       return 0.0
     eval_start = time.monotonic()
@@ -397,20 +431,19 @@ def restore(config):
   Returns:
     (saved Config, Vocabulary, Word2Vec, held-out ids).
   """
-  saved = config_lib.load_saved(config.model_dir)
-  if saved is None:
-    raise UserError(f"--model_dir={config.model_dir} holds no word2vec run (no config.json): "
-                    "train one first with `word2vec train --model_dir=...`")
+  rundir = run_dir(config.model_dir)
+  saved = rundir.load_config(
+      what="word2vec run", hint="train one first with `word2vec train --model_dir=...`")
   vocab_path = os.path.join(config.model_dir, VOCAB_FILE)
   vocab = Vocabulary.load(vocab_path)
   model = Word2Vec(step_config(saved, len(vocab)), unigram_counts=vocab.counts,
                    seed=saved.seed)
   ckpt, _ = make_checkpoint(model)
-  manager = checkpoint_manager(config, ckpt)  # this --model_dir, not the one of config.json
-  if not manager.latest_checkpoint:
+  latest = rundir.latest_checkpoint()  # this --model_dir, not the one of config.json
+  if not latest:
     raise UserError(f"--model_dir={config.model_dir} has no checkpoint yet: train it first "
                     "(or let the running training write its first checkpoint)")
-  ckpt.restore(manager.latest_checkpoint).expect_partial()
+  ckpt.restore(latest).expect_partial()
   ids_path = os.path.join(config.model_dir, IDS_FILE)
   heldout = np.zeros(0, np.int32)
   if os.path.exists(ids_path):
