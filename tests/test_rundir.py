@@ -245,6 +245,7 @@ KILLED_EXPORT = textwrap.dedent("""
     from data import atomic
     out, directory, tag = sys.argv[1], sys.argv[2] == "dir", sys.argv[3]
     def build(path):
+      print("building", flush=True)
       if not directory:
         with open(path, "w") as f:
           for i in range(40):
@@ -269,6 +270,8 @@ def test_kill_9_during_an_export_leaves_the_old_or_the_new_output(tmp_path, dire
     proc = subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, out, kind, tag], env=ENV,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "start"
+    # The temporary exists once the build starts: the kills land during the build.
+    assert proc.stdout.readline().strip() == "building"
     if kill_after is not None:
       time.sleep(kill_after)
       proc.send_signal(signal.SIGKILL)
