@@ -756,8 +756,8 @@ def test_block_prefetcher_order_errors_and_close():
 # ---- the bounded row update (row_update="bounded", the default) -------------------------
 # A row whose id receives n per-example updates in one step moves by their sum times
 # min(1, 1 / (lr n)). n counts one per skip-gram pair the id is centre or context of, one
-# per CBOW example it is a context word or the target of, one per draw of negatives it is
-# in. The "sum" rule is checked against tf.nn above; here "bounded" must be exactly that
+# per CBOW example it is a context word or the target of, and sqrt(m) per draw of negatives
+# that m examples use. The "sum" rule is checked against tf.nn above; here "bounded" must be exactly that
 # step with every id's total update scaled by its own factor.
 
 def table_values(m):
@@ -796,7 +796,12 @@ def test_bounded_step_scales_each_rows_summed_update(model, loss):
     n_in = np.bincount(np.concatenate([r[:n] for r, n in zip(CBOW_INPUTS, CBOW_LENGTHS)]),
                        minlength=V)
   sampled = SAMPLED[3]
-  n_out = np.bincount(np.concatenate([TARGETS, sampled.ravel()]), minlength=V)
+  # A drawn id counts sqrt(m), m = the examples of its group (3 consecutive examples) that
+  # keep it (accidental hits removed).
+  n_out = np.bincount(TARGETS, minlength=V).astype(np.float64)
+  for j, draw in enumerate(sampled):
+    for x in draw:
+      n_out[x] += np.sqrt(np.sum(TARGETS[3 * j:3 * j + 3] != x))
   assert (lr * n_out).max() > 1 and (lr * n_in).max() > 1   # the test has scaled rows
   tlq, slq = log_q(11, 3, True)
   args = [tf.constant(x) for x in (inputs, lengths, TARGETS[None], sampled[None], tlq[None],
@@ -812,7 +817,7 @@ def test_bounded_step_scales_each_rows_summed_update(model, loss):
 @pytest.mark.parametrize("runs,max_window", [(2, 2), (1, 1)])
 def test_bounded_skipgram_window_step_against_the_pair_reference(runs, max_window):
   # One minibatch of runs: the pair-by-pair tf.nn step, every id's total update scaled by
-  # min(1, 1 / (lr n)), n = pairs as centre + pairs as context + draws (offsets <= r).
+  # min(1, 1 / (lr n)), n = pairs as centre + as context + sqrt(pairs) per draw.
   window, lr = 2, 0.7
   kw = dict(model="skipgram", loss="nce", window=window, steps=1, subtract_log_q=True,
             train_biases=True, seed=4, layout="runs")
@@ -840,9 +845,20 @@ def test_bounded_skipgram_window_step_against_the_pair_reference(runs, max_windo
       if abs(o) <= reduced[i] and centre and context:
         n_in[centre] += 1
         n_out[context] += 1
-  used = [j * 2 * window + n for j in range(c.num_groups)
-          for n, o in enumerate(offsets) if abs(o) <= max_window]
-  np.add.at(n_out, sampled[used].ravel(), 1)
+  # A draw (group j, offset o) counts sqrt(m), m = the real pairs of the group's centres at
+  # that offset whose context it is not (accidental hits removed).
+  for j in range(c.num_groups):
+    for n, o in enumerate(offsets):
+      if abs(o) > max_window:
+        continue
+      contexts = []
+      for i in range(j, BATCH, c.num_groups):
+        r, l = divmod(i, length)
+        centre, context = text[r, window + l], text[r, window + l + o]
+        if abs(o) <= reduced[i] and centre and context:
+          contexts.append(context)
+      for x in sampled[j * 2 * window + n]:
+        n_out[x] += np.sqrt(sum(x != y for y in contexts))
   assert (lr * n_out).max() > 1 and (lr * n_in).max() > 1
   m._compiled_block(tf.constant(text.reshape(1, -1)), tf.constant(reduced[None]),
                     tf.constant(centres[None]), tf.constant(sampled[None]),

@@ -278,9 +278,11 @@ class Word2Vec(tf.Module):
 
     n is the number of per-example updates that the row's id receives in this step, summed
     over every scatter row with that id: one per skip-gram pair it is the centre or the
-    context of, one per CBOW example it is a context word or the target of, one per draw of
-    negatives it is in (a draw shared by a group of examples counts once, as in the
-    `--group_size` settings the defaults were measured with). While lr * n <= 1 the row
+    context of, one per CBOW example it is a context word or the target of, and sqrt(m) for
+    a draw of negatives that m examples of a group use: their hidden vectors come from
+    different runs of text, so the norm of their summed update grows as sqrt(m). (Counting
+    a draw once let skip-gram diverge at --batch_size=4096; counting it m times damped every
+    negative and cost CBOW 2.3 analogy points.) While lr * n <= 1 the row
     moves by the sum of its updates, word2vec's per-example SGD applied at once; beyond,
     by 1 / lr times their mean: however often a frequent word repeats in a minibatch and
     whatever the batch size or learning rate, no row steps further than one unit step of
@@ -335,7 +337,7 @@ class Word2Vec(tf.Module):
       With with_counts, also the per-example update counts of `_row_scale`:
       n_hidden: float32 [batch], 1 per real example (its input vector's update);
       n_out: float32 [batch + num_groups * num_sampled], for the rows of out_ids: 1 per
-        real example's target, 1 per draw.
+        real example's target, sqrt(examples of the group that keep it) per drawn row.
     """
     c = self.config
     groups, dim = c.num_groups, c.dim
@@ -370,7 +372,10 @@ class Word2Vec(tf.Module):
     if not with_counts:
       return loss, d_hidden, out_ids, d_out, d_bias
     n_hidden = tf.ones_like(d_true) if weights is None else weights           # [B]
-    n_out = tf.concat([n_hidden, tf.ones([groups * c.num_sampled])], 0)
+    # A drawn row sums the updates of the examples of its group that keep it (m): counted
+    # as sqrt(m), the growth of the norm of a sum of m updates in unrelated directions.
+    n_drawn = tf.sqrt(tf.reduce_sum(keep * tf.reshape(n_hidden, [groups, -1, 1]), 1))
+    n_out = tf.concat([n_hidden, tf.reshape(n_drawn, [-1])], 0)
     return loss, d_hidden, out_ids, d_out, d_bias, (n_hidden, n_out)
 
   def hidden(self, inputs, lengths=None):
@@ -541,12 +546,13 @@ class Word2Vec(tf.Module):
     in_scale = out_scale = None
     if c.row_update == "bounded":
       # Per-example updates (`_row_scale`): a centre's pairs, the pairs a text position is
-      # the context of, one per draw.
+      # the context of, sqrt(the pairs that use a draw).
       n_text = tf.add_n([window_of(pad(mask), o)[:, :, i]
                          for i, o in enumerate(offsets)])              # [R, L + 2w]
       in_scale = self._row_scale(centre_ids, lr, tf.reshape(tf.reduce_sum(mask, 2), [-1]))
       out_scale = self._row_scale(out_ids, lr, tf.concat(
-          [tf.reshape(n_text, [-1]), tf.ones([groups * 2 * r * k])], 0))
+          [tf.reshape(n_text, [-1]),
+           tf.reshape(tf.sqrt(tf.reduce_sum(keep * mask_g[..., None], 1)), [-1])], 0))
     self._apply(self.input_embeddings, centre_ids, lr * tf.reshape(d_hidden, [batch, dim]),
                 in_scale)
     self._apply(self.output_embeddings, out_ids,
