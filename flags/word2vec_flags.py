@@ -2,9 +2,7 @@
 from absl import flags
 
 from data.tokenizer import TOKENIZERS
-from losses.samplers import SAMPLERS
-from word2vec.config import Config
-from word2vec.model import LOSSES, MODELS
+from word2vec.config import LOSSES, MODELS, ROW_UPDATES, SAMPLERS, Config
 
 ACTIONS = ("train", "eval", "export", "vocab")
 EXPORT_FORMATS = ("word2vec", "word2vec_binary", "projector", "npy")
@@ -52,7 +50,7 @@ def define_flags():
   f.DEFINE_bool("remove_accidental_hits", True, "Ignore a negative equal to the target.")
   f.DEFINE_bool("train_biases", None, "Learn output biases. Default: false for nce, true "
                 "for sampled_softmax.")
-  f.DEFINE_enum("row_update", "bounded", ("bounded", "sum"), "How a table row that n "
+  f.DEFINE_enum("row_update", "bounded", ROW_UPDATES, "How a table row that n "
                 "examples of one SGD step update moves: bounded = by the sum of their "
                 "updates, scaled down to at most one full step of their mean when "
                 "learning_rate * n > 1 (never diverges, however often a frequent word "

@@ -937,3 +937,11 @@ def test_a_row_repeated_thousands_of_times_moves_by_at_most_its_mean_update(loss
   largest = np.linalg.norm(per_example, axis=1).max()
   assert np.linalg.norm(moved) <= largest + 1e-6
   assert np.linalg.norm(moved_sum) > 20 * np.linalg.norm(moved)
+
+
+def test_config_choice_lists_match_the_library():
+  # word2vec.config holds the enum choices without TensorFlow (for the flags and --help).
+  from word2vec import config as config_lib
+  from word2vec import model as model_lib
+  assert config_lib.SAMPLERS == samplers_lib.SAMPLERS
+  assert set(model_lib.IN_GRAPH_SAMPLERS) < set(config_lib.SAMPLERS)

@@ -68,10 +68,20 @@ def main(argv):
   return 0
 
 
+HELP = """usage: twotower ACTION --model_dir=DIR [--flags]
+
+actions:
+  train   learn the query and item towers from --dataset in --model_dir (run it again to
+          resume)
+  eval    evaluate the run in --model_dir against every item, write its eval.json
+  export  write item embeddings and a top-K query SavedModel to --output
+"""
+
+
 def run():
   """Console-script entry point."""
   logging.set_verbosity(logging.INFO)
-  app.run(main)
+  app.run(main, usage=HELP, flag_module=twotower_flags.__name__)
 
 
 if __name__ == "__main__":

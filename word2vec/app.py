@@ -97,6 +97,17 @@ def main(argv):
     _vocab(config, FLAGS.output, FLAGS.overwrite)
 
 
+HELP = """usage: word2vec ACTION [--flags]
+
+actions:
+  train   learn embeddings from --corpus in --model_dir (run it again to resume)
+  eval    evaluate the run in --model_dir, write its eval.json
+  export  write the run's embeddings: --format=word2vec|word2vec_binary|projector|npy
+          --output=PATH
+  vocab   write the vocabulary of --corpus to --output
+"""
+
+
 def run():
   word2vec_flags.define_flags()
-  app_lib.run(main)
+  app_lib.run(main, usage=HELP, flag_module=word2vec_flags.__name__)

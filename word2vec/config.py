@@ -5,6 +5,14 @@ The run directory (config.json, what may change on resume) is training/rundir.py
 import dataclasses
 import typing
 
+# The choices of the config's enum fields (here, not in model.py, so that the flags and
+# `word2vec --help` need no TensorFlow). SAMPLERS equals losses.samplers.SAMPLERS (tested).
+MODELS = ("skipgram", "cbow")
+LOSSES = ("nce", "sampled_softmax")
+SAMPLERS = ("log_uniform", "unigram", "uniform", "learned_unigram")
+# How a row that several examples of one step update moves (`Word2Vec._row_scale`).
+ROW_UPDATES = ("bounded", "sum")
+
 DEFAULT_LEARNING_RATE = {"skipgram": 0.025, "cbow": 0.05}
 # Negatives per group of 64 examples. Measured on SOTU+Brown (benchmarks/): skip-gram + nce
 # analogy 0.064 with 5, 0.074 with 8 (gensim with 5 per pair: 0.071-0.075); CBOW + sampled

@@ -31,17 +31,16 @@ import numpy as np
 import tensorflow as tf
 
 from losses import samplers as samplers_lib
+from word2vec.config import LOSSES, MODELS, ROW_UPDATES  # pylint: disable=unused-import
 
-MODELS = ("skipgram", "cbow")
 # Samplers with a fixed distribution, drawn inside the compiled block; learned_unigram is
 # stateful and uses the tf op outside XLA.
 IN_GRAPH_SAMPLERS = ("log_uniform", "unigram", "uniform")
-LOSSES = ("nce", "sampled_softmax")
-# How a row that several examples of one step update moves (`Word2Vec._row_scale`):
-# "bounded" = the sum of its n per-example updates while lr * n <= 1, scaled down to
-# 1 / (lr n) of it beyond; "sum" = the plain sum (the per-example rule without its
-# sequential self-correction, which diverges when frequent words repeat in big batches).
-ROW_UPDATES = ("bounded", "sum")
+# ROW_UPDATES, how a row that several examples of one step update moves
+# (`Word2Vec._row_scale`): "bounded" = the sum of its n per-example updates while
+# lr * n <= 1, scaled down to 1 / (lr n) of it beyond; "sum" = the plain sum (the
+# per-example rule without its sequential self-correction, which diverges when frequent
+# words repeat in big batches).
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,47 @@
+"""`word2vec --help` and `twotower --help`: the actions and the app's own flags, at once.
+
+Each runs in a real process that reports, at exit, whether TensorFlow was imported (the
+help must answer without it: importing TensorFlow takes seconds).
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = """
+import atexit, sys
+atexit.register(lambda: sys.stderr.write("TF_IMPORTED=%s\\n" % ("tensorflow" in sys.modules)))
+sys.argv = [{app!r}] + {args!r}
+from {app} import __main__ as entry
+entry.run()
+"""
+ACTIONS = {"word2vec": ("train", "eval", "export", "vocab"),
+           "twotower": ("train", "eval", "export")}
+
+
+def defined_flags(app):
+  with open(os.path.join(ROOT, "flags", f"{app}_flags.py"), encoding="utf-8") as f:
+    return re.findall(r"DEFINE_\w+\(\s*\"(\w+)\"", f.read())
+
+
+@pytest.mark.parametrize("app", ["word2vec", "twotower"])
+@pytest.mark.parametrize("arg", ["--help", "-h"])
+def test_help_lists_actions_and_flags_without_tensorflow(app, arg):
+  res = subprocess.run([sys.executable, "-c", PROBE.format(app=app, args=[arg])], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+  assert res.returncode == 0, res.stderr
+  assert "TF_IMPORTED=False" in res.stderr, res.stderr
+  assert "Traceback" not in res.stderr
+  assert res.stdout.startswith(f"usage: {app} ACTION")
+  for action in ACTIONS[app]:
+    assert re.search(rf"^  {action} ", res.stdout, re.M), action
+  names = defined_flags(app)
+  assert len(names) > 10
+  for name in names:
+    assert re.search(rf"^\s+--(\[no\])?{name}: \S", res.stdout, re.M), name
+  # absl's own flags (--logtostderr, --verbosity...) are left to --helpfull.
+  assert "--logtostderr" not in res.stdout
