@@ -1,4 +1,5 @@
 """A progress line every few seconds: percent done, rate, loss and ETA."""
+import collections
 import time
 
 from absl import logging
@@ -36,6 +37,11 @@ class Progress:
     """Leaves `seconds` (e.g. an evaluation) out of the rate."""
     self.start += seconds
 
+  def rebase(self, done):
+    """Measures the rate from now and `done` on (e.g. after a first step that compiled)."""
+    self.done_at_start = done
+    self.start = self.clock()
+
   def line(self, done, loss=None):
     pct = 100.0 * min(done, self.total) / self.total
     eta = (self.total - done) / self.rate if self.rate > 0 else float("nan")
@@ -44,6 +50,47 @@ class Progress:
       parts.append(f"loss {float(loss):.4f}")
     parts.append(f"ETA {format_seconds(eta)}")
     return " | ".join(parts)
+
+
+class StepTimer:
+  """Tells compilation from steady work in the durations of repeated steps.
+
+  The first step compiles; a later step that takes more than `factor` times the median of
+  the last `history` steady ones compiled too (e.g. a new shape). `add` returns the seconds
+  that are compilation, not work: all of the first step's (until the median is known,
+  `compilation` counts it in full) and the excess of a slow one.
+  """
+
+  def __init__(self, factor=3.0, history=32):
+    self.factor = factor
+    self.recent = collections.deque(maxlen=history)
+    self.first = None
+    self.later_compilation = 0.0
+    self.steps = 0
+
+  def median(self):
+    return float(sorted(self.recent)[len(self.recent) // 2]) if self.recent else None
+
+  def add(self, seconds):
+    """Records one step's duration; returns the part of it taken as compilation."""
+    self.steps += 1
+    if self.first is None:
+      self.first = seconds
+      return seconds
+    median = self.median()
+    if median is not None and seconds > self.factor * median:
+      self.later_compilation += seconds - median
+      return seconds - median
+    self.recent.append(seconds)
+    return 0.0
+
+  @property
+  def compilation(self):
+    """Seconds of compilation so far: the first step less a steady step, plus the excesses."""
+    if self.first is None:
+      return 0.0
+    steady = self.median() or 0.0
+    return max(0.0, self.first - steady) + self.later_compilation
 
 
 def format_seconds(s):

@@ -15,7 +15,7 @@ from data import pipeline
 from data.atomic import atomic_write
 from data.errors import UserError
 from data.vocab import Vocabulary
-from training.progress import Progress
+from training.progress import Progress, StepTimer
 from word2vec import config as config_lib
 from word2vec import evaluate as evaluate_lib
 from word2vec.model import StepConfig, Word2Vec
@@ -24,6 +24,22 @@ VOCAB_FILE = "vocab.tsv"
 IDS_FILE = "ids.int32"
 IDS_META = "ids.json"
 CHECKPOINT_DIR = "checkpoints"
+TIMINGS_FILE = "timings.json"
+# The phases of a `word2vec train` command, in order, as timings.json records them (seconds).
+PHASES = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
+          "evaluation", "checkpoints", "export")
+
+
+def seconds_since_process_start():
+  """Seconds since this process started (Linux /proc; None elsewhere)."""
+  try:
+    with open("/proc/self/stat", encoding="ascii") as f:
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime", encoding="ascii") as f:
+      uptime = float(f.read().split()[0])
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+  except (OSError, ValueError, IndexError, AttributeError):
+    return None
 
 
 # ---------------------------------------------------------------- data preparation
@@ -33,8 +49,10 @@ def _data_key(config):
           "min_count": config.min_count, "max_vocab_size": config.max_vocab_size}
 
 
-def prepare_data(config):
+def prepare_data(config, timings=None):
   """Builds (or reuses) vocab.tsv and the encoded id file in the run directory.
+
+  `timings`, a dict, gets the seconds of the "vocabulary" and "encoding" passes.
 
   Returns:
     (vocab, ids): Vocabulary and a read-only int32 memmap [num_tokens] of the corpus.
@@ -56,11 +74,13 @@ def prepare_data(config):
         return vocab, ids
   corpus = corpus_lib.resolve_corpus(config.corpus or None, tokenizer=config.tokenizer)
   logging.info("corpus: %s", corpus.describe())
+  start = time.monotonic()
   vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=config.min_count,
                            max_size=config.max_vocab_size or None)
   logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
                vocab.total_count, int(vocab.counts[0]))
   vocab.save(vocab_path)
+  vocab_seconds = time.monotonic() - start
   n = 0
   start = time.monotonic()
   with atomic_write(ids_path, "wb") as f:
@@ -68,7 +88,10 @@ def prepare_data(config):
       encoded = vocab.encode(chunk)
       encoded.tofile(f)
       n += encoded.shape[0]
-  logging.info("encoded %d tokens in %.1fs", n, time.monotonic() - start)
+  encode_seconds = time.monotonic() - start
+  logging.info("encoded %d tokens in %.1fs", n, encode_seconds)
+  if timings is not None:
+    timings.update(vocabulary=vocab_seconds, encoding=encode_seconds)
   if corpus.replaced_bytes:
     logging.warning("%d invalid UTF-8 bytes were replaced by U+FFFD", corpus.replaced_bytes)
   with atomic_write(meta_path) as f:
@@ -255,7 +278,17 @@ def train(config):
     raise
 
 
+def evaluates_after(config, epoch):
+  """Whether training evaluates after `epoch` (0-based): every --eval_every_epochs epochs
+  (never during training if it is 0), and always after the last one."""
+  every = config.eval_every_epochs
+  return epoch + 1 == config.epochs or (every > 0 and (epoch + 1) % every == 0)
+
+
 def _train(config):
+  call_start = time.monotonic()
+  timings = dict.fromkeys(PHASES, 0.0)
+  timings["startup"] = seconds_since_process_start() or 0.0
   os.makedirs(config.model_dir, exist_ok=True)
   saved = config_lib.load_saved(config.model_dir)
   ckpt_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
@@ -265,7 +298,8 @@ def _train(config):
     logging.info("--resume=false: starting over in %s", config.model_dir)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     shutil.rmtree(os.path.join(config.model_dir, "train"), ignore_errors=True)
-  vocab, ids = prepare_data(config)
+  vocab, ids = prepare_data(config, timings)
+  setup_start = time.monotonic()
   model = build_model(config, vocab)
   config.save()
   train_ids, heldout_ids = split_ids(ids, config.eval_fraction)
@@ -283,6 +317,7 @@ def _train(config):
   evaluator = evaluate_lib.Evaluator(config, vocab, heldout_ids)
   writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
   _write_hparams(writer, config)
+  timings["setup"] = time.monotonic() - setup_start
 
   tokens_per_epoch = stream.num_tokens
   total = tokens_per_epoch * config.epochs
@@ -301,6 +336,8 @@ def _train(config):
   progress.update(done)
   step = int(state["step"])
   last_ckpt_step = step
+  last_ckpt_time = time.monotonic()
+  step_timer = StepTimer()
   loss_sum, loss_count = 0.0, 0
   figures = {}
   trained_blocks = 0
@@ -310,23 +347,35 @@ def _train(config):
   start_done = done
 
   def save(epoch, next_chunk):
-    nonlocal last_ckpt_step
+    nonlocal last_ckpt_step, last_ckpt_time
+    save_start = time.monotonic()
     last_ckpt_step = step
     state["epoch"].assign(epoch)
     state["next_chunk"].assign(next_chunk)
     state["step"].assign(step)
     manager.save(checkpoint_number=step)
+    last_ckpt_time = time.monotonic()
+    timings["checkpoints"] += last_ckpt_time - save_start
+    progress.exclude(last_ckpt_time - save_start)
+
+  def checkpoint_due():
+    """--checkpoint_every_secs since the last save, or --checkpoint_every_steps steps."""
+    every_steps, every_secs = config.checkpoint_every_steps, config.checkpoint_every_secs
+    return ((every_steps > 0 and step - last_ckpt_step >= every_steps) or
+            (every_secs >= 0 and time.monotonic() - last_ckpt_time >= every_secs))
 
   def end_of_epoch(epoch):
-    """Checkpoint and (every eval_every_epochs) evaluation; returns seconds spent evaluating."""
+    """Checkpoint (after the last epoch, or when one is due) and evaluation (see
+    evaluates_after); returns seconds spent evaluating."""
     nonlocal figures
-    save(epoch, stream.num_chunks)
     if trained_blocks == 0:
       raise UserError(
           f"the training corpus ({stream.num_tokens} tokens) gives fewer examples than one "
           f"block of --batch_size={config.batch_size} x --steps_per_call="
           f"{config.steps_per_call}: lower them or use a bigger corpus")
-    if (epoch + 1) % config.eval_every_epochs and epoch + 1 != config.epochs:
+    if epoch + 1 == config.epochs or checkpoint_due():
+      save(epoch, stream.num_chunks)
+    if not evaluates_after(config, epoch):
       return 0.0
     eval_start = time.monotonic()
     figures = evaluator.run(model)
@@ -349,10 +398,15 @@ def _train(config):
         current += 1
       new_done = block_epoch * tokens_per_epoch + float(block["tokens"])
       lrs = schedule(np.linspace(done, new_done, config.steps_per_call, endpoint=False))
+      block_start = time.monotonic()
       loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
                                tf.constant(lrs, tf.float32), step)
       trained_blocks += 1
       loss = float(loss)  # The one host sync of the block.
+      # Compilation (the first block, a new shape) is left out of the rate and the ETA.
+      compiled = step_timer.add(time.monotonic() - block_start)
+      if trained_blocks > 1:
+        progress.exclude(compiled)
       step += config.steps_per_call
       if not np.isfinite(loss):
         raise UserError(
@@ -362,6 +416,8 @@ def _train(config):
       done = new_done
       loss_sum += loss
       loss_count += 1
+      if trained_blocks == 1:
+        progress.rebase(done)
       rate = progress.update(done, loss)
       now = time.monotonic()
       if now - last_summary >= config.summary_every_secs or trained_blocks == 1:
@@ -369,9 +425,10 @@ def _train(config):
         with writer.as_default(step=step):
           tf.summary.scalar("train/loss", loss_sum / loss_count)
           tf.summary.scalar("train/learning_rate", float(lrs[-1]))
-          tf.summary.scalar("train/words_per_sec", rate)
+          if rate > 0:  # none yet after the first block (its time is compilation)
+            tf.summary.scalar("train/words_per_sec", rate)
         loss_sum, loss_count = 0.0, 0
-      if bool(block["chunk_done"]) and step - last_ckpt_step >= config.checkpoint_every_steps:
+      if bool(block["chunk_done"]) and checkpoint_due():
         save(block_epoch, int(block["chunk"]) + 1)
   finally:
     blocks.close()
@@ -381,14 +438,36 @@ def _train(config):
   progress.update(done, force=True)
   train_seconds = time.monotonic() - train_start - eval_total
   if not figures:
+    eval_start = time.monotonic()
     figures = evaluator.run(model)
     evaluator.log(figures)
+    eval_total += time.monotonic() - eval_start
   figures["train_seconds"] = train_seconds
   figures["train_words_per_sec"] = (done - start_done) / max(train_seconds, 1e-9)
-  evaluate_lib.write_projector(config, vocab, model.input_embeddings.numpy())
+  export_start = time.monotonic()
+  evaluate_lib.write_projector(config, vocab, model.input_embeddings)
   evaluate_lib.save_eval_json(config.model_dir, figures)
   writer.flush()
+  timings["compilation"] = step_timer.compilation
+  timings["evaluation"] = eval_total
+  timings["training"] = max(0.0, train_seconds - timings["checkpoints"] -
+                            timings["compilation"])
+  timings["export"] = time.monotonic() - export_start
+  timings["total"] = timings["startup"] + time.monotonic() - call_start
+  write_timings(config.model_dir, timings)
   return figures
+
+
+def write_timings(model_dir, timings):
+  """timings.json: where this command's wall time went, by phase (seconds), and one log line.
+
+  "training" is the loop less compilation and checkpoints; "startup" is process start and
+  imports before train() (0 where unknown); "total" is the command up to here.
+  """
+  logging.info("timings: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+  with atomic_write(os.path.join(model_dir, TIMINGS_FILE)) as f:
+    json.dump({k: round(v, 3) for k, v in timings.items()}, f, indent=2)
+    f.write("\n")
 
 
 def restore(config):
