@@ -14,7 +14,7 @@ from data import corpus as corpus_lib
 from data import pipeline
 from data.atomic import atomic_write
 from data.errors import UserError
-from data.vocab import Vocabulary
+from data.vocab import Vocabulary, VocabularyBuilder
 from training.progress import Progress, StepTimer
 from word2vec import config as config_lib
 from word2vec import evaluate as evaluate_lib
@@ -25,6 +25,7 @@ IDS_FILE = "ids.int32"
 IDS_META = "ids.json"
 CHECKPOINT_DIR = "checkpoints"
 TIMINGS_FILE = "timings.json"
+ENCODE_CHUNK = 1 << 22  # provisional ids mapped to final ids at a time (16 MB)
 # The phases of a `word2vec train` command, in order, as timings.json records them (seconds).
 PHASES = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
           "evaluation", "checkpoints", "export")
@@ -74,20 +75,32 @@ def prepare_data(config, timings=None):
         return vocab, ids
   corpus = corpus_lib.resolve_corpus(config.corpus or None, tokenizer=config.tokenizer)
   logging.info("corpus: %s", corpus.describe())
+  # One tokenisation pass counts the words and writes their provisional ids (data/vocab.py
+  # VocabularyBuilder); encoding maps those to the final ids, chunk by chunk.
   start = time.monotonic()
-  vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=config.min_count,
-                           max_size=config.max_vocab_size or None)
-  logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
-               vocab.total_count, int(vocab.counts[0]))
-  vocab.save(vocab_path)
-  vocab_seconds = time.monotonic() - start
-  n = 0
-  start = time.monotonic()
-  with atomic_write(ids_path, "wb") as f:
-    for chunk in corpus.iter_token_chunks():
-      encoded = vocab.encode(chunk)
-      encoded.tofile(f)
-      n += encoded.shape[0]
+  builder = VocabularyBuilder()
+  provisional = ids_path + ".provisional"
+  try:
+    with open(provisional, "wb") as f:
+      for chunk in corpus.iter_token_chunks():
+        builder.add(chunk).tofile(f)
+    vocab, lookup = builder.vocabulary(config.min_count, config.max_vocab_size or None)
+    logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
+                 vocab.total_count, int(vocab.counts[0]))
+    vocab.save(vocab_path)
+    vocab_seconds = time.monotonic() - start
+    start = time.monotonic()
+    n = 0
+    with open(provisional, "rb") as src, atomic_write(ids_path, "wb") as f:
+      while True:  # read, not memory-mapped: the resident memory stays one chunk
+        pids = np.fromfile(src, dtype=np.int32, count=ENCODE_CHUNK)
+        if not pids.shape[0]:
+          break
+        lookup[pids].tofile(f)
+        n += pids.shape[0]
+  finally:
+    if os.path.exists(provisional):
+      os.remove(provisional)
   encode_seconds = time.monotonic() - start
   logging.info("encoded %d tokens in %.1fs", n, encode_seconds)
   if timings is not None:
