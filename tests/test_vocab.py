@@ -153,3 +153,18 @@ def test_builder_one_pass_counts_and_encodes_like_the_definition(min_count, max_
                                          max_size).words
   np.testing.assert_array_equal(lookup[provisional], vocab.encode(tokens))
   assert lookup.dtype == np.int32 and provisional.dtype == np.int32
+
+
+def test_zipf_corpus_for_the_benchmarks(tmp_path):
+  from data import corpus as corpus_lib  # pylint: disable=import-outside-toplevel
+  from data import synthetic  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "zipf.txt")
+  synthetic.write_zipf_corpus(path, 30_000, distinct=700, exponent=1.0, words_per_line=7)
+  corpus = corpus_lib.resolve_corpus(path, tokenizer="text8")  # a-z words survive text8
+  vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=1)
+  assert vocab.total_count == 30_000 and 300 < len(vocab) - 1 <= 700
+  assert vocab.words[1] == "wa" and vocab.words[2] == "wb"  # ranks 1, 2 (ids 0, 1)
+  # P(rank 1) / P(rank 2) = 2 for exponent 1.
+  assert 1.7 < vocab.counts[1] / vocab.counts[2] < 2.3
+  with open(path, encoding="ascii") as f:
+    assert len(f.readline().split()) == 7
