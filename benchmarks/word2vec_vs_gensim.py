@@ -22,8 +22,13 @@ to a temporary file, one line per input line (gensim's LineSentence cuts lines a
 tokens). Shared settings, the only flags ours gets: dim 100, window 5, subsample 1e-3,
 min_count 5, 3 epochs; everything else is the app's default for the model (negatives,
 batch, learning rate, held-out 1% of the text, evaluation, checkpoints). gensim: 5 negatives
-per pair, 2 workers. Ours trains on the 99% of the tokens not held out and is credited with
-those only.
+per pair, 2 workers, timed around the call inside its own process. Ours trains on the 99% of
+the tokens not held out and is credited with those only. Each side runs in its own process,
+whose peak RSS (os.wait4) is printed beside our parameter bytes (input + output tables).
+
+A big-vocabulary row (issue 9 section 3): `--synthetic=10e6,1.15e6,0.3 --dim=300 --epochs=1
+--models=skipgram` generates 10M Zipfian tokens (exponent 0.3) over 1.15M words, about 1M of
+them seen 5 times or more (data/synthetic.py write_zipf_corpus).
 """
 import argparse
 import json
@@ -44,6 +49,7 @@ import numpy as np
 from data import corpus as corpus_lib
 from data import tokenizer as tokenizer_lib
 from data import evalsets
+from data import synthetic
 from word2vec import intrinsic
 
 PHASES = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
@@ -71,19 +77,52 @@ def quality(vectors, words, index):
   return out
 
 
-def run_gensim(path, sg, args, n_tokens):
-  from gensim.models import Word2Vec  # pylint: disable=import-outside-toplevel
-  from gensim.models.word2vec import LineSentence  # pylint: disable=import-outside-toplevel
-  start = time.perf_counter()
-  m = Word2Vec(LineSentence(path), vector_size=args.dim, window=args.window, negative=5,
-               sample=1e-3, min_count=5, epochs=args.epochs, workers=args.threads, sg=sg,
-               seed=args.seed)
-  seconds = time.perf_counter() - start
-  words = list(m.wv.index_to_key)
-  vectors = np.vstack([np.zeros(args.dim, np.float32), m.wv.vectors])
+GENSIM_CHILD = r"""
+import json, sys, time
+import numpy as np
+from gensim.models import Word2Vec
+from gensim.models.word2vec import LineSentence
+path, out, dim, window, epochs, workers, sg, seed = sys.argv[1:9]
+start = time.perf_counter()
+m = Word2Vec(LineSentence(path), vector_size=int(dim), window=int(window), negative=5,
+             sample=1e-3, min_count=5, epochs=int(epochs), workers=int(workers), sg=int(sg),
+             seed=int(seed))
+seconds = time.perf_counter() - start
+np.save(out + ".npy", m.wv.vectors)
+with open(out + ".json", "w") as f:
+  json.dump({"seconds": seconds, "words": list(m.wv.index_to_key)}, f)
+"""
+
+
+def run_child(argv, log_path):
+  """Runs argv; returns (exit status, peak RSS in MB) of that process alone (os.wait4)."""
+  with open(log_path, "w", encoding="utf-8") as log:
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(
+        os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)))
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+  return proc.returncode, usage.ru_maxrss / 1024
+
+
+def run_gensim(path, sg, args, n_tokens, tmp):
+  """gensim's whole Word2Vec(LineSentence(path), ...) call, timed inside its own process."""
+  out = os.path.join(tmp, "gensim")
+  code, rss = run_child([sys.executable, "-c", GENSIM_CHILD, path, out, str(args.dim),
+                         str(args.window), str(args.epochs), str(args.threads), str(sg),
+                         str(args.seed)], out + ".log")
+  if code != 0:
+    with open(out + ".log", encoding="utf-8") as f:
+      raise SystemExit(f"gensim failed (exit {code}):\n{f.read()[-3000:]}")
+  with open(out + ".json", encoding="utf-8") as f:
+    meta = json.load(f)
+  words = meta["words"]
+  vectors = np.load(out + ".npy")
+  vectors = np.vstack([np.zeros((1, vectors.shape[1]), np.float32), vectors])
   index = {w: i + 1 for i, w in enumerate(words)}
+  seconds = meta["seconds"]
   return {"seconds": seconds, "words_per_sec": n_tokens * args.epochs / seconds,
-          **quality(vectors, ["<unk>"] + words, index)}
+          "peak_rss_mb": rss, **quality(vectors, ["<unk>"] + words, index)}
 
 
 def ours_command(path, model, model_dir, args):
@@ -94,19 +133,18 @@ def ours_command(path, model, model_dir, args):
           f"--seed={args.seed}", "--words="]
 
 
-def run_ours(path, model, args, n_tokens):
+def run_ours(path, model, args, n_tokens, tmp):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from data.vocab import Vocabulary  # pylint: disable=import-outside-toplevel
-  model_dir = tempfile.mkdtemp(prefix=f"bench_{model}_")
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-      p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+  model_dir = tempfile.mkdtemp(prefix=f"bench_{model}_", dir=tmp)
+  log = os.path.join(tmp, "ours.log")
   start = time.perf_counter()
-  res = subprocess.run(ours_command(path, model, model_dir, args), env=env, cwd=ROOT,
-                       capture_output=True, text=True, check=False)
+  code, rss = run_child(ours_command(path, model, model_dir, args), log)
   seconds = time.perf_counter() - start
-  if res.returncode != 0:
+  if code != 0:
     shutil.rmtree(model_dir, ignore_errors=True)
-    raise SystemExit(f"word2vec train failed (exit {res.returncode}):\n{res.stderr[-3000:]}")
+    with open(log, encoding="utf-8") as f:
+      raise SystemExit(f"word2vec train failed (exit {code}):\n{f.read()[-3000:]}")
   with open(os.path.join(model_dir, "timings.json"), encoding="utf-8") as f:
     timings = json.load(f)
   vocab = Vocabulary.load(os.path.join(model_dir, "vocab.tsv"))
@@ -115,6 +153,7 @@ def run_ours(path, model, args, n_tokens):
   shutil.rmtree(model_dir, ignore_errors=True)
   trained = (n_tokens - int(n_tokens * EVAL_FRACTION)) * args.epochs
   return {"seconds": seconds, "timings": timings, "words_per_sec": trained / seconds,
+          "peak_rss_mb": rss, "parameter_mb": 2 * vectors.nbytes / 1e6,
           "train_words_per_sec": trained / max(timings["training"], 1e-9),
           **quality(vectors, vocab.words, vocab.index)}
 
@@ -122,6 +161,9 @@ def run_ours(path, model, args, n_tokens):
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
   p.add_argument("--corpus", default="", help="corpus spec (default: bundled SOTU)")
+  p.add_argument("--synthetic", default="", help="TOKENS,DISTINCT,EXPONENT: instead of "
+                 "--corpus, a generated Zipfian corpus (data/synthetic.py); "
+                 "10e6,1.15e6,0.3 has about 1M words seen 5 times or more")
   p.add_argument("--models", default="skipgram,cbow")
   p.add_argument("--epochs", type=int, default=3)
   p.add_argument("--dim", type=int, default=100)
@@ -134,22 +176,29 @@ def main():
   args = p.parse_args()
   tmp = tempfile.mkdtemp(prefix="w2v_bench_")
   path = os.path.join(tmp, "corpus.txt")
-  n_tokens = tokenized_copy(args.corpus, path)
+  if args.synthetic:
+    tokens, distinct, exponent = (float(x) for x in args.synthetic.split(","))
+    synthetic.write_zipf_corpus(path, int(tokens), int(distinct), exponent)
+    args.corpus = f"synthetic Zipf {args.synthetic}"
+  n_tokens = tokenized_copy(args.corpus if not args.synthetic else path, path + ".tok")
+  os.replace(path + ".tok", path)
   print(f"corpus: {args.corpus or 'bundled SOTU'}, {n_tokens:,} tokens, {args.epochs} epochs;"
         f" gensim {args.threads} workers; ours: {' '.join(ours_command('CORPUS', 'MODEL', 'DIR', args)[1:])}")
   rows = []
   for model in args.models.split(","):
     ours, theirs, ratios = [], [], []
     for r in range(args.repeats):
-      ours.append(run_ours(path, model, args, n_tokens))
-      theirs.append(run_gensim(path, int(model == "skipgram"), args, n_tokens))
+      ours.append(run_ours(path, model, args, n_tokens, tmp))
+      theirs.append(run_gensim(path, int(model == "skipgram"), args, n_tokens, tmp))
       ratios.append(ours[-1]["words_per_sec"] / theirs[-1]["words_per_sec"])
       t = ours[-1]["timings"]
       print(f"{model} run {r + 1}: ours {ours[-1]['words_per_sec']:,.0f} words/s wall "
             f"({ours[-1]['seconds']:.1f} s; training only {ours[-1]['train_words_per_sec']:,.0f}),"
             f" gensim {theirs[-1]['words_per_sec']:,.0f} ({theirs[-1]['seconds']:.1f} s), "
             f"ratio {ratios[-1]:.2f}; analogy {ours[-1]['analogy']:.3f} vs "
-            f"{theirs[-1]['analogy']:.3f}", flush=True)
+            f"{theirs[-1]['analogy']:.3f}; peak RSS {ours[-1]['peak_rss_mb']:,.0f} MB "
+            f"(parameters {ours[-1]['parameter_mb']:,.0f} MB) vs "
+            f"{theirs[-1]['peak_rss_mb']:,.0f} MB", flush=True)
       print("  ours: " + ", ".join(f"{k} {t[k]:.1f}" for k in PHASES) +
             f", other {ours[-1]['seconds'] - sum(t[k] for k in PHASES):.1f} s", flush=True)
     rows.append((model, ours, theirs, ratios))
@@ -168,13 +217,15 @@ def main():
           f"{med(g, 'simlex999'):.3f} |")
   print()
   print("where our wall time went (seconds, medians; other = wall less the phases):")
-  print("| mode | wall | " + " | ".join(PHASES) + " | other | gensim wall |")
-  print("|---|---|" + "---|" * len(PHASES) + "---|---|")
+  print("| mode | wall | " + " | ".join(PHASES) + " | other | gensim wall | peak RSS MB ours "
+        "(parameters) | gensim |")
+  print("|---|---|" + "---|" * len(PHASES) + "---|---|---|---|")
   for model, o, g, _ in rows:
     phases = [float(np.median([x["timings"][k] for x in o])) for k in PHASES]
     other = float(np.median([x["seconds"] - sum(x["timings"][k] for k in PHASES) for x in o]))
     print(f"| {model} | {med(o, 'seconds'):.1f} | " + " | ".join(f"{v:.1f}" for v in phases) +
-          f" | {other:.1f} | {med(g, 'seconds'):.1f} |")
+          f" | {other:.1f} | {med(g, 'seconds'):.1f} | {med(o, 'peak_rss_mb'):,.0f} "
+          f"({med(o, 'parameter_mb'):,.0f}) | {med(g, 'peak_rss_mb'):,.0f} |")
   shutil.rmtree(tmp, ignore_errors=True)
 
 

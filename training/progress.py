@@ -55,41 +55,42 @@ class Progress:
 class StepTimer:
   """Tells compilation from steady work in the durations of repeated steps.
 
-  The first step compiles; a later step that takes more than `factor` times the median of
-  the last `history` steady ones compiled too (e.g. a new shape). `add` returns the seconds
-  that are compilation, not work: all of the first step's (until the median is known,
-  `compilation` counts it in full) and the excess of a slow one.
+  The first step compiles; a later step compiles too when it takes more than `factor` times
+  the fastest of the last `history` steps (e.g. the first step of a new shape: skip-gram
+  compiles one program per window, in its first few blocks). A step can be recognised only
+  once a faster one is seen, so `add` may also return the excess of earlier steps, at most
+  once each: the seconds to leave out of a rate now.
   """
 
   def __init__(self, factor=3.0, history=32):
     self.factor = factor
-    self.recent = collections.deque(maxlen=history)
+    self.recent = collections.deque(maxlen=history)  # [seconds, excess already returned]
     self.first = None
     self.later_compilation = 0.0
     self.steps = 0
 
-  def median(self):
-    return float(sorted(self.recent)[len(self.recent) // 2]) if self.recent else None
-
   def add(self, seconds):
-    """Records one step's duration; returns the part of it taken as compilation."""
+    """Records one step's duration; returns the seconds newly recognised as compilation."""
     self.steps += 1
     if self.first is None:
       self.first = seconds
       return seconds
-    median = self.median()
-    if median is not None and seconds > self.factor * median:
-      self.later_compilation += seconds - median
-      return seconds - median
-    self.recent.append(seconds)
-    return 0.0
+    self.recent.append([seconds, 0.0])
+    fastest = min(s for s, _ in self.recent)
+    found = 0.0
+    for item in self.recent:
+      if item[0] > self.factor * fastest and item[0] - fastest > item[1]:
+        found += item[0] - fastest - item[1]
+        item[1] = item[0] - fastest
+    self.later_compilation += found
+    return found
 
   @property
   def compilation(self):
-    """Seconds of compilation so far: the first step less a steady step, plus the excesses."""
+    """Seconds of compilation so far: the first step less a steady one, plus the excesses."""
     if self.first is None:
       return 0.0
-    steady = self.median() or 0.0
+    steady = min((s for s, _ in self.recent), default=0.0)
     return max(0.0, self.first - steady) + self.later_compilation
 
 
