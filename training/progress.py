@@ -28,7 +28,7 @@ class Progress:
       return 0.0
     elapsed = max(now - self.start, 1e-9)
     self.rate = (done - self.done_at_start) / elapsed
-    if force or now - self.last >= self.every:
+    if force or (now - self.last >= self.every and self.rate > 0):
       self.last = now
       logging.info("%s", self.line(done, loss))
     return self.rate
@@ -55,43 +55,39 @@ class Progress:
 class StepTimer:
   """Tells compilation from steady work in the durations of repeated steps.
 
-  The first step compiles; a later step compiles too when it takes more than `factor` times
-  the fastest of the last `history` steps (e.g. the first step of a new shape: skip-gram
-  compiles one program per window, in its first few blocks). A step can be recognised only
-  once a faster one is seen, so `add` may also return the excess of earlier steps, at most
-  once each: the seconds to leave out of a rate now.
+  A step compiles the first time its shape (`key`) is seen: word2vec's first block, and for
+  skip-gram the first block of each reduced window (one program per window). Blocks of
+  different keys also differ in cost (a window of 5 is several times a window of 1), so each
+  key is compared with itself: its compilation is its first block less the median of its
+  later ones.
   """
 
-  def __init__(self, factor=3.0, history=32):
-    self.factor = factor
-    self.recent = collections.deque(maxlen=history)  # [seconds, excess already returned]
-    self.first = None
-    self.later_compilation = 0.0
-    self.steps = 0
+  def __init__(self, history=32):
+    self.history = history
+    self.first = {}   # key -> seconds of its first step
+    self.recent = {}  # key -> deque of its later steps' seconds
 
-  def add(self, seconds):
-    """Records one step's duration; returns the seconds newly recognised as compilation."""
-    self.steps += 1
-    if self.first is None:
-      self.first = seconds
-      return seconds
-    self.recent.append([seconds, 0.0])
-    fastest = min(s for s, _ in self.recent)
-    found = 0.0
-    for item in self.recent:
-      if item[0] > self.factor * fastest and item[0] - fastest > item[1]:
-        found += item[0] - fastest - item[1]
-        item[1] = item[0] - fastest
-    self.later_compilation += found
-    return found
+  def add(self, seconds, key=None):
+    """Records one step; returns True if it was the first of its key (it compiled)."""
+    if key not in self.first:
+      self.first[key] = seconds
+      self.recent[key] = collections.deque(maxlen=self.history)
+      return True
+    self.recent[key].append(seconds)
+    return False
 
   @property
   def compilation(self):
-    """Seconds of compilation so far: the first step less a steady one, plus the excesses."""
-    if self.first is None:
-      return 0.0
-    steady = min((s for s, _ in self.recent), default=0.0)
-    return max(0.0, self.first - steady) + self.later_compilation
+    """Seconds of compilation so far: each key's first step less a steady one of that key
+    (of any key if it has none yet)."""
+    everything = sorted(x for q in self.recent.values() for x in q)
+    overall = everything[len(everything) // 2] if everything else 0.0
+    total = 0.0
+    for key, first in self.first.items():
+      later = sorted(self.recent[key])
+      steady = later[len(later) // 2] if later else overall
+      total += max(0.0, first - steady)
+    return total
 
 
 def format_seconds(s):

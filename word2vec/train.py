@@ -416,10 +416,10 @@ def _train(config):
                                tf.constant(lrs, tf.float32), step)
       trained_blocks += 1
       loss = float(loss)  # The one host sync of the block.
-      # Compilation (the first block, a new shape) is left out of the rate and the ETA.
-      compiled = step_timer.add(time.monotonic() - block_start)
-      if trained_blocks > 1:
-        progress.exclude(compiled)
+      # A block that compiled (the first of its shape: of skip-gram's reduced window) is left
+      # out of the rate and the ETA: they are measured from the block after it.
+      window = int(np.max(block["lengths"])) if config.model == "skipgram" else 0
+      compiled = step_timer.add(time.monotonic() - block_start, key=window)
       step += config.steps_per_call
       if not np.isfinite(loss):
         raise UserError(
@@ -429,7 +429,7 @@ def _train(config):
       done = new_done
       loss_sum += loss
       loss_count += 1
-      if trained_blocks == 1:
+      if compiled:
         progress.rebase(done)
       rate = progress.update(done, loss)
       now = time.monotonic()
