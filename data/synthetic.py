@@ -90,3 +90,33 @@ def generate(config=SyntheticConfig()):
       user_features=(ilib.build_feature("group", group), ilib.build_feature("region", region)),
       item_features=(ilib.build_feature("genres", genres), ilib.build_feature("year", year)),
       item_titles=[f"item {i} (topic {topic[i]})" for i in range(n_items)])
+
+
+def _word(i):
+  """A distinct a-z word for every id: "w" + the id in base 26 written with letters."""
+  s = ""
+  while True:
+    i, r = divmod(i, 26)
+    s = chr(97 + r) + s
+    if i == 0:
+      return "w" + s
+
+
+def write_zipf_corpus(path, num_tokens, distinct, exponent=1.0, words_per_line=20, seed=0):
+  """Writes a text corpus of `num_tokens` words drawn with P(rank r) ~ 1 / r^exponent from
+  `distinct` words (text8-tokenizer-safe, a-z only), `words_per_line` a line, generated a
+  million tokens at a time (memory: the word table, not the corpus). For benchmarks: e.g.
+  10M tokens, 1.15M words, exponent 0.3 give about 1M words seen at least 5 times."""
+  rng = np.random.default_rng(seed)
+  words = np.array([_word(i) for i in range(distinct)])
+  p = 1.0 / np.arange(1, distinct + 1, dtype=np.float64) ** exponent
+  cdf = np.cumsum(p / p.sum())
+  written = 0
+  with open(path, "w", encoding="ascii") as f:
+    while written < num_tokens:
+      n = min(1_000_000 // words_per_line * words_per_line, num_tokens - written)
+      ids = np.minimum(np.searchsorted(cdf, rng.random(n)), distinct - 1)
+      drawn = words[ids].tolist()
+      f.write("\n".join(" ".join(drawn[i:i + words_per_line])
+                        for i in range(0, n, words_per_line)) + "\n")
+      written += n

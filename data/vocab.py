@@ -72,42 +72,11 @@ class Vocabulary:
       ValueError: bad arguments, or a token containing a tab or newline.
       UserError: no word reaches min_count (the corpus is too small).
     """
-    if min_count < 1:
-      raise ValueError(f"min_count must be >= 1, got {min_count}")
-    if max_size is not None and max_size < 2:
-      raise ValueError(f"max_size must be >= 2 (UNK plus one word), got {max_size}")
-    # Counter keeps insertion order = order of first appearance across chunks.
-    counter = collections.Counter()
-    start = last_log = time.monotonic()
+    _check_arguments(min_count, max_size)
+    builder = VocabularyBuilder()
     for chunk in token_chunks:
-      counter.update(chunk)
-      now = time.monotonic()
-      if now - last_log >= 5.0:
-        last_log = now
-        total = sum(counter.values())
-        logging.info("vocabulary: counted %s tokens, %s distinct (%s tokens/s)",
-                     f"{total:,}", f"{len(counter):,}", f"{total / (now - start):,.0f}")
-    unk_count = counter.pop(UNK, 0)
-    # sorted() is stable, so equal counts keep first-appearance order.
-    ranked = sorted(counter.items(), key=lambda item: -item[1])
-    kept = [(w, c) for w, c in ranked if c >= min_count]
-    if max_size is not None:
-      kept = kept[:max_size - 1]
-    for w, _ in kept:
-      if not w or any(ch in w for ch in _FORBIDDEN):
-        raise ValueError(f"token {w!r} is empty or contains a tab/newline; tokenize first")
-    total = sum(c for _, c in ranked) + unk_count
-    if not kept:
-      raise UserError(f"no word occurs at least {min_count} times in {total:,} tokens: "
-                      "lower --min_count or use a bigger corpus")
-    unk_count = total - sum(c for _, c in kept)
-    vocab = cls([UNK] + [w for w, _ in kept], [unk_count] + [c for _, c in kept])
-    logging.info(
-        "vocabulary: %s ids (UNK + %s words with count >= %d%s) from %s distinct words; "
-        "UNK covers %.2f%% of %s tokens", f"{len(vocab):,}", f"{len(kept):,}", min_count,
-        f", max_size={max_size}" if max_size else "", f"{len(counter):,}",
-        100.0 * unk_count / max(total, 1), f"{total:,}")
-    return vocab
+      builder.add(chunk)
+    return builder.vocabulary(min_count, max_size)[0]
 
   def __len__(self):
     return len(self.words)
@@ -172,6 +141,97 @@ class Vocabulary:
 
   def __repr__(self):
     return f"Vocabulary({len(self):,} ids, {self.total_count:,} tokens)"
+
+
+class VocabularyBuilder:
+  """Counts tokens chunk by chunk, giving each distinct token a provisional id.
+
+  Provisional ids are assigned in order of first appearance, in C (a defaultdict whose
+  default is the next integer, mapped over the chunk), and counted with np.bincount. `add`
+  returns them, so one tokenisation pass can both count the corpus and encode it: the ids
+  written during the pass are mapped to the final ids afterwards with the lookup table
+  `vocabulary` returns (a numpy gather, no second tokenisation). Memory grows with the
+  number of distinct words, not with the corpus.
+  """
+
+  def __init__(self, log_every_secs=5.0):
+    self._ids = collections.defaultdict(itertools.count().__next__)
+    self._counts = np.zeros(1 << 16, np.int64)
+    self.tokens = 0
+    self._start = self._last_log = time.monotonic()
+    self._log_every = log_every_secs
+
+  def add(self, tokens):
+    """Counts `tokens` (a list of str); returns their provisional ids, int32 [len(tokens)]."""
+    ids = np.fromiter(map(self._ids.__getitem__, tokens), dtype=np.int32, count=len(tokens))
+    if len(self._ids) > self._counts.shape[0]:
+      grown = np.zeros(max(2 * self._counts.shape[0], len(self._ids)), np.int64)
+      grown[:self._counts.shape[0]] = self._counts
+      self._counts = grown
+    counted = np.bincount(ids)
+    self._counts[:counted.shape[0]] += counted
+    self.tokens += len(tokens)
+    now = time.monotonic()
+    if now - self._last_log >= self._log_every:
+      self._last_log = now
+      logging.info("vocabulary: counted %s tokens, %s distinct (%s tokens/s)",
+                   f"{self.tokens:,}", f"{len(self._ids):,}",
+                   f"{self.tokens / (now - self._start):,.0f}")
+    return ids
+
+  def vocabulary(self, min_count=5, max_size=None):
+    """The Vocabulary of everything added, and the provisional -> final id lookup table.
+
+    Args:
+      min_count: keep words seen at least this many times (>= 1).
+      max_size: if set, at most this many ids in total, UNK included (>= 2).
+
+    Returns:
+      (Vocabulary, lookup): lookup is int32 [distinct tokens], the final id (0 = UNK) of
+      each provisional id.
+
+    Raises:
+      ValueError: bad arguments, or a kept token containing a tab or newline.
+      UserError: no word reaches min_count (the corpus is too small).
+    """
+    _check_arguments(min_count, max_size)
+    words = list(self._ids)  # in provisional id order
+    counts = self._counts[:len(words)]
+    unk = self._ids.get(UNK)  # a literal <unk> token counts as UNK
+    # Descending count, ties in order of first appearance (a stable sort of provisional ids).
+    ranked = np.argsort(-counts, kind="stable")
+    if unk is not None:
+      ranked = ranked[ranked != unk]
+    kept = ranked[counts[ranked] >= min_count]
+    if max_size is not None:
+      kept = kept[:max_size - 1]
+    kept_words = [words[i] for i in kept.tolist()]
+    for w in kept_words:
+      if not w or any(ch in w for ch in _FORBIDDEN):
+        raise ValueError(f"token {w!r} is empty or contains a tab/newline; tokenize first")
+    total = int(counts.sum())
+    if not kept_words:
+      raise UserError(f"no word occurs at least {min_count} times in {total:,} tokens: "
+                      "lower --min_count or use a bigger corpus")
+    kept_counts = counts[kept]
+    unk_count = total - int(kept_counts.sum())
+    vocab = Vocabulary([UNK] + kept_words, np.concatenate([[unk_count], kept_counts]))
+    lookup = np.zeros(len(words), np.int32)
+    lookup[kept] = np.arange(1, len(kept) + 1, dtype=np.int32)
+    distinct = len(words) - (unk is not None)
+    logging.info(
+        "vocabulary: %s ids (UNK + %s words with count >= %d%s) from %s distinct words; "
+        "UNK covers %.2f%% of %s tokens", f"{len(vocab):,}", f"{len(kept_words):,}", min_count,
+        f", max_size={max_size}" if max_size else "", f"{distinct:,}",
+        100.0 * unk_count / max(total, 1), f"{total:,}")
+    return vocab, lookup
+
+
+def _check_arguments(min_count, max_size):
+  if min_count < 1:
+    raise ValueError(f"min_count must be >= 1, got {min_count}")
+  if max_size is not None and max_size < 2:
+    raise ValueError(f"max_size must be >= 2 (UNK plus one word), got {max_size}")
 
 
 def _parse_line(line, line_no, seen):

@@ -43,7 +43,9 @@ def define_flags():
                    "examples. Default: 8 for nce, 16 for sampled_softmax.", lower_bound=1)
   f.DEFINE_integer("group_size", 64, "Examples sharing one draw of negatives: skip-gram "
                    "pairs of different centres at the same offset, CBOW centres (1 = fresh "
-                   "negatives per example as word2vec.c; larger is faster).", lower_bound=1)
+                   "negatives per example as word2vec.c; larger is faster). Must divide "
+                   "--batch_size; above it, it is --batch_size (config.json records the "
+                   "value used).", lower_bound=1)
   f.DEFINE_bool("subtract_log_q", None, "Subtract log(expected count) from the logits "
                 "(textbook NCE / sampled softmax, as tf.nn does). Default: false for nce "
                 "(Mikolov's negative sampling), true for sampled_softmax.")
@@ -85,10 +87,16 @@ def define_flags():
   f.DEFINE_float("eval_fraction", 0.01, "Last fraction of the corpus held out for the "
                  "full-softmax eval.", lower_bound=0.0, upper_bound=0.5)
   f.DEFINE_integer("eval_examples", 4096, "Held-out examples scored against the whole "
-                   "vocabulary.", lower_bound=0)
-  f.DEFINE_integer("eval_every_epochs", 1, "Evaluate after every N epochs.", lower_bound=1)
-  f.DEFINE_integer("checkpoint_every_steps", 2000, "Checkpoint at the first chunk boundary "
-                   "after this many steps (and after every epoch).", lower_bound=1)
+                   "vocabulary (at most 2^28 / vocabulary size of them: 256 for 1M words).",
+                   lower_bound=0)
+  f.DEFINE_integer("eval_every_epochs", 1, "Evaluate after every N epochs during training "
+                   "(0 = not during training); the run is always evaluated after its last "
+                   "epoch.", lower_bound=0)
+  f.DEFINE_float("checkpoint_every_secs", 600.0, "Checkpoint at the first chunk boundary "
+                 "(or end of epoch) after this many seconds since the last checkpoint, and "
+                 "after the last epoch.", lower_bound=0.0)
+  f.DEFINE_integer("checkpoint_every_steps", 0, "Also checkpoint at the first chunk "
+                   "boundary after this many steps (0 = by time only).", lower_bound=0)
   f.DEFINE_float("summary_every_secs", 5.0, "Progress line and TensorBoard scalars period.",
                  lower_bound=0.0)
   f.DEFINE_list("words", ["president", "war", "money", "america"], "Words whose nearest "
@@ -104,11 +112,15 @@ def define_flags():
 
 
 def to_config(f=flags.FLAGS):
-  """The frozen Config of the parsed flags, with the loss-dependent defaults resolved."""
+  """The frozen Config of the parsed flags, with the loss-dependent defaults resolved.
+
+  Raises:
+    UserError: flags that contradict each other (--group_size not dividing --batch_size).
+  """
   loss = f.loss or ("nce" if f.model == "skipgram" else "sampled_softmax")
   subtract = f.subtract_log_q if f.subtract_log_q is not None else loss == "sampled_softmax"
   biases = f.train_biases if f.train_biases is not None else loss == "sampled_softmax"
-  return Config(
+  config = Config(
       model_dir=f.model_dir, corpus=f.corpus, tokenizer=f.tokenizer, min_count=f.min_count,
       max_vocab_size=f.max_vocab_size, model=f.model, loss=loss, sampler=f.sampler,
       distortion=f.distortion, num_sampled=f.num_sampled or 0, group_size=f.group_size,
@@ -120,6 +132,9 @@ def to_config(f=flags.FLAGS):
       min_learning_rate_ratio=f.min_learning_rate_ratio, seed=f.seed,
       eval_fraction=f.eval_fraction, eval_examples=f.eval_examples,
       eval_every_epochs=f.eval_every_epochs, summary_every_secs=f.summary_every_secs,
-      checkpoint_every_steps=f.checkpoint_every_steps, resume=f.resume,
+      checkpoint_every_steps=f.checkpoint_every_steps,
+      checkpoint_every_secs=f.checkpoint_every_secs, resume=f.resume,
       chunk_tokens=f.chunk_tokens, words=tuple(f.words or ()),
       analogy_restrict=f.analogy_restrict, projector_words=f.projector_words)
+  config.check_group_size()
+  return config

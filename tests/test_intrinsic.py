@@ -163,3 +163,111 @@ def test_similarity_matches_gensim(tmp_path):
     assert rho == pytest.approx(spearman[0], abs=1e-6)
     assert oov == pytest.approx(oov_percent / 100)
     assert oov > 0
+
+
+# ---------------------------------------------------------------- chunked evaluation
+
+def _reference_analogy(vectors, words, analogies, restrict_vocab):
+  """One question at a time, every candidate scored in float64: the definition."""
+  stop = min(restrict_vocab, len(words) - 1) + 1
+  v = np.asarray(vectors[1:stop], np.float64)
+  unit = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-300)
+  lookup = {}
+  for i in range(1, stop):
+    lookup.setdefault(words[i].upper(), i - 1)
+  groups = [lookup[w.upper()] for w in words[1:stop]]
+  correct = seen = 0
+  for _, questions in analogies:
+    for q in questions:
+      r = [lookup.get(w.upper()) for w in q]
+      if None in r:
+        continue
+      seen += 1
+      scores = unit @ (unit[r[1]] - unit[r[0]] + unit[r[2]])
+      for row, g in enumerate(groups):
+        if g in r[:3]:
+          scores[row] = -np.inf
+      correct += groups[int(np.argmax(scores))] == r[3]
+  return correct, seen
+
+
+class _TfTable:
+  """A tf.Variable table read on demand, as word2vec/evaluate.py passes it."""
+
+  def __init__(self, vectors):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from word2vec import evaluate  # pylint: disable=import-outside-toplevel
+    self.rows = evaluate.TableRows(tf.Variable(vectors))
+    self.shape = self.rows.shape
+    self.reads = []
+
+  def __getitem__(self, key):
+    out = self.rows[key]
+    self.reads.append(out.shape[0])
+    return out
+
+
+def test_analogy_in_chunks_matches_the_reference_and_reads_only_restricted_rows(monkeypatch):
+  words, vectors, analogies = _planted_vectors()
+  monkeypatch.setattr(intrinsic, "_BATCH", 7)  # many chunks, a partial last one
+  for restrict in (30000, 150):
+    table = _TfTable(vectors)
+    got = intrinsic.analogy_accuracy(table, words, analogies, restrict_vocab=restrict)
+    assert (got["correct"], got["seen"]) == _reference_analogy(vectors, words, analogies,
+                                                               restrict)
+    assert table.reads == [min(restrict, len(words) - 1)]  # rows 1..restrict, once
+    assert got == intrinsic.analogy_accuracy(vectors, words, analogies, restrict)
+
+
+def test_analogy_extreme_values():
+  # Huge and tiny rows (squares within float32) and a zero row: unit rows are finite, a zero
+  # row scores 0, UNK never answers.
+  words = ["<unk>", "man", "woman", "king", "queen", "zero", "tiny"]
+  vecs = np.array([[1e15, 1e15], [1e15, 0], [0, 1e-15], [2e15, 2e14], [2e-15, 2e-14],
+                   [0, 0], [1e-15, -1e-15]], dtype=np.float32)
+  analogies = [("s", [("man", "woman", "king", "queen"), ("man", "zero", "king", "queen"),
+                      ("zero", "tiny", "zero", "man")])]
+  got = intrinsic.analogy_accuracy(vecs, words, analogies)
+  assert (got["correct"], got["seen"]) == _reference_analogy(vecs, words, analogies, 30000)
+  assert got["correct"] >= 1
+
+
+def test_nearest_neighbours_in_chunks_match_brute_force(monkeypatch):
+  rng = np.random.default_rng(3)
+  vectors = rng.normal(size=(1000, 16)).astype(np.float32)
+  vectors[5] = 0.0  # a zero row: cosine 0 with everything
+  vectors[7] *= 1e15
+  words = ["<unk>"] + [f"w{i}" for i in range(999)]
+  monkeypatch.setattr(intrinsic, "_ROW_CHUNK", 64)
+  table = _TfTable(vectors)
+  queries = ["w3", 7, "w998", "w4"]
+  got = intrinsic.nearest_neighbours_many(table, words, queries, k=10)
+  assert table.reads == [len(queries)] + [64] * 15 + [1000 - 15 * 64]  # never the table
+  v64 = vectors.astype(np.float64)
+  unit = v64 / np.maximum(np.linalg.norm(v64, axis=1, keepdims=True), 1e-300)
+  for q, nn in zip(queries, got):
+    i = words.index(q) if isinstance(q, str) else q
+    cos = unit @ unit[i]
+    cos[[0, i]] = -np.inf
+    want = np.argsort(-cos, kind="stable")[:10]
+    assert [w for w, _ in nn] == [words[j] for j in want]
+    np.testing.assert_allclose([c for _, c in nn], cos[want], rtol=1e-5, atol=1e-6)
+    one = intrinsic.nearest_neighbours(vectors, words, q, k=10)
+    assert [w for w, _ in one] == [w for w, _ in nn]
+    np.testing.assert_allclose([c for _, c in one], [c for _, c in nn], rtol=1e-6)
+
+
+def test_similarity_with_a_prebuilt_case_index_and_a_table():
+  words, vectors, _ = _planted_vectors(seed=1)
+  index = {w: i for i, w in enumerate(words)}
+  pairs = [(words[i], words[j], float(i % 7)) for i, j in zip(range(1, 60), range(60, 119))]
+  pairs += [("ATHENS", "Greece", 5.0), ("unknownword", "athens", 1.0)]
+  upper = intrinsic.case_insensitive_index(index)
+  assert upper["ATHENS"] == min(index["athens"], index["Athens"])
+  assert upper["GREECE"] == min(index["greece"], index["GREECE"])
+  assert "<UNK>" not in upper
+  for restrict in (None, 100):
+    want = intrinsic.similarity_spearman(vectors, index, pairs, restrict)
+    got = intrinsic.similarity_spearman(_TfTable(vectors), index, pairs, restrict,
+                                        upper_index=upper)
+    assert got == pytest.approx(want) and 0 < got[1] < 1

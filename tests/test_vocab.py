@@ -1,9 +1,11 @@
 """Golden tests for data/vocab.py: order, UNK count, min_count, max_size, tsv round trip."""
+import collections
+
 import numpy as np
 import pytest
 
 from data.errors import UserError
-from data.vocab import UNK, Vocabulary
+from data.vocab import UNK, Vocabulary, VocabularyBuilder
 
 # Hand-made corpus, split into chunks to check that first appearance is tracked
 # across chunk boundaries.
@@ -124,3 +126,45 @@ def test_build_from_corpus_chunks(tmp_path):
   # the 2, cat 2, sat 2, dog 2, a 3 -> a first, then ties by first appearance.
   assert v.words == [UNK, "a", "the", "cat", "sat", "dog"]
   assert v.counts.tolist() == [1, 3, 2, 2, 2, 2]
+
+
+def _counter_reference(tokens, min_count, max_size):
+  """The definition: collections.Counter, stable sort by count (ties: first appearance)."""
+  counter = collections.Counter(tokens)
+  unk = counter.pop("<unk>", 0)
+  ranked = sorted(counter.items(), key=lambda item: -item[1])
+  kept = [(w, c) for w, c in ranked if c >= min_count][:(max_size - 1) if max_size else None]
+  total = sum(counter.values()) + unk
+  return ["<unk>"] + [w for w, _ in kept], [total - sum(c for _, c in kept)] + [c for _, c in kept]
+
+
+@pytest.mark.parametrize("min_count, max_size", [(1, None), (3, None), (2, 7)])
+def test_builder_one_pass_counts_and_encodes_like_the_definition(min_count, max_size):
+  rng = np.random.default_rng(min_count)
+  pool = [f"w{i}" for i in range(40)] + ["<unk>"]
+  # Zipf-ish draws, so that there are ties at every count and words below min_count.
+  tokens = [pool[i] for i in np.minimum(rng.zipf(1.3, size=5000) - 1, len(pool) - 1)]
+  builder = VocabularyBuilder()
+  provisional = np.concatenate([builder.add(tokens[s:s + 777]) for s in range(0, 5000, 777)])
+  vocab, lookup = builder.vocabulary(min_count, max_size)
+  words, counts = _counter_reference(tokens, min_count, max_size)
+  assert vocab.words == words and vocab.counts.tolist() == counts
+  assert vocab.words == Vocabulary.build([tokens[:2500], tokens[2500:]], min_count,
+                                         max_size).words
+  np.testing.assert_array_equal(lookup[provisional], vocab.encode(tokens))
+  assert lookup.dtype == np.int32 and provisional.dtype == np.int32
+
+
+def test_zipf_corpus_for_the_benchmarks(tmp_path):
+  from data import corpus as corpus_lib  # pylint: disable=import-outside-toplevel
+  from data import synthetic  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "zipf.txt")
+  synthetic.write_zipf_corpus(path, 30_000, distinct=700, exponent=1.0, words_per_line=7)
+  corpus = corpus_lib.resolve_corpus(path, tokenizer="text8")  # a-z words survive text8
+  vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=1)
+  assert vocab.total_count == 30_000 and 300 < len(vocab) - 1 <= 700
+  assert vocab.words[1] == "wa" and vocab.words[2] == "wb"  # ranks 1, 2 (ids 0, 1)
+  # P(rank 1) / P(rank 2) = 2 for exponent 1.
+  assert 1.7 < vocab.counts[1] / vocab.counts[2] < 2.3
+  with open(path, encoding="ascii") as f:
+    assert len(f.readline().split()) == 7

@@ -390,6 +390,8 @@ def test_train_writes_a_complete_run_directory(runs, flagfile, model, loss):
   assert all(v > 0 and math.isfinite(v) for _, v in scalars["train/words_per_sec"])
   assert all(math.isfinite(v) for _, v in scalars["train/loss"])
   assert scalars[f"eval/{key}"][-1][1] == pytest.approx(figures[key], rel=1e-6)
+  assert len(scalars[f"eval/{key}"]) == 3, "--eval_every_epochs=1: after each of 3 epochs"
+  assert_timings(run_dir)
 
   # The projector: the --projector_words=20 most frequent words, 100-dimensional.
   train_dir = os.path.join(run_dir, "train")
@@ -401,6 +403,36 @@ def test_train_writes_a_complete_run_directory(runs, flagfile, model, loss):
   with open(os.path.join(train_dir, "metadata.tsv"), encoding="utf-8") as f:
     metadata = f.read().splitlines()
   assert metadata == ["word\tcount"] + [f"{w}\t{c}" for w, c in vocab[1:21]]
+
+
+def assert_timings(run_dir):
+  """timings.json: every phase of the command, in seconds, adding up to at most the total."""
+  timings = read_json(os.path.join(run_dir, "timings.json"))
+  phases = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
+            "evaluation", "checkpoints", "export")
+  assert list(timings) == [*phases, "total"], timings
+  assert all(v >= 0 for v in timings.values()), timings
+  for phase in ("startup", "vocabulary", "compilation", "training", "evaluation"):
+    assert timings[phase] > 0, (phase, timings)
+  assert sum(timings[p] for p in phases) <= timings["total"] + 0.01, timings
+  return timings
+
+
+def test_eval_and_checkpoint_cadence(commands):
+  res = commands["cadence"]
+  assert_ok(res)
+  run_dir = commands["cadence_dir"]
+  scalars = read_scalars(event_files(run_dir))
+  # --eval_every_epochs=0: evaluated once, after the last of 2 epochs; the figures printed.
+  assert len(scalars["eval/analogy_accuracy"]) == 1, scalars["eval/analogy_accuracy"]
+  assert scalars["eval/analogy_accuracy"][0][0] == scalars["train/loss"][-1][0]
+  assert "heldout_full_sigmoid_loss" in json.loads(res.stdout)
+  # --checkpoint_every_secs=100000: only the final checkpoint, none after epoch 1.
+  assert len(checkpoint_numbers(run_dir)) == 1
+  assert_timings(run_dir)
+  # --checkpoint_every_secs=0: one at every chunk boundary (3 kept), not just the final one.
+  assert_ok(commands["every_chunk"])
+  assert len(checkpoint_numbers(commands["every_chunk_dir"])) == 3
 
 
 # ---------------------------------------------------------------- eval, export, vocab
@@ -505,6 +537,15 @@ def commands(runs):
       jobs[fmt] = cmd("export", "--model_dir=runs/skipgram_nce", f"--format={fmt}",
                       f"--output={output}")
   jobs.update({
+      # Evaluation only after the last epoch, one checkpoint (time cadence not reached).
+      "cadence": cmd("train", *runs.train_args("skipgram_nce", "runs/cadence",
+                                               "--epochs=2", "--eval_every_epochs=0",
+                                               "--checkpoint_every_secs=100000")),
+      # A checkpoint at every chunk boundary (time cadence 0 s).
+      "every_chunk": cmd("train", *runs.train_args("skipgram_nce", "runs/every_chunk",
+                                                   "--epochs=1", "--checkpoint_every_secs=0")),
+      "group_size": cmd("train", "--corpus=corpus.txt", "--model_dir=runs/m7",
+                        "--group_size=48", *fast),
       "missing_corpus": cmd("train", "--corpus=missing.txt", "--model_dir=runs/m1", *fast),
       "empty_corpus": cmd("train", "--corpus=empty.txt", "--model_dir=runs/m2", *fast),
       "num_sampled": cmd("train", "--corpus=corpus.txt", "--model_dir=runs/m3",
@@ -521,6 +562,8 @@ def commands(runs):
   })
   results = run_parallel(jobs)
   results["resumed_before"] = resumed_before
+  results["cadence_dir"] = os.path.join(root, "runs", "cadence")
+  results["every_chunk_dir"] = os.path.join(root, "runs", "every_chunk")
   return results
 
 
@@ -677,6 +720,7 @@ def test_invalid_utf8_is_replaced_counted_and_training_succeeds(commands):
     ("missing_corpus", ["'missing.txt'", "does not exist", "--corpus="]),
     ("empty_corpus", ["empty.txt", "no tokens"]),
     ("num_sampled", ["--num_sampled=1000", "55 words"]),
+    ("group_size", ["--group_size=48", "must divide --batch_size=64"]),
     ("export_no_checkpoint", ["--model_dir=runs/nockpt", "no checkpoint"]),
     ("export_no_run", ["--model_dir=runs/none", "no word2vec run", "word2vec train"]),
     ("export_no_output", ["--output"]),
@@ -688,7 +732,7 @@ def test_user_mistake_ends_in_one_error_line(commands, runs, name, needles):
   assert not os.path.exists(os.path.join(runs.root, "none.txt"))
   assert not os.path.exists(os.path.join(runs.root, "runs", "none")), \
       "a failed export must not create the run directory"
-  for failed_train in ("m1", "m2", "m3"):  # missing, empty corpus; too many negatives
+  for failed_train in ("m1", "m2", "m3", "m7"):  # missing, empty corpus; too many negatives
     assert not os.path.exists(os.path.join(runs.root, "runs", failed_train)), \
         "a failed train must not leave its new run directory behind"
 

@@ -489,6 +489,30 @@ def test_learned_unigram_sampler_runs():
   assert np.all(np.isfinite(true_log_q)) and np.all(np.isfinite(sampled_log_q))
 
 
+def test_learned_unigram_state_is_not_checkpointed(tmp_path):
+  """Documented difference (README, samplers): the op's learned counts live in its kernel, so
+  a run resumed from a checkpoint starts them again from scratch; its draws and log Q differ
+  from those of the uninterrupted run. The fixed samplers have no such state."""
+  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  kwargs = dict(sampler="learned_unigram", subtract_log_q=True, steps=2, seed=16)
+  targets = tf.constant(np.full([2, BATCH], 4, np.int32))
+  fresh_log_q = make_model(**kwargs).sample(targets)[1].numpy()
+  trained = make_model(**kwargs)
+  for _ in range(20):
+    trained.sample(targets)
+  learned_log_q = trained.sample(targets)[1].numpy()
+  # Having seen id 4 only, the sampler expects it far more often than at the start.
+  assert learned_log_q.mean() > fresh_log_q.mean() + 1.0
+  ckpt, _ = train_lib.make_checkpoint(trained)
+  path = ckpt.save(str(tmp_path / "ckpt"))
+  resumed = make_model(**kwargs)
+  ckpt_b, _ = train_lib.make_checkpoint(resumed)
+  ckpt_b.restore(path).assert_existing_objects_matched()
+  np.testing.assert_allclose(resumed.sample(targets)[1].numpy(), fresh_log_q)
+  names = [name for name, _ in tf.train.list_variables(path)]
+  assert not [n for n in names if "sampler" in n.lower() or "unigram" in n.lower()], names
+
+
 def test_config_errors_and_initialisation():
   with pytest.raises(ValueError, match="group_size"):
     make_model(group_size=4)

@@ -1,4 +1,5 @@
 """A progress line every few seconds: percent done, rate, loss and ETA."""
+import collections
 import time
 
 from absl import logging
@@ -27,7 +28,7 @@ class Progress:
       return 0.0
     elapsed = max(now - self.start, 1e-9)
     self.rate = (done - self.done_at_start) / elapsed
-    if force or now - self.last >= self.every:
+    if force or (now - self.last >= self.every and self.rate > 0):
       self.last = now
       logging.info("%s", self.line(done, loss))
     return self.rate
@@ -35,6 +36,11 @@ class Progress:
   def exclude(self, seconds):
     """Leaves `seconds` (e.g. an evaluation) out of the rate."""
     self.start += seconds
+
+  def rebase(self, done):
+    """Measures the rate from now and `done` on (e.g. after a first step that compiled)."""
+    self.done_at_start = done
+    self.start = self.clock()
 
   def line(self, done, loss=None):
     pct = 100.0 * min(done, self.total) / self.total
@@ -44,6 +50,44 @@ class Progress:
       parts.append(f"loss {float(loss):.4f}")
     parts.append(f"ETA {format_seconds(eta)}")
     return " | ".join(parts)
+
+
+class StepTimer:
+  """Tells compilation from steady work in the durations of repeated steps.
+
+  A step compiles the first time its shape (`key`) is seen: word2vec's first block, and for
+  skip-gram the first block of each reduced window (one program per window). Blocks of
+  different keys also differ in cost (a window of 5 is several times a window of 1), so each
+  key is compared with itself: its compilation is its first block less the median of its
+  later ones.
+  """
+
+  def __init__(self, history=32):
+    self.history = history
+    self.first = {}   # key -> seconds of its first step
+    self.recent = {}  # key -> deque of its later steps' seconds
+
+  def add(self, seconds, key=None):
+    """Records one step; returns True if it was the first of its key (it compiled)."""
+    if key not in self.first:
+      self.first[key] = seconds
+      self.recent[key] = collections.deque(maxlen=self.history)
+      return True
+    self.recent[key].append(seconds)
+    return False
+
+  @property
+  def compilation(self):
+    """Seconds of compilation so far: each key's first step less a steady one of that key
+    (of any key if it has none yet)."""
+    everything = sorted(x for q in self.recent.values() for x in q)
+    overall = everything[len(everything) // 2] if everything else 0.0
+    total = 0.0
+    for key, first in self.first.items():
+      later = sorted(self.recent[key])
+      steady = later[len(later) // 2] if later else overall
+      total += max(0.0, first - steady)
+    return total
 
 
 def format_seconds(s):

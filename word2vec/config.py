@@ -60,9 +60,10 @@ class Config:
   seed: int = 1
   eval_fraction: float = 0.01
   eval_examples: int = 4096
-  eval_every_epochs: int = 1
+  eval_every_epochs: int = 1  # 0 = only after the last epoch
   summary_every_secs: float = 5.0
-  checkpoint_every_steps: int = 5000
+  checkpoint_every_steps: int = 0  # 0 = by time only
+  checkpoint_every_secs: float = 600.0
   resume: bool = True
   chunk_tokens: int = 1 << 20
   words: tuple = ()
@@ -76,6 +77,15 @@ class Config:
       object.__setattr__(self, "batch_size", DEFAULT_BATCH_SIZE[self.model])
     if not self.steps_per_call:
       object.__setattr__(self, "steps_per_call", DEFAULT_STEPS_PER_CALL[self.model])
+    if self.group_size > self.batch_size:  # a group is at most one minibatch
+      object.__setattr__(self, "group_size", self.batch_size)
+
+  def check_group_size(self):
+    """Raises UserError unless the (resolved) group size divides the batch size."""
+    if self.batch_size % self.group_size:
+      raise UserError(f"--group_size={self.group_size} must divide --batch_size="
+                      f"{self.batch_size} (the batch is cut into groups of examples sharing "
+                      "negatives): pick a divisor, e.g. a power of two")
 
   @property
   def lr(self):

@@ -2,8 +2,14 @@
 
 The held-out loss is the "eval mode" of the sampled losses: the same weights scored against
 the whole vocabulary (`losses.full_softmax_loss` for sampled-softmax runs,
-`losses.full_sigmoid_loss` summed over the vocabulary for NCE runs), chunked over classes so a
-1M-word vocabulary fits in memory.
+`losses.full_sigmoid_loss` summed over the vocabulary for NCE runs): one [examples, dim] x
+[dim, vocab] product chunked over classes, so a 1M-word vocabulary fits in memory.
+
+Cost, so that evaluating stays a small part of a run: the held-out loss scores at most
+`MAX_HELDOUT_LOGITS` logits (--eval_examples examples, fewer for a vocabulary above 65k
+words: 256 at 1M); the analogies read only the --analogy_restrict most frequent rows; the
+similarity sets read only their words' rows; the nearest neighbours take one chunked pass over
+the table for all --words. Nothing copies the whole embedding table.
 """
 import json
 import math
@@ -22,17 +28,44 @@ from data.errors import UserError
 from word2vec import intrinsic
 
 SIMILARITY_SETS = ("wordsim353", "simlex999")
+# Logits the held-out loss computes at most (examples x vocabulary size): --eval_examples=4096
+# up to a 65,536-word vocabulary, 256 examples at 1M words (a few seconds at dim 300).
+MAX_HELDOUT_LOGITS = 1 << 28
+# Logits of one chunk of the held-out product: [examples, classes] float32 = 64 MB.
+CHUNK_LOGITS = 1 << 24
+
+
+class TableRows:
+  """Rows of a [vocab, dim] tf.Variable read on demand, as numpy (no copy of the table).
+
+  Supports `.shape`, `table[start:stop]` and `table[int array]`, what word2vec/intrinsic.py
+  reads.
+  """
+
+  def __init__(self, variable):
+    self.variable = variable
+    self.shape = tuple(variable.shape)
+
+  def __getitem__(self, key):
+    if isinstance(key, slice):
+      key = np.arange(*key.indices(self.shape[0]))
+    return tf.gather(self.variable, np.asarray(key, dtype=np.int64)).numpy()
+
+
+def heldout_example_count(config, vocab_size):
+  """Held-out examples scored: --eval_examples, capped at MAX_HELDOUT_LOGITS / vocab size."""
+  return min(config.eval_examples, max(1, MAX_HELDOUT_LOGITS // max(vocab_size, 1)))
 
 
 class Evaluator:
   """Holds the fixed held-out examples and eval sets of a run."""
 
-  def __init__(self, config, vocab, heldout_ids, chunk_size=16384):
+  def __init__(self, config, vocab, heldout_ids):
     self.config = config
     self.vocab = vocab
-    self.chunk_size = chunk_size
     self.examples = self._heldout_examples(heldout_ids)
     self.analogies = evalsets.load_analogies()
+    self.upper_index = intrinsic.case_insensitive_index(vocab.index)
     self.similarity = {}
     for name in SIMILARITY_SETS:
       try:
@@ -54,7 +87,7 @@ class Evaluator:
       inputs, lengths, targets = pipeline.cbow_examples(kept, c.window, rng)
     if targets.shape[0] == 0:
       return None
-    take = rng.permutation(targets.shape[0])[:c.eval_examples]
+    take = rng.permutation(targets.shape[0])[:heldout_example_count(c, len(self.vocab))]
     return inputs[take], lengths[take], targets[take]
 
   def heldout_loss(self, model):
@@ -62,21 +95,17 @@ class Evaluator:
     if self.examples is None:
       return None
     inputs, lengths, targets = self.examples
-    total, n = 0.0, targets.shape[0]
-    for s in range(0, n, 1024):
-      hidden = model.hidden(tf.constant(inputs[s:s + 1024]), tf.constant(lengths[s:s + 1024]))
-      args = (model.output_embeddings, model.output_biases,
-              tf.constant(targets[s:s + 1024]), hidden)
-      if self.config.loss == "nce":
-        batch_loss = losses.full_sigmoid_loss(*args, chunk_size=self.chunk_size)
-      else:
-        batch_loss = losses.full_softmax_loss(*args, chunk_size=self.chunk_size)
-      total += float(batch_loss) * hidden.shape[0]
-    return total / n
+    # Hidden vectors of all the examples: [n, dim]; scored in one product chunked over classes.
+    hidden = model.hidden(tf.constant(inputs), tf.constant(lengths))
+    chunk_size = max(1, CHUNK_LOGITS // targets.shape[0])
+    full_loss = losses.full_sigmoid_loss if self.config.loss == "nce" else \
+        losses.full_softmax_loss
+    return float(full_loss(model.output_embeddings, model.output_biases,
+                           tf.constant(targets), hidden, chunk_size=chunk_size))
 
   def run(self, model):
     """All figures as a dict (json-able)."""
-    vectors = model.input_embeddings.numpy()
+    vectors = TableRows(model.input_embeddings)
     figures = {"vocab_size": len(self.vocab)}
     loss = self.heldout_loss(model)
     if loss is not None:
@@ -91,16 +120,16 @@ class Evaluator:
     figures["analogy_questions"] = analogy["questions"]
     figures["analogy_sections"] = {k: v["accuracy"] for k, v in analogy["sections"].items()}
     for name, pairs in self.similarity.items():
-      rho, oov = intrinsic.similarity_spearman(vectors, self.vocab.index, pairs)
+      rho, oov = intrinsic.similarity_spearman(vectors, self.vocab.index, pairs,
+                                               upper_index=self.upper_index)
       figures[f"{name}_spearman"] = None if math.isnan(rho) else rho
       figures[f"{name}_oov"] = oov
-    neighbours = {}
-    for word in self.config.words:
-      try:
-        neighbours[word] = [(w, round(float(s), 4)) for w, s in
-                            intrinsic.nearest_neighbours(vectors, self.vocab.words, word, k=8)]
-      except ValueError:
-        neighbours[word] = "not in vocabulary"
+    neighbours = {word: "not in vocabulary" for word in self.config.words}
+    known = [word for word in self.config.words if word in self.vocab.index]
+    found = intrinsic.nearest_neighbours_many(vectors, self.vocab.words,
+                                              [self.vocab.index[w] for w in known], k=8)
+    for word, nn in zip(known, found):
+      neighbours[word] = [(w, round(float(s), 4)) for w, s in nn]
     if neighbours:
       figures["nearest_neighbours"] = neighbours
     return figures
@@ -128,8 +157,11 @@ def save_eval_json(model_dir, figures):
 
 
 def write_projector(config, vocab, vectors):
-  """Vectors + words of the most frequent words for TensorBoard's Projector tab."""
+  """Vectors + words of the most frequent words for TensorBoard's Projector tab.
+
+  `vectors`: the [vocab, dim] table (array or tf.Variable); only the rows written are read.
+  """
   n = min(len(vocab), config.projector_words + 1)
   directory = os.path.join(config.model_dir, "train")
-  embedding_formats.save_projector(directory, vocab.words[1:n], vectors[1:n],
+  embedding_formats.save_projector(directory, vocab.words[1:n], np.asarray(vectors[1:n]),
                                    counts=vocab.counts[1:n])

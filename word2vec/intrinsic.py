@@ -18,7 +18,10 @@ one stands for it, and none of the variants of a, b, c can be an answer.
 """
 import numpy as np
 
-_BATCH = 256  # questions scored per matrix multiply: [256, 30000] float32 = 31 MB
+# Questions scored per matrix product: [1024, 30000] float32 scores = 123 MB.
+_BATCH = 1024
+# Table rows normalised at a time by nearest_neighbours: [65536, 300] float32 = 79 MB.
+_ROW_CHUNK = 65536
 
 
 def _unit_rows(vectors):
@@ -26,6 +29,14 @@ def _unit_rows(vectors):
   v = np.asarray(vectors, dtype=np.float32)
   norms = np.linalg.norm(v, axis=1, keepdims=True)
   return v / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+def _check_table(vectors, vocab_words):
+  """`vectors` may be any table with .shape and numpy-style slicing (an array, a memmap, a
+  tf.Variable): only the rows needed are read, so no copy of a whole big table is made."""
+  shape = tuple(vectors.shape)
+  if len(shape) != 2 or shape[0] != len(vocab_words):
+    raise ValueError(f"vectors {shape} do not match {len(vocab_words)} words")
 
 
 def _case_insensitive_ids(words, start, stop):
@@ -51,8 +62,13 @@ def analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab=30000):
   b and c (and their case variants). A question counts as seen only if all of
   a, b, c, d are among those ids; others are skipped.
 
+  Cost: the seen questions of every section are scored together, `_BATCH` at a time, as one
+  [questions, dim] x [dim, restrict_vocab] product; then a, b and c are masked and the best
+  remaining candidate taken (the top-4 minus the question's words). Only rows
+  1..restrict_vocab of `vectors` are read.
+
   Args:
-    vectors: [vocab_size, dim] array, rows in id order (frequency order).
+    vectors: [vocab_size, dim] table (array or tf.Variable), rows in id order.
     vocab_words: list of vocab_size words in id order; vocab_words[0] is UNK.
     analogies: list of (section, [(a, b, c, d), ...]) as from
       data.evalsets.load_analogies().
@@ -67,11 +83,9 @@ def analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab=30000):
       "sections": dict section -> {"accuracy", "correct", "seen", "questions"},
         in file order.
   """
-  vectors = np.asarray(vectors)
-  if vectors.ndim != 2 or vectors.shape[0] != len(vocab_words):
-    raise ValueError(f"vectors {vectors.shape} do not match {len(vocab_words)} words")
+  _check_table(vectors, vocab_words)
   stop = min(int(restrict_vocab), len(vocab_words) - 1) + 1
-  unit = _unit_rows(vectors[1:stop])  # candidate rows; row r is id r + 1
+  unit = _unit_rows(vectors[1:stop])  # candidate rows; row r is id r + 1: [R, dim]
   lookup, canon = _case_insensitive_ids(vocab_words, 1, stop)
   canon -= 1  # work in row numbers
   lookup = {k: v - 1 for k, v in lookup.items()}
@@ -81,32 +95,39 @@ def analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab=30000):
     groups.setdefault(c, []).append(row)
   variants = {c: rows for c, rows in groups.items() if len(rows) > 1}
 
-  result = {"sections": {}}
-  total_correct = total_seen = total_questions = 0
-  for section, questions in analogies:
-    rows = []
+  # The seen questions of all sections, as rows [Q, 4], with their section numbers [Q].
+  rows, section_of = [], []
+  for s, (_, questions) in enumerate(analogies):
     for q in questions:
       r = [lookup.get(w.upper()) for w in q]
       if None not in r:
         rows.append(r)
-    correct = 0
-    for start in range(0, len(rows), _BATCH):
-      batch = np.asarray(rows[start:start + _BATCH], dtype=np.int64)  # [B, 4]
-      a, b, c, d = batch.T
-      # 3CosAdd query per question: [B, dim]
-      query = unit[b] - unit[a] + unit[c]
-      scores = query @ unit.T  # [B, candidates]
-      idx = np.arange(len(batch))
-      for col in (a, b, c):
-        scores[idx, col] = -np.inf
-      if variants:
-        for i, abc in enumerate(batch[:, :3].tolist()):
-          for row in abc:
-            for v in variants.get(row, ()):
-              scores[i, v] = -np.inf
-      predicted = np.argmax(scores, axis=1)
-      correct += int(np.sum(canon[predicted] == d))
-    seen = len(rows)
+        section_of.append(s)
+  rows = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+  hit = np.zeros(rows.shape[0], dtype=bool)
+  for start in range(0, rows.shape[0], _BATCH):
+    batch = rows[start:start + _BATCH]  # [B, 4]
+    a, b, c, d = batch.T
+    query = unit[b] - unit[a] + unit[c]  # 3CosAdd query per question: [B, dim]
+    scores = query @ unit.T  # [B, R]
+    idx = np.arange(len(batch))
+    for col in (a, b, c):
+      scores[idx, col] = -np.inf
+    if variants:
+      for i, abc in enumerate(batch[:, :3].tolist()):
+        for row in abc:
+          for v in variants.get(row, ()):
+            scores[i, v] = -np.inf
+    predicted = np.argmax(scores, axis=1)
+    hit[start:start + len(batch)] = canon[predicted] == d
+  correct_by = np.bincount(np.asarray(section_of, dtype=np.int64), weights=hit,
+                           minlength=len(analogies))
+  seen_by = np.bincount(np.asarray(section_of, dtype=np.int64), minlength=len(analogies))
+
+  result = {"sections": {}}
+  total_correct = total_seen = total_questions = 0
+  for s, (section, questions) in enumerate(analogies):
+    correct, seen = int(correct_by[s]), int(seen_by[s])
     result["sections"][section] = {
         "accuracy": correct / seen if seen else 0.0, "correct": correct, "seen": seen,
         "questions": len(questions)}
@@ -143,31 +164,44 @@ def spearman(x, y):
   return float(np.dot(rx, ry) / denom) if denom > 0 else float("nan")
 
 
-def similarity_spearman(vectors, vocab_index, pairs, restrict_vocab=None):
+def case_insensitive_index(vocab_index):
+  """word.upper() -> the lowest id of its case variants, ids >= 1 (UNK never matches).
+
+  Build it once and pass it to similarity_spearman as `upper_index` for a big vocabulary.
+  """
+  lookup = {}
+  for w, i in vocab_index.items():
+    if i > 0:
+      key = w.upper()
+      if lookup.get(key, i) >= i:
+        lookup[key] = i
+  return lookup
+
+
+def similarity_spearman(vectors, vocab_index, pairs, restrict_vocab=None, upper_index=None):
   """Spearman correlation between cosine similarities and human scores.
 
   Args:
-    vectors: [vocab_size, dim] array in id order.
+    vectors: [vocab_size, dim] table in id order (array or tf.Variable; only the rows of the
+      pairs' words are read).
     vocab_index: dict word -> id (id 0, UNK, is never matched).
     pairs: list of (word1, word2, score), e.g. data.evalsets.load_similarity().
     restrict_vocab: only ids 1..restrict_vocab count as known (None: all);
       gensim's evaluate_word_pairs defaults to 300000.
+    upper_index: case_insensitive_index(vocab_index), if already built.
 
   Returns:
     (rho, oov_fraction): rho over the pairs whose two words are known (nan if
     fewer than two such pairs), and the fraction in [0, 1] of pairs skipped
     because a word is unknown (gensim reports the same as a percentage).
   """
-  vectors = np.asarray(vectors)
   limit = vectors.shape[0] if restrict_vocab is None else int(restrict_vocab) + 1
-  by_id = sorted((i, w) for w, i in vocab_index.items() if 0 < i < limit)
-  lookup = {}
-  for i, w in by_id:
-    lookup.setdefault(w.upper(), i)
+  # The lowest id of a word's case variants is below `limit` iff some variant is.
+  lookup = upper_index if upper_index is not None else case_insensitive_index(vocab_index)
   gold, left, right = [], [], []
   for w1, w2, score in pairs:
     i, j = lookup.get(w1.upper()), lookup.get(w2.upper())
-    if i is None or j is None:
+    if i is None or j is None or i >= limit or j >= limit:
       continue
     gold.append(score)
     left.append(i)
@@ -175,44 +209,78 @@ def similarity_spearman(vectors, vocab_index, pairs, restrict_vocab=None):
   oov = (len(pairs) - len(gold)) / len(pairs) if pairs else 0.0
   if len(gold) < 2:
     return float("nan"), oov
-  left_unit = _unit_rows(vectors[left])
-  right_unit = _unit_rows(vectors[right])
+  left_unit = _unit_rows(vectors[np.asarray(left)])
+  right_unit = _unit_rows(vectors[np.asarray(right)])
   cosines = np.sum(left_unit * right_unit, axis=1)
   return spearman(gold, cosines), oov
+
+
+def _query_id(vocab_words, word_or_id):
+  if isinstance(word_or_id, (int, np.integer)):
+    query = int(word_or_id)
+    if not 0 <= query < len(vocab_words):
+      raise ValueError(f"id {query} is outside the vocabulary (0..{len(vocab_words) - 1})")
+    return query
+  try:
+    return vocab_words.index(word_or_id)
+  except ValueError:
+    raise ValueError(f"{word_or_id!r} is not in the vocabulary") from None
 
 
 def nearest_neighbours(vectors, vocab_words, word_or_id, k=10):
   """The k words with the highest cosine similarity to a word.
 
   Args:
-    vectors: [vocab_size, dim] array in id order.
+    vectors: [vocab_size, dim] table in id order (array or tf.Variable).
     vocab_words: list of words in id order (vocab_words[0] is UNK).
     word_or_id: the query word (str, exact match) or its id (int).
     k: number of neighbours.
 
   Returns:
-    list of (word, cosine) pairs, most similar first, without the query word
-    itself and without UNK.
+    list of (word, cosine) pairs, most similar first (ties: lower id first), without the
+    query word itself and without UNK.
 
   Raises:
     ValueError: the word is not in the vocabulary / the id is out of range.
   """
-  if isinstance(word_or_id, (int, np.integer)):
-    query = int(word_or_id)
-    if not 0 <= query < len(vocab_words):
-      raise ValueError(f"id {query} is outside the vocabulary (0..{len(vocab_words) - 1})")
-  else:
-    try:
-      query = vocab_words.index(word_or_id)
-    except ValueError:
-      raise ValueError(f"{word_or_id!r} is not in the vocabulary") from None
-  unit = _unit_rows(vectors)
-  cosines = unit @ unit[query]
-  cosines[query] = -np.inf
-  cosines[0] = -np.inf
-  k = max(0, min(int(k), len(vocab_words) - 2 if query != 0 else len(vocab_words) - 1))
-  if k == 0:
+  return nearest_neighbours_many(vectors, vocab_words, [word_or_id], k)[0]
+
+
+def nearest_neighbours_many(vectors, vocab_words, queries, k=10):
+  """nearest_neighbours of several words in one pass over the table.
+
+  The table is read `_ROW_CHUNK` rows at a time, normalised, scored against every query and
+  reduced to a running top-k: memory is O(chunk x dim), never a copy of the table.
+
+  Returns:
+    list (one per query) of lists of (word, cosine) pairs.
+  """
+  _check_table(vectors, vocab_words)
+  ids = [_query_id(vocab_words, q) for q in queries]
+  n_rows = len(vocab_words)
+  if not ids:
     return []
-  top = np.argpartition(-cosines, k - 1)[:k]
-  top = top[np.argsort(-cosines[top], kind="stable")]
-  return [(vocab_words[i], float(cosines[i])) for i in top]
+  q_unit = _unit_rows(vectors[np.asarray(ids)])  # [n_queries, dim]
+  ks = [max(0, min(int(k), n_rows - 2 if q != 0 else n_rows - 1)) for q in ids]
+  k_max = max(ks)
+  if k_max == 0:
+    return [[] for _ in ids]
+  best_ids = np.zeros((len(ids), 0), np.int64)
+  best_cos = np.zeros((len(ids), 0), np.float32)
+  query_ids = np.asarray(ids)[:, None]
+  for start in range(0, n_rows, _ROW_CHUNK):
+    stop = min(start + _ROW_CHUNK, n_rows)
+    cos = q_unit @ _unit_rows(vectors[start:stop]).T  # [n_queries, chunk]
+    row_ids = np.arange(start, stop)
+    cos[(row_ids[None, :] == query_ids) | (row_ids[None, :] == 0)] = -np.inf
+    take = min(k_max, stop - start)
+    top = np.argsort(-cos, axis=1, kind="stable")[:, :take]  # ties: lower id first
+    best_ids = np.concatenate([best_ids, top + start], axis=1)
+    best_cos = np.concatenate([best_cos, np.take_along_axis(cos, top, axis=1)], axis=1)
+    # Keep the k best so far, by cosine then id.
+    order = np.lexsort((best_ids, -best_cos), axis=1)[:, :k_max]
+    best_ids = np.take_along_axis(best_ids, order, axis=1)
+    best_cos = np.take_along_axis(best_cos, order, axis=1)
+  return [[(vocab_words[i], float(c)) for i, c in zip(best_ids[n, :ks[n]].tolist(),
+                                                     best_cos[n, :ks[n]].tolist())]
+          for n in range(len(ids))]

@@ -15,9 +15,9 @@ from data import corpus as corpus_lib
 from data import pipeline
 from data.atomic import atomic_write
 from data.errors import UserError
-from data.vocab import Vocabulary
+from data.vocab import Vocabulary, VocabularyBuilder
 from training import rundir as rundir_lib
-from training.progress import Progress
+from training.progress import Progress, StepTimer
 from word2vec import config as config_lib
 from word2vec import evaluate as evaluate_lib
 from word2vec.model import StepConfig, Word2Vec
@@ -26,6 +26,23 @@ VOCAB_FILE = "vocab.tsv"
 IDS_FILE = "ids.int32"
 IDS_META = "ids.json"
 CHECKPOINT_DIR = rundir_lib.CHECKPOINT_DIR
+TIMINGS_FILE = "timings.json"
+ENCODE_CHUNK = 1 << 22  # provisional ids mapped to final ids at a time (16 MB)
+# The phases of a `word2vec train` command, in order, as timings.json records them (seconds).
+PHASES = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
+          "evaluation", "checkpoints", "export")
+
+
+def seconds_since_process_start():
+  """Seconds since this process started (Linux /proc; None elsewhere)."""
+  try:
+    with open("/proc/self/stat", encoding="ascii") as f:
+      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime", encoding="ascii") as f:
+      uptime = float(f.read().split()[0])
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+  except (OSError, ValueError, IndexError, AttributeError):
+    return None
 
 
 # ---------------------------------------------------------------- data preparation
@@ -34,11 +51,12 @@ CHECKPOINT_DIR = rundir_lib.CHECKPOINT_DIR
 # far (evaluation and logging cadence; more epochs extend the run). Anything else differing
 # from the run's config.json is refused once the run has a checkpoint.
 FREE_FIELDS = ("model_dir", "resume", "epochs", "eval_examples", "eval_every_epochs",
-               "summary_every_secs", "checkpoint_every_steps", "words", "analogy_restrict",
+               "summary_every_secs", "checkpoint_every_steps", "checkpoint_every_secs", "words",
+               "analogy_restrict",
                "projector_words")
 # The run's own files: what --resume=false removes (nothing else in the directory).
 RUN_FILES = (CHECKPOINT_DIR, "train", VOCAB_FILE, IDS_FILE, IDS_META, "eval.json",
-             rundir_lib.CONFIG_FILE)
+             TIMINGS_FILE, rundir_lib.CONFIG_FILE)
 
 
 def run_dir(model_dir):
@@ -56,7 +74,7 @@ def _data_key(config):
           "min_count": config.min_count, "max_vocab_size": config.max_vocab_size}
 
 
-def prepare_data(config, require_cached=False):
+def prepare_data(config, require_cached=False, timings=None):
   """Builds (or reuses) vocab.tsv and the encoded id file in the run directory.
 
   They are reused only when they were built with the same data flags from the same corpus
@@ -66,6 +84,7 @@ def prepare_data(config, require_cached=False):
     config: the run's Config.
     require_cached: the run has checkpoints, so its vocabulary must be the cached one: a
       changed corpus is an error instead of a rebuild.
+    timings: optional dict, gets the seconds of the "vocabulary" and "encoding" passes.
 
   Returns:
     (vocab, ids): Vocabulary and a read-only int32 memmap [num_tokens] of the corpus.
@@ -100,21 +119,38 @@ def prepare_data(config, require_cached=False):
     logging.info("the corpus or the data flags changed: rebuilding %s and %s", vocab_path,
                  ids_path)
   logging.info("corpus: %s", corpus.describe())
-  vocab = Vocabulary.build(corpus.iter_token_chunks(), min_count=config.min_count,
-                           max_size=config.max_vocab_size or None)
-  logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
-               vocab.total_count, int(vocab.counts[0]))
   with contextlib.suppress(FileNotFoundError):
     os.remove(meta_path)  # vocab and ids are reused only once both are complete
-  vocab.save(vocab_path)
-  n = 0
+  # One tokenisation pass counts the words and writes their provisional ids (data/vocab.py
+  # VocabularyBuilder); encoding maps those to the final ids, chunk by chunk.
   start = time.monotonic()
-  with atomic_write(ids_path, "wb") as f:
-    for chunk in corpus.iter_token_chunks():
-      encoded = vocab.encode(chunk)
-      encoded.tofile(f)
-      n += encoded.shape[0]
-  logging.info("encoded %d tokens in %.1fs", n, time.monotonic() - start)
+  builder = VocabularyBuilder()
+  provisional = ids_path + ".provisional"
+  try:
+    with open(provisional, "wb") as f:
+      for chunk in corpus.iter_token_chunks():
+        builder.add(chunk).tofile(f)
+    vocab, lookup = builder.vocabulary(config.min_count, config.max_vocab_size or None)
+    logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
+                 vocab.total_count, int(vocab.counts[0]))
+    vocab.save(vocab_path)
+    vocab_seconds = time.monotonic() - start
+    start = time.monotonic()
+    n = 0
+    with open(provisional, "rb") as src, atomic_write(ids_path, "wb") as f:
+      while True:  # read, not memory-mapped: the resident memory stays one chunk
+        pids = np.fromfile(src, dtype=np.int32, count=ENCODE_CHUNK)
+        if not pids.shape[0]:
+          break
+        lookup[pids].tofile(f)
+        n += pids.shape[0]
+  finally:
+    if os.path.exists(provisional):
+      os.remove(provisional)
+  encode_seconds = time.monotonic() - start
+  logging.info("encoded %d tokens in %.1fs", n, encode_seconds)
+  if timings is not None:
+    timings.update(vocabulary=vocab_seconds, encoding=encode_seconds)
   if corpus.replaced_bytes:
     logging.warning("%d invalid UTF-8 bytes were replaced by U+FFFD", corpus.replaced_bytes)
   with atomic_write(meta_path) as f:
@@ -286,7 +322,17 @@ def train(config):
       raise
 
 
+def evaluates_after(config, epoch):
+  """Whether training evaluates after `epoch` (0-based): every --eval_every_epochs epochs
+  (never during training if it is 0), and always after the last one."""
+  every = config.eval_every_epochs
+  return epoch + 1 == config.epochs or (every > 0 and (epoch + 1) % every == 0)
+
+
 def _train(config, rundir):
+  call_start = time.monotonic()
+  timings = dict.fromkeys(PHASES, 0.0)
+  timings["startup"] = seconds_since_process_start() or 0.0
   saved = rundir.load_config(required=False)
   has_checkpoint = rundir.has_checkpoint()
   if not config.resume:
@@ -298,7 +344,8 @@ def _train(config, rundir):
                     "use another --model_dir, or --resume=false to start over there")
   elif has_checkpoint:
     rundir.check_compatible(saved, config)
-  vocab, ids = prepare_data(config, require_cached=has_checkpoint)
+  vocab, ids = prepare_data(config, require_cached=has_checkpoint, timings=timings)
+  setup_start = time.monotonic()
   model = build_model(config, vocab)
   train_ids, heldout_ids = split_ids(ids, config.eval_fraction)
   keep = pipeline.keep_probabilities(vocab.counts, config.subsample)
@@ -317,6 +364,7 @@ def _train(config, rundir):
   evaluator = evaluate_lib.Evaluator(config, vocab, heldout_ids)
   writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
   _write_hparams(writer, config)
+  timings["setup"] = time.monotonic() - setup_start
 
   tokens_per_epoch = stream.num_tokens
   total = tokens_per_epoch * config.epochs
@@ -335,6 +383,8 @@ def _train(config, rundir):
   progress.update(done)
   step = int(state["step"])
   last_ckpt_step = step
+  last_ckpt_time = time.monotonic()
+  step_timer = StepTimer()
   loss_sum, loss_count = 0.0, 0
   figures = {}
   trained_blocks = 0
@@ -344,23 +394,35 @@ def _train(config, rundir):
   start_done = done
 
   def save(epoch, next_chunk):
-    nonlocal last_ckpt_step
+    nonlocal last_ckpt_step, last_ckpt_time
+    save_start = time.monotonic()
     last_ckpt_step = step
     state["epoch"].assign(epoch)
     state["next_chunk"].assign(next_chunk)
     state["step"].assign(step)
     manager.save(checkpoint_number=step)
+    last_ckpt_time = time.monotonic()
+    timings["checkpoints"] += last_ckpt_time - save_start
+    progress.exclude(last_ckpt_time - save_start)
+
+  def checkpoint_due():
+    """--checkpoint_every_secs since the last save, or --checkpoint_every_steps steps."""
+    every_steps, every_secs = config.checkpoint_every_steps, config.checkpoint_every_secs
+    return ((every_steps > 0 and step - last_ckpt_step >= every_steps) or
+            (every_secs >= 0 and time.monotonic() - last_ckpt_time >= every_secs))
 
   def end_of_epoch(epoch):
-    """Checkpoint and (every eval_every_epochs) evaluation; returns seconds spent evaluating."""
+    """Checkpoint (after the last epoch, or when one is due) and evaluation (see
+    evaluates_after); returns seconds spent evaluating."""
     nonlocal figures
     if step == 0:  # checked before saving: a rerun must not resume from nothing learned
       raise UserError(
           f"the training corpus ({stream.num_tokens} tokens) gives fewer examples than one "
           f"block of --batch_size={config.batch_size} x --steps_per_call="
           f"{config.steps_per_call}: lower them or use a bigger corpus")
-    save(epoch, stream.num_chunks)
-    if (epoch + 1) % config.eval_every_epochs and epoch + 1 != config.epochs:
+    if epoch + 1 == config.epochs or checkpoint_due():
+      save(epoch, stream.num_chunks)
+    if not evaluates_after(config, epoch):
       return 0.0
     eval_start = time.monotonic()
     figures = evaluator.run(model)
@@ -383,10 +445,15 @@ def _train(config, rundir):
         current += 1
       new_done = block_epoch * tokens_per_epoch + float(block["tokens"])
       lrs = schedule(np.linspace(done, new_done, config.steps_per_call, endpoint=False))
+      block_start = time.monotonic()
       loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
                                tf.constant(lrs, tf.float32), step)
       trained_blocks += 1
       loss = float(loss)  # The one host sync of the block.
+      # A block that compiled (the first of its shape: of skip-gram's reduced window) is left
+      # out of the rate and the ETA: they are measured from the block after it.
+      window = int(np.max(block["lengths"])) if config.model == "skipgram" else 0
+      compiled = step_timer.add(time.monotonic() - block_start, key=window)
       step += config.steps_per_call
       if not np.isfinite(loss):
         raise UserError(
@@ -396,6 +463,8 @@ def _train(config, rundir):
       done = new_done
       loss_sum += loss
       loss_count += 1
+      if compiled:
+        progress.rebase(done)
       rate = progress.update(done, loss)
       now = time.monotonic()
       if now - last_summary >= config.summary_every_secs or trained_blocks == 1:
@@ -403,9 +472,10 @@ def _train(config, rundir):
         with writer.as_default(step=step):
           tf.summary.scalar("train/loss", loss_sum / loss_count)
           tf.summary.scalar("train/learning_rate", float(lrs[-1]))
-          tf.summary.scalar("train/words_per_sec", rate)
+          if rate > 0:  # none yet after the first block (its time is compilation)
+            tf.summary.scalar("train/words_per_sec", rate)
         loss_sum, loss_count = 0.0, 0
-      if bool(block["chunk_done"]) and step - last_ckpt_step >= config.checkpoint_every_steps:
+      if bool(block["chunk_done"]) and checkpoint_due():
         save(block_epoch, int(block["chunk"]) + 1)
   finally:
     blocks.close()
@@ -415,14 +485,36 @@ def _train(config, rundir):
   progress.update(done, force=True)
   train_seconds = time.monotonic() - train_start - eval_total
   if not figures:
+    eval_start = time.monotonic()
     figures = evaluator.run(model)
     evaluator.log(figures)
+    eval_total += time.monotonic() - eval_start
   figures["train_seconds"] = train_seconds
   figures["train_words_per_sec"] = (done - start_done) / max(train_seconds, 1e-9)
-  evaluate_lib.write_projector(config, vocab, model.input_embeddings.numpy())
+  export_start = time.monotonic()
+  evaluate_lib.write_projector(config, vocab, model.input_embeddings)
   evaluate_lib.save_eval_json(config.model_dir, figures)
   writer.flush()
+  timings["compilation"] = step_timer.compilation
+  timings["evaluation"] = eval_total
+  timings["training"] = max(0.0, train_seconds - timings["checkpoints"] -
+                            timings["compilation"])
+  timings["export"] = time.monotonic() - export_start
+  timings["total"] = timings["startup"] + time.monotonic() - call_start
+  write_timings(config.model_dir, timings)
   return figures
+
+
+def write_timings(model_dir, timings):
+  """timings.json: where this command's wall time went, by phase (seconds), and one log line.
+
+  "training" is the loop less compilation and checkpoints; "startup" is process start and
+  imports before train() (0 where unknown); "total" is the command up to here.
+  """
+  logging.info("timings: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+  with atomic_write(os.path.join(model_dir, TIMINGS_FILE)) as f:
+    json.dump({k: round(v, 3) for k, v in timings.items()}, f, indent=2)
+    f.write("\n")
 
 
 def restore(config):
