@@ -89,9 +89,10 @@ def define_flags():
   f.DEFINE_integer("eval_examples", 4096, "Held-out examples scored against the whole "
                    "vocabulary (at most 2^28 / vocabulary size of them: 256 for 1M words).",
                    lower_bound=0)
-  f.DEFINE_integer("eval_every_epochs", 1, "Evaluate after every N epochs during training "
-                   "(0 = not during training); the run is always evaluated after its last "
-                   "epoch.", lower_bound=0)
+  f.DEFINE_integer("eval_every_epochs", 0, "Evaluate after every N epochs during training "
+                   "(0 = not during training: an evaluation costs about as much as a quarter "
+                   "of an epoch of a few-million-token corpus); the run is always evaluated "
+                   "after its last epoch.", lower_bound=0)
   f.DEFINE_float("checkpoint_every_secs", 600.0, "Checkpoint at the first chunk boundary "
                  "(or end of epoch) after this many seconds since the last checkpoint, and "
                  "after the last epoch.", lower_bound=0.0)

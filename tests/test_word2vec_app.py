@@ -297,7 +297,8 @@ class Runs:
 
   def _train(self, flagfile):
     model_dir = f"runs/{flagfile}"
-    res = word2vec("train", *self.train_args(flagfile, model_dir), cwd=self.root)
+    res = word2vec("train", *self.train_args(flagfile, model_dir, "--eval_every_epochs=1"),
+                   cwd=self.root)
     run_dir = os.path.join(self.root, model_dir)
     path = os.path.join(run_dir, "eval.json")
     figures = read_json(path) if os.path.exists(path) else None

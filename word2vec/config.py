@@ -5,6 +5,8 @@ The run directory (config.json, what may change on resume) is training/rundir.py
 import dataclasses
 import typing
 
+from data.errors import UserError
+
 # The choices of the config's enum fields (here, not in model.py, so that the flags and
 # `word2vec --help` need no TensorFlow). SAMPLERS equals losses.samplers.SAMPLERS (tested).
 MODELS = ("skipgram", "cbow")
@@ -60,7 +62,7 @@ class Config:
   seed: int = 1
   eval_fraction: float = 0.01
   eval_examples: int = 4096
-  eval_every_epochs: int = 1  # 0 = only after the last epoch
+  eval_every_epochs: int = 0  # 0 = only after the last epoch
   summary_every_secs: float = 5.0
   checkpoint_every_steps: int = 0  # 0 = by time only
   checkpoint_every_secs: float = 600.0
