@@ -61,6 +61,8 @@ def define_twotower_flags():
                     "training items (the positive left out in training), YouTube-DNN style.")
   flags.DEFINE_bool("item_bias", m.item_bias, "Add a learned item bias to the dot product "
                     "(one extra embedding coordinate).")
+  flags.DEFINE_bool("normalize", m.normalize, "L2-normalise both towers' outputs (cosine "
+                    "scores / temperature); --nonormalize: raw dot products.")
   flags.DEFINE_integer("model_seed", m.seed, "Initialisation seed.")
   # Training.
   flags.DEFINE_enum("loss", t.loss, list(config_lib.LOSSES), "Training loss.")
@@ -72,6 +74,10 @@ def define_twotower_flags():
   flags.DEFINE_integer("num_negatives", t.num_negatives,
                        "bce: negatives per positive; sampled_softmax: per batch.",
                        lower_bound=1)
+  flags.DEFINE_integer("mixed_negatives", t.mixed_negatives,
+                       "inbatch_softmax: also score every query against this many items drawn "
+                       "uniformly per step (mixed negative sampling); 0 = in-batch only.",
+                       lower_bound=0)
   flags.DEFINE_enum("negative_sampler", t.negative_sampler, ["uniform", "popularity"],
                     "bce/sampled_softmax negatives: uniform or popularity^0.75.")
   flags.DEFINE_float("pos_weight", t.pos_weight, "weighted_ce: weight of positives.",
@@ -87,6 +93,13 @@ def define_twotower_flags():
   flags.DEFINE_float("final_learning_rate_fraction", t.final_learning_rate_fraction,
                      "The LR decays linearly to this fraction of --learning_rate.",
                      lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_float("weight_decay", t.weight_decay, "Decoupled weight decay (AdamW; "
+                     "--optimizer=adam only): variables shrink by lr * this per step.",
+                     lower_bound=0.0)
+  flags.DEFINE_float("average_momentum", t.average_momentum,
+                     "Exponential moving average of the weights (Polyak averaging) used for "
+                     "evaluation and kept at the end of training; 0 = off.",
+                     lower_bound=0.0, upper_bound=0.999999)
   flags.DEFINE_integer("batch_size", t.batch_size, "Examples per step.", lower_bound=2)
   flags.DEFINE_integer("epochs", t.epochs, "Passes over the training split.", lower_bound=1)
   flags.DEFINE_integer("seed", t.seed, "Shuffle and sampling seed.")
@@ -107,6 +120,13 @@ def define_twotower_flags():
   flags.register_multi_flags_validator(
       ["dataset", "data_path"], lambda f: f["dataset"] != "csv" or bool(f["data_path"]),
       message="--dataset=csv needs --data_path=<file.csv or .tsv>")
+  flags.register_multi_flags_validator(
+      ["mixed_negatives", "loss"], lambda f: not f["mixed_negatives"]
+      or f["loss"] == "inbatch_softmax",
+      message="--mixed_negatives needs --loss=inbatch_softmax")
+  flags.register_multi_flags_validator(
+      ["weight_decay", "optimizer"], lambda f: not f["weight_decay"] or f["optimizer"] == "adam",
+      message="--weight_decay needs --optimizer=adam (it is AdamW's decoupled decay)")
   flags.register_multi_flags_validator(
       ["use_ids", "use_features"], lambda f: f["use_ids"] or f["use_features"],
       message="the towers need an input: --use_ids or --use_features")
@@ -132,13 +152,15 @@ def config_from_flags(f):
   model = config_lib.ModelConfig(
       embedding_dim=f.embedding_dim, tower_layers=tuple(int(x) for x in f.tower_layers),
       use_ids=f.use_ids, use_features=f.use_features, use_history=f.use_history,
-      item_bias=f.item_bias, seed=f.model_seed)
+      item_bias=f.item_bias, normalize=f.normalize, seed=f.model_seed)
   train = config_lib.TrainConfig(
       loss=f.loss, temperature=f.temperature, logq_correction=f.logq_correction,
-      remove_accidental_hits=f.remove_accidental_hits, num_negatives=f.num_negatives,
+      remove_accidental_hits=f.remove_accidental_hits, mixed_negatives=f.mixed_negatives,
+      num_negatives=f.num_negatives,
       negative_sampler=f.negative_sampler, pos_weight=f.pos_weight,
       focal_gamma=f.focal_gamma, focal_alpha=f.focal_alpha, jrc_alpha=f.jrc_alpha,
-      optimizer=f.optimizer, learning_rate=f.learning_rate,
+      optimizer=f.optimizer, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
+      average_momentum=f.average_momentum,
       final_learning_rate_fraction=f.final_learning_rate_fraction, batch_size=f.batch_size,
       epochs=f.epochs, seed=f.seed, checkpoint_every=f.checkpoint_every,
       log_every=f.log_every, eval_every_epoch=f.eval_every_epoch,

@@ -17,6 +17,7 @@ from losses.primitives import sparse_softmax_cross_entropy
 from losses.primitives import stable_sigmoid_cross_entropy
 from losses.retrieval import in_batch_softmax_loss
 from losses.retrieval import info_nce_loss
+from losses.retrieval import mixed_negatives_softmax_loss
 from losses.retrieval import sigmoid_cross_entropy_loss
 from losses.retrieval import unsupervised_softmax_cross_entropy_loss
 from losses.sampled import full_sigmoid_loss
@@ -38,6 +39,7 @@ __all__ = [
     "jrc_loss",
     "l2_loss",
     "large_negative",
+    "mixed_negatives_softmax_loss",
     "nce_loss",
     "pareto_loss_weights",
     "pareto_weights_from_gram",

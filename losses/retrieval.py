@@ -151,3 +151,59 @@ def info_nce_loss(hidden, temperature, hidden_norm=True):
   # The positive of row k is row (k + N) mod 2N.
   labels = tf.math.floormod(tf.range(two_n) + n, two_n)
   return tf.reduce_mean(primitives.sparse_softmax_cross_entropy(labels, logits))
+
+
+def mixed_negatives_softmax_loss(query_emb, item_emb, sampled_emb, temperature,
+                                 item_log_q=None, sampled_log_q=None, item_ids=None,
+                                 sampled_ids=None):
+  """Mixed negative sampling (Yang et al., WWW 2020): in-batch items plus sampled items.
+
+  Each query is scored against the B in-batch items and M items drawn from
+  another distribution (e.g. uniform over the corpus), shared by the batch:
+  logits = query_emb @ [item_emb; sampled_emb]^T / temperature, [B, B + M];
+  row i's label is column i. Corrections, as in `in_batch_softmax_loss`:
+    * logQ: column j gets -item_log_q[j] (j < B) or -sampled_log_q[j - B]; for
+      a mixture pass the log of each candidate's expected count under the
+      whole sampling (e.g. log(B q_v + M / N)) to both, so that the two kinds
+      of column are comparable.
+    * accidental hits: columns other than i whose id equals item_ids[i]
+      (in-batch duplicates and sampled copies of the positive) get a large
+      finite negative logit.
+  loss_i = logsumexp(logits[i]) - logits[i, i].
+
+  Args:
+    query_emb: float [B, D].
+    item_emb: float [B, D], item_emb[i] is the positive of query i.
+    sampled_emb: float [M, D], the sampled negatives.
+    temperature: positive float or scalar tensor.
+    item_log_q: optional float [B].
+    sampled_log_q: optional float [M] (with item_log_q).
+    item_ids: optional int [B], item identities for hit removal.
+    sampled_ids: optional int [M] (with item_ids).
+
+  Returns:
+    Scalar float: mean over the B queries.
+  """
+  primitives.check_temperature(temperature)
+  query_emb = tf.convert_to_tensor(query_emb)
+  dtype = query_emb.dtype
+  candidates = tf.concat([primitives.cast_like(item_emb, dtype),
+                          primitives.cast_like(sampled_emb, dtype)], 0)  # [B + M, D]
+  # Scores of every query against every candidate: [B, B + M].
+  logits = primitives.scale_by_temperature(
+      tf.matmul(query_emb, candidates, transpose_b=True), temperature)
+  if item_log_q is not None:
+    log_q = tf.concat([tf.reshape(primitives.cast_like(item_log_q, dtype), [-1]),
+                       tf.reshape(primitives.cast_like(sampled_log_q, dtype), [-1])], 0)
+    logits -= log_q[None, :]
+  batch_size = tf.shape(logits)[0]
+  if item_ids is not None:
+    item_ids = tf.reshape(item_ids, [-1])
+    ids = tf.concat([item_ids, tf.cast(tf.reshape(sampled_ids, [-1]), item_ids.dtype)], 0)
+    same_item = tf.equal(item_ids[:, None], ids[None, :])  # [B, B + M]
+    diagonal = tf.pad(tf.eye(batch_size, dtype=tf.bool),
+                      [[0, 0], [0, tf.shape(ids)[0] - batch_size]])
+    logits = tf.where(tf.logical_and(same_item, tf.logical_not(diagonal)),
+                      tf.constant(primitives.large_negative(dtype), dtype), logits)
+  labels = tf.range(batch_size)
+  return tf.reduce_mean(primitives.sparse_softmax_cross_entropy(labels, logits))

@@ -168,9 +168,10 @@ def test_twotower_export_never_deletes_what_it_did_not_write(tmp_path):
   assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
   # Another temperature on the finished run is refused: eval would score with it.
   hotter = dataclasses.replace(config, train=dataclasses.replace(config.train, temperature=1.0))
-  with pytest.raises(UserError, match=r"--temperature=1.0 vs 0.2 in the run"):
+  recorded = config.train.temperature
+  with pytest.raises(UserError, match=rf"--temperature=1.0 vs {recorded} in the run"):
     train_lib.train(hotter)
-  assert train_lib.read_config(config.model_dir).train.temperature == 0.2
+  assert train_lib.read_config(config.model_dir).train.temperature == recorded
 
 
 # ---------------------------------------------------------------- the CLI contract

@@ -13,6 +13,9 @@ API = {
         "src_emb", "pos_emb", "neg_emb", ("temperature", 1.0)],
     "in_batch_softmax_loss": ["query_emb", "item_emb", "temperature",
                               ("item_log_q", None), ("item_ids", None)],
+    "mixed_negatives_softmax_loss": [
+        "query_emb", "item_emb", "sampled_emb", "temperature", ("item_log_q", None),
+        ("sampled_log_q", None), ("item_ids", None), ("sampled_ids", None)],
     "info_nce_loss": ["hidden", "temperature", ("hidden_norm", True)],
     "nce_loss": ["weights", "biases", "labels", "inputs", "num_sampled",
                  "num_classes", ("num_true", 1), ("sampler", "log_uniform"),

@@ -332,3 +332,47 @@ def test_info_nce_huge_norms_finite():
       loss = losses.info_nce_loss(hidden, 0.1, hidden_norm=norm)
     assert np.isfinite(loss.numpy())
     assert np.all(np.isfinite(tape.gradient(loss, hidden).numpy()))
+
+
+def _mixed_reference(q, c, s, t, lq_c, lq_s, ids_c, ids_s):
+  """numpy: row i over [in-batch; sampled] with logQ, other copies of the positive deleted."""
+  ids = np.concatenate([ids_c, ids_s])
+  cand = np.concatenate([c, s])
+  log_q = np.concatenate([lq_c, lq_s])
+  out = []
+  for i in range(len(q)):
+    keep = [j for j in range(len(ids)) if j == i or ids[j] != ids_c[i]]
+    z = q[i] @ cand[keep].T / t - log_q[keep]
+    pos = keep.index(i)
+    out.append(np.log(np.exp(z - z.max()).sum()) + z.max() - z[pos])
+  return np.mean(out)
+
+
+def test_mixed_negatives_golden():
+  # One query, its positive and one sampled negative; no corrections:
+  # logits [1, 0] / 0.5 = [2, 0], loss = log(e^2 + 1) - 2 = log(1 + e^-2) = 0.126928.
+  loss = losses.mixed_negatives_softmax_loss(
+      [[1.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]], 0.5)
+  np.testing.assert_allclose(float(loss), math.log(1 + math.exp(-2)), rtol=1e-6)
+
+
+def test_mixed_negatives_numpy_with_hits_and_log_q():
+  rng = np.random.RandomState(3)
+  b, m, d = 5, 4, 3
+  q, c, s = rng.normal(size=(b, d)), rng.normal(size=(b, d)), rng.normal(size=(m, d))
+  ids_c = np.array([0, 1, 1, 2, 3])
+  ids_s = np.array([1, 4, 0, 5])  # copies of positives 0 and 1 among the samples
+  lq_c, lq_s = rng.normal(size=b), rng.normal(size=m)
+  got = losses.mixed_negatives_softmax_loss(q, c, s, 0.3, lq_c, lq_s, ids_c, ids_s)
+  np.testing.assert_allclose(float(got), _mixed_reference(q, c, s, 0.3, lq_c, lq_s, ids_c,
+                                                          ids_s), rtol=1e-10)
+
+
+def test_mixed_negatives_without_samples_is_the_in_batch_loss():
+  rng = np.random.RandomState(4)
+  q, c = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
+  ids, lq = np.array([0, 1, 1, 2, 3, 0]), rng.normal(size=6)
+  got = losses.mixed_negatives_softmax_loss(q, c, np.zeros([0, 3]), 0.2, lq, np.zeros([0]),
+                                            ids, np.zeros([0], np.int64))
+  want = losses.in_batch_softmax_loss(q, c, 0.2, lq, ids)
+  np.testing.assert_allclose(float(got), float(want), rtol=1e-12)

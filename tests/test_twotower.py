@@ -191,12 +191,14 @@ def test_pointwise_loss_needs_labels(tmp_path):
     inputs.prepare(SYNTH, pointwise=True)
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path, prepared, monkeypatch):
-  full = _config(tmp_path, "full", epochs=2)
+@pytest.mark.parametrize("average", [0.0, 0.99])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, prepared, monkeypatch, average):
+  # With --average_momentum the averaged weights are checkpointed too and kept at the end.
+  full = _config(tmp_path, "full", epochs=2, average_momentum=average)
   train_lib.train(full, prepared, resume=False)
   want = tf.train.load_variable(os.path.join(full.model_dir, "checkpoints", "ckpt-92"),
                                 "item_tower/id_table/.ATTRIBUTES/VARIABLE_VALUE")
-  cut = _config(tmp_path, "cut", epochs=2)
+  cut = _config(tmp_path, "cut", epochs=2, average_momentum=average)
   real = inputs.epoch_dataset
 
   def dies_in_epoch_2(train, batch_size, epoch, seed, skip_batches=0, drop_remainder=True):
@@ -406,3 +408,98 @@ def test_inbatch_softmax_under_xla_equals_the_library_loss(batch_size):
   for v, g, w in zip(variables, got_grads, tape.gradient(want, variables)):
     np.testing.assert_allclose(tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(w).numpy(),
                                rtol=1e-4, atol=1e-5, err_msg=v.name)
+
+
+@pytest.mark.parametrize("logq", [True, False])
+def test_mixed_negatives_loss_is_the_library_loss_on_the_steps_sample(logq):
+  import losses  # pylint: disable=import-outside-toplevel
+  # Batch of 6 over 7 items plus 5 uniform items: logQ of every column is the log of its
+  # expected count under the mixture, B Q(v) + M / N.
+  rng = np.random.RandomState(2)
+  users, items = rng.randint(5, size=6), rng.randint(7, size=6)
+  two_tower = model_lib.TwoTower(model_lib.Tower(5, [], 4, layers=(3,), seed=1),
+                                 model_lib.Tower(7, [], 4, layers=(3,), seed=2))
+  counts = np.array([5, 1, 0, 3, 2, 7, 1])
+  batch = {"user": tf.constant(users, tf.int64), "item": tf.constant(items, tf.int64)}
+  config = config_lib.Config("x", train=config_lib.TrainConfig(
+      batch_size=6, temperature=0.3, logq_correction=logq, mixed_negatives=5, seed=3))
+  got = train_lib.make_loss_fn(config, two_tower, counts)(batch, 4)
+  sampled = train_lib.mixed_negative_sample(5, 7, 4, 3)
+  q = np.maximum(counts, 1) / counts.sum()
+  log_e = np.log(6 * q + 5 / 7).astype(np.float32)
+  want = losses.mixed_negatives_softmax_loss(
+      two_tower.query_tower.embed_index(batch["user"]),
+      two_tower.item_tower.embed_index(batch["item"]),
+      two_tower.item_tower.embed_index(sampled), 0.3,
+      log_e[items] if logq else None, tf.gather(log_e, sampled) if logq else None,
+      batch["item"], sampled)
+  assert float(got) == pytest.approx(float(want), rel=1e-5)
+  # The sample depends on the step, and stays in range.
+  other = train_lib.mixed_negative_sample(5, 7, 5, 3).numpy()
+  assert not np.array_equal(sampled.numpy(), other) and other.min() >= 0 and other.max() < 7
+
+
+def test_unnormalised_tower_returns_the_raw_mlp_output():
+  cosine = model_lib.Tower(5, [], 4, layers=(3,), seed=1)
+  dot = model_lib.Tower(5, [], 4, layers=(3,), seed=1, normalize=False)
+  ids = tf.range(5)
+  raw = dot.embed_index(ids).numpy()
+  norms = np.linalg.norm(raw, axis=1)
+  assert not np.allclose(norms, 1.0)
+  np.testing.assert_allclose(cosine.embed_index(ids).numpy(), raw / norms[:, None], rtol=1e-5)
+
+
+def test_weight_decay_shrinks_variables_by_lr_times_decay():
+  # A zero gradient leaves Adam's update at 0: only the decoupled decay moves the variable,
+  # v <- v - lr * wd * v = 2 * (1 - 0.1 * 0.5) = 1.9.
+  t = config_lib.TrainConfig(learning_rate=0.1, final_learning_rate_fraction=1.0,
+                             weight_decay=0.5)
+  optimizer, _ = train_lib.make_optimizer(t, 10)
+  v = tf.Variable([2.0])
+  optimizer.apply_gradients([(tf.zeros([1]), v)])
+  np.testing.assert_allclose(v.numpy(), [1.9], rtol=1e-6)
+  plain, _ = train_lib.make_optimizer(dataclasses.replace(t, weight_decay=0.0), 10)
+  w = tf.Variable([2.0])
+  plain.apply_gradients([(tf.zeros([1]), w)])
+  np.testing.assert_allclose(w.numpy(), [2.0])
+
+
+def test_weight_average_is_the_debiased_exponential_moving_average():
+  v = tf.Variable([0.0, 4.0])  # the initial value never counts
+  average = train_lib.WeightAverage([v], 0.5)
+  v.assign([2.0, 0.0])
+  average.update()  # shadow 0.5 * [2, 0] = [1, 0]; / (1 - 0.5) = [2, 0]
+  with average.swapped():
+    np.testing.assert_allclose(v.numpy(), [2.0, 0.0])
+  v.assign([4.0, 6.0])
+  average.update()  # shadow 0.5 * [1, 0] + 0.5 * [4, 6] = [2.5, 3]; / 0.75 = [10/3, 4]
+  with average.swapped():
+    np.testing.assert_allclose(v.numpy(), [10 / 3, 4.0], rtol=1e-6)
+  np.testing.assert_allclose(v.numpy(), [4.0, 6.0])  # the raw weights are back
+  average.commit()
+  np.testing.assert_allclose(v.numpy(), [10 / 3, 4.0], rtol=1e-6)
+
+
+def test_training_keeps_the_averaged_weights(tmp_path, prepared):
+  config = _config(tmp_path, epochs=1, average_momentum=0.9)
+  two_tower, last = train_lib.train(config, prepared, resume=False)
+  ckpt = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+  shadow = [n for n, _ in tf.train.list_variables(ckpt) if n.startswith("weight_average/")]
+  assert shadow  # the averages are checkpointed (resume continues them)
+  # The towers hold the averages at the end (what eval and export restore), and the last
+  # eval scored them.
+  final = train_lib.evaluate_both(two_tower, prepared, "test", config.train.temperature)
+  assert final["seen_excluded"]["hit@10"] == pytest.approx(last["seen_excluded"]["hit@10"])
+  _, _, restored = train_lib.restore(config.model_dir)
+  np.testing.assert_allclose(restored.item_tower.id_table.numpy(),
+                             two_tower.item_tower.id_table.numpy())
+
+
+def test_runs_recorded_before_averaging_and_decay_resume_without_them():
+  from training import rundir as rundir_lib  # pylint: disable=import-outside-toplevel
+  new = dataclasses.asdict(config_lib.Config("x"))
+  assert new["train"]["average_momentum"] > 0 and new["train"]["weight_decay"] > 0
+  for key in ("average_momentum", "weight_decay"):
+    del new["train"][key]
+  old = rundir_lib.config_from_dict(config_lib.Config, new)
+  assert old.train.average_momentum == 0.0 and old.train.weight_decay == 0.0

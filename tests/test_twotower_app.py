@@ -50,6 +50,12 @@ def test_train_eval_export_end_to_end(tmp_path):
     (["train", "--dataset=synthetic", "--temperature=0", "--model_dir=x"],
      "--temperature must be > 0"),
     (["train", "--dataset=csv", "--model_dir=x"], "--dataset=csv needs --data_path"),
+    (["train", "--dataset=synthetic", "--loss=bce", "--mixed_negatives=8", "--model_dir=x"],
+     "--mixed_negatives needs --loss=inbatch_softmax"),
+    (["train", "--dataset=synthetic", "--optimizer=sgd", "--weight_decay=0.1",
+      "--model_dir=x"], "--weight_decay needs --optimizer=adam"),
+    (["train", "--dataset=synthetic", "--average_momentum=1", "--model_dir=x"],
+     "--average_momentum"),
     (["fly", "--model_dir=x"], "error: expected one action, got fly"),
     (["train"], "error: --model_dir is required"),
 ])

@@ -5,6 +5,7 @@ The resolved `Config` is written as `config.json` into the model directory
 from it. What may differ when a run is resumed: twotower/train.py's FREE_FIELDS.
 """
 import dataclasses
+import typing
 
 LOSSES = ("inbatch_softmax", "bce", "sampled_softmax", "info_nce", "weighted_ce", "focal",
           "jrc")
@@ -42,16 +43,21 @@ class ModelConfig:
   use_features: bool = True
   use_history: bool = False
   item_bias: bool = False
+  normalize: bool = True
   seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Loss, optimiser and schedule."""
+  # Runs recorded before these fields existed trained without them: they resume so
+  # (training.rundir.config_from_dict), and a new default never changes a recorded run.
+  LEGACY_DEFAULTS: typing.ClassVar[dict] = {"weight_decay": 0.0, "average_momentum": 0.0}
   loss: str = "inbatch_softmax"
-  temperature: float = 0.2
+  temperature: float = 0.1
   logq_correction: bool = True
   remove_accidental_hits: bool = True
+  mixed_negatives: int = 0
   num_negatives: int = 4
   negative_sampler: str = "popularity"
   pos_weight: float = 1.0
@@ -60,6 +66,8 @@ class TrainConfig:
   jrc_alpha: float = 0.5
   optimizer: str = "adam"
   learning_rate: float = 0.01
+  weight_decay: float = 0.1
+  average_momentum: float = 0.999
   final_learning_rate_fraction: float = 0.1
   batch_size: int = 256
   epochs: int = 12

@@ -19,7 +19,8 @@ class Tower(tf.Module):
   """
 
   def __init__(self, num_ids, feature_tables, embedding_dim, layers=(), use_ids=True,
-               feature_dim=None, seed=0, history=None, bias_column=None, name=None):
+               feature_dim=None, seed=0, history=None, bias_column=None, normalize=True,
+               name=None):
     """Builds the variables.
 
     Args:
@@ -40,6 +41,7 @@ class Tower(tf.Module):
         (query tower); "learned" appends a learned per-entity scalar (item
         tower). Together they add an item bias to the dot product, so
         popularity need not be squeezed into the unit sphere.
+      normalize: L2-normalise the output (cosine scores); False: raw dot products.
       name: module name.
     """
     super().__init__(name=name)
@@ -76,6 +78,7 @@ class Tower(tf.Module):
                                        name="history_embeddings")
       in_dim += feature_dim
     self.bias_column = bias_column
+    self.normalize = bool(normalize)
     if bias_column == "learned":
       # Per-entity bias: [num_ids, 1].
       self.bias_table = tf.Variable(tf.zeros([self.num_ids, 1]), name="bias")
@@ -115,7 +118,8 @@ class Tower(tf.Module):
       x = tf.matmul(x, w) + b
       if k < n - 1:
         x = tf.nn.relu(x)
-    x = tf.math.l2_normalize(x, axis=-1)
+    if self.normalize:
+      x = tf.math.l2_normalize(x, axis=-1)
     if self.bias_column == "one":
       x = tf.concat([x, tf.ones_like(x[:, :1])], -1)
     elif self.bias_column == "learned":

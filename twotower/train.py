@@ -10,6 +10,7 @@ Layout of a model directory:
                      projector files (item embeddings + titles)
   eval.json          written by `twotower eval`
 """
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -58,10 +59,11 @@ def build_model(config, data, history_from=None):
     history = (indptr, indices, data.num_items)
   query = model_lib.Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
                           seed=m.seed * 2 + 1, history=history,
-                          bias_column="one" if m.item_bias else None, name="query_tower")
+                          bias_column="one" if m.item_bias else None, normalize=m.normalize,
+                          name="query_tower")
   item = model_lib.Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
                          seed=m.seed * 2 + 2, bias_column="learned" if m.item_bias else None,
-                         name="item_tower")
+                         normalize=m.normalize, name="item_tower")
   return model_lib.TwoTower(query, item)
 
 
@@ -85,6 +87,9 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 def make_optimizer(train_config, total_steps):
   c = train_config
   schedule = LinearDecay(c.learning_rate, total_steps, c.final_learning_rate_fraction)
+  if c.optimizer == "adam" and c.weight_decay:
+    # Decoupled weight decay (AdamW): every variable shrinks by lr * weight_decay per step.
+    return keras.optimizers.AdamW(schedule, weight_decay=c.weight_decay), schedule
   if c.optimizer == "adam":
     return keras.optimizers.Adam(schedule), schedule
   if c.optimizer == "adagrad":
@@ -103,6 +108,12 @@ def negative_distribution(train_config, item_counts):
     return losses.sampler_probabilities("uniform", n)
   return losses.sampler_probabilities("unigram", n, unigrams=np.maximum(item_counts, 1e-3),
                                       distortion=0.75)
+
+
+def mixed_negative_sample(num, num_items, step, seed):
+  """A step's uniformly drawn extra negatives: int64 [num] item indices (with replacement)."""
+  seeds = tf.stack([tf.cast(step, tf.int32), tf.constant(seed + 7919, tf.int32)])
+  return tf.random.stateless_uniform([num], seeds, 0, num_items, tf.int64)
 
 
 def make_loss_fn(config, two_tower, item_counts):
@@ -131,7 +142,7 @@ def make_loss_fn(config, two_tower, item_counts):
   # the same loss when hits are removed, and cheaper when the corpus is smaller
   # than the batch (MovieLens at batch 8192: 1,682 columns instead of 8,192).
   dedup = (t.loss == "inbatch_softmax" and t.remove_accidental_hits
-           and num_items < t.batch_size)
+           and num_items < t.batch_size and not t.mixed_negatives)
   all_ids = tf.range(num_items, dtype=tf.int64)
   item_q = tf.exp(log_q) if t.logq_correction else tf.ones([num_items])
 
@@ -196,6 +207,23 @@ def make_loss_fn(config, two_tower, item_counts):
     ratio = (tf.gather(counts, items32) - 1.0) * tf.exp(x_pos - log_a_row)
     return tf.reduce_mean(log_a_row + tf.math.log1p(-ratio) - x_pos)
 
+  def mixed_softmax(q, items, step):
+    """In-batch items + `mixed_negatives` uniform items (Yang et al., WWW 2020).
+
+    logQ uses each candidate's expected count under the mixture, E_v = B Q(v) + M / N
+    (B in-batch draws from the stream, M uniform draws), for both kinds of column.
+    """
+    sampled = mixed_negative_sample(t.mixed_negatives, num_items, step, t.seed)  # [M]
+    b = tf.cast(tf.shape(items)[0], tf.float32)
+    log_e = tf.math.log(b * tf.exp(log_q) + t.mixed_negatives / num_items)  # [N]
+    use_q = t.logq_correction
+    return losses.mixed_negatives_softmax_loss(
+        q, it.embed_index(items), it.embed_index(sampled), temperature,
+        item_log_q=tf.gather(log_e, items) if use_q else None,
+        sampled_log_q=tf.gather(log_e, sampled) if use_q else None,
+        item_ids=items if t.remove_accidental_hits else None,
+        sampled_ids=sampled if t.remove_accidental_hits else None)
+
   def loss_fn(batch, step):
     users, items = batch["user"], batch["item"]
     if t.loss == "inbatch_softmax" and dedup_users:
@@ -208,6 +236,8 @@ def make_loss_fn(config, two_tower, item_counts):
     q = qt.embed_index(users, exclude)  # [B, D]
     if t.loss == "inbatch_softmax" and dedup:
       return inbatch_softmax_by_item(q, items)
+    if t.loss == "inbatch_softmax" and t.mixed_negatives:
+      return mixed_softmax(q, items, step)
     if t.loss == "inbatch_softmax":
       c = it.embed_index(items)  # [B, D]
       return losses.in_batch_softmax_loss(
@@ -278,11 +308,59 @@ def read_config(model_dir):
       what="two-tower run", hint="train first with `twotower train --model_dir=...`")
 
 
-def make_checkpoint(two_tower, optimizer=None):
+class WeightAverage(tf.Module):
+  """Exponential moving average of the towers' variables (Polyak averaging), debiased.
+
+  After step t: shadow = momentum * shadow + (1 - momentum) * variable, from shadow = 0,
+  and the average is shadow / (1 - momentum^t) (Adam's bias correction), so the random
+  initial weights never weigh in, however short the run. Evaluation during training uses
+  the average (`swapped`); at the end of training it replaces the variables (`commit`),
+  so the last checkpoint, `twotower eval` and the export hold the averaged towers.
+  """
+
+  def __init__(self, variables, momentum):
+    super().__init__(name="weight_average")
+    self.momentum = float(momentum)
+    self.targets = list(variables)
+    self.shadow = [tf.Variable(tf.zeros_like(v), trainable=False, name=f"avg_{k}")
+                   for k, v in enumerate(self.targets)]
+    self.updates = tf.Variable(0.0, trainable=False, name="updates")
+
+  def update(self):
+    self.updates.assign_add(1.0)
+    for s, v in zip(self.shadow, self.targets):
+      s.assign(self.momentum * s + (1.0 - self.momentum) * v)
+
+  def averages(self):
+    """The debiased averages (the variables themselves before any update)."""
+    if float(self.updates.numpy()) == 0.0:
+      return [tf.identity(v) for v in self.targets]
+    correction = 1.0 - self.momentum ** self.updates
+    return [s / correction for s in self.shadow]
+
+  def commit(self):
+    for v, a in zip(self.targets, self.averages()):
+      v.assign(a)
+
+  @contextlib.contextmanager
+  def swapped(self):
+    """The averaged weights in the variables for the duration of the block."""
+    saved = [tf.identity(v) for v in self.targets]
+    self.commit()
+    try:
+      yield
+    finally:
+      for v, x in zip(self.targets, saved):
+        v.assign(x)
+
+
+def make_checkpoint(two_tower, optimizer=None, average=None):
   step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
   kw = {"query_tower": two_tower.query_tower, "item_tower": two_tower.item_tower, "step": step}
   if optimizer is not None:
     kw["optimizer"] = optimizer
+  if average is not None:
+    kw["weight_average"] = average
   return tf.train.Checkpoint(**kw), step
 
 
@@ -392,7 +470,8 @@ def _train(config, rundir, prepared, resume, stats):
   optimizer, schedule = make_optimizer(t, total_steps)
   variables = list(two_tower.trainable_variables)
   optimizer.build(variables)
-  ckpt, step_var = make_checkpoint(two_tower, optimizer)
+  average = WeightAverage(variables, t.average_momentum) if t.average_momentum else None
+  ckpt, step_var = make_checkpoint(two_tower, optimizer, average)
   manager = rundir.checkpoint_manager(ckpt)
   if has_checkpoint and manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint)
@@ -409,6 +488,8 @@ def _train(config, rundir, prepared, resume, stats):
       loss = loss_fn(batch, step_var)
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
+    if average is not None:
+      average.update()
     step_var.assign_add(1)
     return loss
 
@@ -455,7 +536,8 @@ def _train(config, rundir, prepared, resume, stats):
         tick = time.monotonic()
     if t.eval_every_epoch or epoch == t.epochs - 1:
       split = "validation" if prepared.valid is not None else "test"
-      both = evaluate_both(two_tower, prepared, split, t.temperature)
+      with average.swapped() if average is not None else contextlib.nullcontext():
+        both = evaluate_both(two_tower, prepared, split, t.temperature)
       last_eval = both
       main = both["seen_included" if t.include_seen else "seen_excluded"]
       with eval_writer.as_default(step=step):
@@ -467,6 +549,8 @@ def _train(config, rundir, prepared, resume, stats):
       logging.info("epoch %d (%s): hit@10 %.4f hit@100 %.4f ndcg@10 %.4f mrr %.4f | seen "
                    "included hit@100 %.4f", epoch + 1, split, main["hit@10"], main["hit@100"],
                    main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
+  if average is not None:
+    average.commit()
   manager.save(checkpoint_number=step)
   progress.update(step * t.batch_size, force=True)
   if stats is not None:
