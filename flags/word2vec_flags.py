@@ -54,9 +54,9 @@ def define_flags():
                 "for sampled_softmax.")
   f.DEFINE_enum("row_update", "bounded", ROW_UPDATES, "How a table row that n "
                 "examples of one SGD step update moves: bounded = by the sum of their "
-                "updates, scaled down to at most one full step of their mean when "
-                "learning_rate * n > 1 (never diverges, however often a frequent word "
-                "repeats in a minibatch); sum = by their plain sum (word2vec.c's "
+                "updates, scaled down to 1 / (learning_rate * n) of it when "
+                "learning_rate * n > 1 (a row's step no longer grows with how often its "
+                "word repeats in a minibatch); sum = by their plain sum (word2vec.c's "
                 "per-example rule applied at once; diverges with big batches or rates).")
   f.DEFINE_integer("embedding_dim", 100, "Embedding dimension.", lower_bound=1)
   f.DEFINE_integer("window", 5, "Maximum window; each centre uses a window drawn uniformly "

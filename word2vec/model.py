@@ -281,12 +281,12 @@ class Word2Vec(tf.Module):
     a draw of negatives that m examples of a group use: their hidden vectors come from
     different runs of text, so the norm of their summed update grows as sqrt(m). (Counting
     a draw once let skip-gram diverge at --batch_size=4096; counting it m times damped every
-    negative and cost CBOW 2.3 analogy points.) While lr * n <= 1 the row
-    moves by the sum of its updates, word2vec's per-example SGD applied at once; beyond,
-    by 1 / lr times their mean: however often a frequent word repeats in a minibatch and
-    whatever the batch size or learning rate, no row steps further than one unit step of
-    its mean update. Sequential per-example SGD limits itself (each update shrinks the next
-    one's gradient); their sum at once does not, which is what diverged.
+    negative and cost CBOW 2.3 analogy points.) While lr * n <= 1 the row moves by the
+    sum of its updates, word2vec's per-example SGD applied at once; beyond, by 1 / lr
+    times their (n-weighted) mean: a row's step no longer grows with how often its word
+    repeats in a minibatch. Sequential per-example SGD limits itself (each update shrinks
+    the next one's gradient); their sum at once does not, which is what diverged. (Still
+    seen: skip-gram at twice its default rate, 1024 centres, diverged: README.)
 
     The per-id sums are O(len(ids)): a scratch vector is scatter-added, read back and reset
     to zero at those ids (a [vocab] segment sum would cost O(vocab) per step).
