@@ -45,3 +45,26 @@ def test_help_lists_actions_and_flags_without_tensorflow(app, arg):
     assert re.search(rf"^\s+--(\[no\])?{name}: \S", res.stdout, re.M), name
   # absl's own flags (--logtostderr, --verbosity...) are left to --helpfull.
   assert "--logtostderr" not in res.stdout
+
+
+@pytest.mark.parametrize("env,expect", [
+    ({}, "--tf_xla_persistent_cache_directory={cache}/xla"),
+    ({"EMBEDDINGS_XLA_CACHE": "0"}, ""),
+    ({"TF_XLA_FLAGS": "--tf_xla_persistent_cache_directory=/mine"},
+     "--tf_xla_persistent_cache_directory=/mine"),
+    ({"TF_XLA_FLAGS": "--tf_xla_auto_jit=2"},
+     "--tf_xla_auto_jit=2 --tf_xla_persistent_cache_directory={cache}/xla"),
+])
+def test_word2vec_keeps_compiled_programs_in_the_cache(tmp_path, env, expect):
+  # `python -m word2vec` sets TF_XLA_FLAGS before TensorFlow is imported, unless the user
+  # named a cache directory or turned it off.
+  probe = ("import os, sys; sys.argv = ['word2vec', '--help']\n"
+           "import word2vec.__main__\n"
+           "print('FLAGS=' + os.environ.get('TF_XLA_FLAGS', ''))\n")
+  base = {k: v for k, v in os.environ.items()
+          if k not in ("TF_XLA_FLAGS", "EMBEDDINGS_XLA_CACHE")}
+  res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120,
+                       env=dict(base, PYTHONPATH=ROOT, EMBEDDINGS_CACHE=str(tmp_path), **env))
+  assert res.returncode == 0, res.stderr
+  assert f"FLAGS={expect.format(cache=tmp_path)}\n" in res.stdout, res.stdout

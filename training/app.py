@@ -1,9 +1,11 @@
 """Runs an absl app so that a user's mistake ends in one line, not a traceback."""
+import os
 import sys
 
 from absl import app
 from absl import flags
 
+from data import fetch
 from data.errors import UserError
 
 
@@ -14,6 +16,26 @@ def _fail(message):
 
 
 HELP_ARGS = ("-h", "-?", "--help", "--helpshort")
+XLA_CACHE_FLAG = "--tf_xla_persistent_cache_directory"
+
+
+def use_xla_compile_cache():
+  """Keeps XLA's compiled programs on disk (`<cache>/xla`), so that a command run again with
+  the same shapes skips compilation (word2vec CBOW on this 2-core machine: 10.5 s -> 1.2 s).
+
+  XLA keys each program by its HLO fingerprint and the TensorFlow build, so a changed step
+  or version compiles anew. Call before TensorFlow is imported; a TF_XLA_FLAGS that already
+  names a cache directory is left alone, and EMBEDDINGS_XLA_CACHE=0 turns it off.
+  """
+  current = os.environ.get("TF_XLA_FLAGS", "")
+  if os.environ.get("EMBEDDINGS_XLA_CACHE", "1") == "0" or XLA_CACHE_FLAG in current:
+    return
+  directory = os.path.join(fetch.cache_dir(), "xla")
+  try:
+    os.makedirs(directory, exist_ok=True)
+  except OSError:
+    return  # no writable cache: compile every time, as before
+  os.environ["TF_XLA_FLAGS"] = f"{current} {XLA_CACHE_FLAG}={directory}".strip()
 
 
 def app_help(usage, flag_module):

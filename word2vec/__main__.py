@@ -4,6 +4,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the cuInit error on CPU machines
 
 # pylint: disable=wrong-import-position
+from training import app as app_lib
+
+app_lib.use_xla_compile_cache()
+
 from word2vec import app
 
 
