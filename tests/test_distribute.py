@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -208,3 +209,44 @@ def test_interrupt_and_kill_of_the_chief_leave_no_server(tmp_path):
     if sig == signal.SIGINT:
       assert chief.returncode == 130, err[-2000:]
       assert "interrupted" in err
+
+
+def _task_of(pid):
+  with open(f"/proc/{pid}/environ", "rb") as f:
+    for item in f.read().split(b"\0"):
+      if item.startswith(b"TF_CONFIG="):
+        task = json.loads(item[len(b"TF_CONFIG="):])["task"]
+        return f"{task['type']}:{task['index']}"
+  return "chief"
+
+
+def test_a_worker_killed_mid_run_is_survived(tmp_path):
+  """kill -9 of one of 2 workers after the first epoch: the coordinator puts its step back,
+  the other worker finishes the run."""
+  mark = uuid.uuid4().hex
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, TEST_MARK=mark)
+  args = [sys.executable, "-m", "twotower", "train", f"--model_dir={tmp_path}/run",
+          "--dataset=synthetic", "--epochs=4", "--strategy=parameter_server",
+          "--local_cluster=workers:2,ps:1"]
+  with subprocess.Popen(args, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE) as chief:
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(chief.stderr.readline, "")))
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not any("epoch 1 (" in l for l in lines) and time.monotonic() < deadline:
+      time.sleep(0.1)
+    victim = [p for p in marked_processes(mark) if _task_of(p) == "worker:1"]
+    assert victim and chief.poll() is None
+    os.kill(victim[0], signal.SIGKILL)
+    out = chief.stdout.read()
+    chief.wait(timeout=240)
+    reader.join()
+    err = "".join(lines)
+  assert chief.returncode == 0, err[-3000:]
+  failed = [i for i, l in enumerate(lines) if "Worker /job:worker/replica:0/task:1 failed" in l]
+  last_epoch = [i for i, l in enumerate(lines) if "epoch 4 (" in l]
+  assert failed and last_epoch and failed[0] < last_epoch[0], err[-3000:]  # killed mid-run
+  assert "trained " in out
+  assert _hit100(out) > 0.6
+  assert not wait_gone(mark)
