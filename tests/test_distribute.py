@@ -170,6 +170,11 @@ def test_twotower_parameter_server_end_to_end(tmp_path):
             timeout=120)
   assert res.returncode == 0, res.stderr[-2000:]
   assert sorted(os.listdir(out)) == ["item_embeddings.npy", "metadata.tsv", "query_model"]
+  # Adam's state is saved per shard: resuming in one process is refused in one line.
+  res = app("twotower", "train", f"--model_dir={run}", *SMALL, "--epochs=3", timeout=120)
+  assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+  assert "was trained with its tables in 2 shards and this train runs in one process" in (
+      res.stderr)
 
 
 def _hit100(stdout):
@@ -220,33 +225,49 @@ def _task_of(pid):
   return "chief"
 
 
-def test_a_worker_killed_mid_run_is_survived(tmp_path):
-  """kill -9 of one of 2 workers after the first epoch: the coordinator puts its step back,
-  the other worker finishes the run."""
-  mark = uuid.uuid4().hex
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, TEST_MARK=mark)
-  args = [sys.executable, "-m", "twotower", "train", f"--model_dir={tmp_path}/run",
-          "--dataset=synthetic", "--epochs=4", "--strategy=parameter_server",
-          "--local_cluster=workers:2,ps:1"]
+def _start_and_kill(args, env, kills):
+  """Runs the chief `args`; for each (log text, task) in `kills`, SIGKILLs the server `task`
+  once a stderr line holds the text. Returns (returncode, stdout, stderr lines)."""
   with subprocess.Popen(args, env=env, cwd=ROOT, text=True, stdout=subprocess.PIPE,
                         stderr=subprocess.PIPE) as chief:
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(iter(chief.stderr.readline, "")))
     reader.start()
-    deadline = time.monotonic() + 120
-    while not any("epoch 1 (" in l for l in lines) and time.monotonic() < deadline:
-      time.sleep(0.1)
-    victim = [p for p in marked_processes(mark) if _task_of(p) == "worker:1"]
-    assert victim and chief.poll() is None
-    os.kill(victim[0], signal.SIGKILL)
+    for text, task in kills:
+      deadline = time.monotonic() + 120
+      while not any(text in l for l in lines) and time.monotonic() < deadline:
+        time.sleep(0.1)
+      victim = [p for p in marked_processes(env["TEST_MARK"]) if _task_of(p) == task]
+      assert victim and chief.poll() is None, "".join(lines)[-3000:]
+      os.kill(victim[0], signal.SIGKILL)
     out = chief.stdout.read()
     chief.wait(timeout=240)
     reader.join()
-    err = "".join(lines)
-  assert chief.returncode == 0, err[-3000:]
+  return chief.returncode, out, lines
+
+
+def test_killed_worker_is_survived_killed_ps_resumes(tmp_path):
+  """2 workers + 1 ps. kill -9 of a worker after epoch 1 of 4: the coordinator puts its
+  step back and the other worker goes on; kill -9 of the parameter server after epoch 2:
+  one line, and the same command resumes from the last checkpoint and finishes."""
+  mark = uuid.uuid4().hex
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, TEST_MARK=mark)
+  args = [sys.executable, "-m", "twotower", "train", f"--model_dir={tmp_path}/run",
+          "--dataset=synthetic", "--epochs=4", "--checkpoint_every=20",
+          "--strategy=parameter_server", "--local_cluster=workers:2,ps:1"]
+  rc, _, lines = _start_and_kill(args, env, [("epoch 1 (", "worker:1"),
+                                             ("epoch 2 (", "ps:0")])
+  err = "".join(lines)
   failed = [i for i, l in enumerate(lines) if "Worker /job:worker/replica:0/task:1 failed" in l]
-  last_epoch = [i for i, l in enumerate(lines) if "epoch 4 (" in l]
-  assert failed and last_epoch and failed[0] < last_epoch[0], err[-3000:]  # killed mid-run
-  assert "trained " in out
-  assert _hit100(out) > 0.6
+  epoch2 = [i for i, l in enumerate(lines) if "epoch 2 (" in l]
+  assert failed and epoch2 and failed[0] < epoch2[0], err[-3000:]  # survived mid-run
+  assert rc == 2, err[-3000:]
+  assert "error: the cluster lost a server (" in err and "Traceback" not in err, err[-3000:]
+  assert not wait_gone(mark)
+  res = subprocess.run(args, env=env, cwd=ROOT, text=True, capture_output=True, timeout=240,
+                       check=False)
+  assert res.returncode == 0, res.stderr[-3000:]
+  step = int(res.stderr.split("resuming from ")[1].split(" at step ")[1].split()[0])
+  assert step >= 40  # at least epoch 1's checkpoints (46 steps an epoch)
+  assert "epoch 4 (" in res.stderr and _hit100(res.stdout) > 0.6
   assert not wait_gone(mark)

@@ -323,6 +323,11 @@ class Distribution:
   def distributed(self):
     return self.kind != "default"
 
+  @property
+  def table_shards(self):
+    """Shards per embedding table (1: whole tables, as in one process)."""
+    return self._partitioner.num_shards if self._partitioner else 1
+
   def scope(self):
     """Variables created here belong to the strategy (on the parameter servers)."""
     return self.strategy.scope() if self.distributed else contextlib.nullcontext()
@@ -382,7 +387,17 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
                           f"(workers and parameter servers run `{app_name} server`)")
         wait_for_cluster({f"{job}:{i}": a for job in ("worker", "ps")
                           for i, a in enumerate(cluster[job])}, cluster_timeout)
-      yield _parameter_server(cluster, task_type, index, num_ps_shards)
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+      try:
+        yield _parameter_server(cluster, task_type, index, num_ps_shards)
+      except lost as e:
+        # A parameter server (or every worker) is gone: the variables live there, so the
+        # run cannot go on; its checkpoints can.
+        first = " ".join(str(e.message or e).split())[:200]
+        raise UserError(f"the cluster lost a server ({type(e).__name__}: {first}): restart "
+                        "it and rerun the same command to resume from the last "
+                        "checkpoint") from None
     return
   raise UserError(f"--strategy={strategy} is not implemented")  # pragma: no cover
 

@@ -266,6 +266,8 @@ FREE_FIELDS = ("model_dir", "data.data_dir", "train.epochs", "train.checkpoint_e
 # The run's own files: what --resume=false removes (nothing else in the directory).
 RUN_FILES = (rundir_lib.CHECKPOINT_DIR, *rundir_lib.OLD_CHECKPOINT_DIRS, "train", "eval",
              "projector", "projector_config.pbtxt", "eval.json", rundir_lib.CONFIG_FILE)
+# config.json key: shards per table of a run trained on parameter servers (absent: 1).
+TABLE_SHARDS_KEY = "table_shards"
 # Flag of a config field where it is not the field's name.
 _FLAGS = {"model.seed": "model_seed"}
 
@@ -402,12 +404,23 @@ def _train(config, rundir, prepared, resume, stats, dist):
     optimizer.build(variables)
     ckpt, step_var = make_checkpoint(two_tower, optimizer)
   manager = rundir.checkpoint_manager(ckpt)
+  # The optimizer's state is saved per table shard: a run resumes only in its own layout.
+  recorded = (rundir.load_raw() or {}).get(TABLE_SHARDS_KEY, 1) if has_checkpoint else None
+  if recorded is not None and recorded != dist.table_shards:
+    now = ("in one process (whole tables)" if dist.table_shards == 1
+           else f"with tables in {dist.table_shards} shards")
+    raise UserError(f"--model_dir={config.model_dir} was trained with its tables in "
+                    f"{recorded} shard{'s' if recorded > 1 else ''} and this train runs {now}: "
+                    "resume it with the same --strategy and --num_ps_shards (or number of "
+                    "parameter servers), or --resume=false; eval and export read it in one "
+                    "process")
   if has_checkpoint and manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint)
     logging.info("resuming from %s at step %d", manager.latest_checkpoint,
                  int(step_var.numpy()))
   # Recorded once the run is known to be compatible; nothing trained yet: as is.
-  rundir.save_config(config, step=int(step_var.numpy()), fresh=not has_checkpoint)
+  rundir.save_config(config, step=int(step_var.numpy()), fresh=not has_checkpoint,
+                     extra={TABLE_SHARDS_KEY: dist.table_shards} if dist.distributed else None)
   item_counts = positives_counts(train_data)
   loss_fn = make_loss_fn(config, two_tower, item_counts)
 
