@@ -21,6 +21,9 @@ from training import distribute
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--dataset=synthetic", "--epochs=2", "--batch_size=256", "--embedding_dim=8",
          "--tower_layers=16"]
+# Every kind of table (id, feature, history, bias) and the per-step negatives: with the
+# negatives' seed fixed for a window of steps a cluster reached hit@100 0.53 vs 0.67.
+WIDE = SMALL + ["--use_history", "--item_bias", "--loss=bce"]
 
 
 def app(name, *args, env=None, **kw):
@@ -142,15 +145,15 @@ def test_tables_are_sharded_and_read_in_order():
 
 
 def test_twotower_parameter_server_end_to_end(tmp_path):
-  """2 workers + 2 parameter servers: training finishes, its figures are within noise of
-  one process on the same data, and the 2-shard checkpoint restores in a single-process
+  """2 workers + 2 parameter servers (bce, history and item bias): training finishes, its
+  figures are within noise of one process on the same data, and the 2-shard checkpoint restores in a single-process
   eval (same figures) and export; no server is left behind."""
   from twotower import train as train_lib  # pylint: disable=import-outside-toplevel
   from flags import twotower_flags  # pylint: disable=import-outside-toplevel
   del twotower_flags
   mark = uuid.uuid4().hex
   run = str(tmp_path / "ps")
-  res = app("twotower", "train", f"--model_dir={run}", *SMALL, "--strategy=parameter_server",
+  res = app("twotower", "train", f"--model_dir={run}", *WIDE, "--strategy=parameter_server",
             "--local_cluster=workers:2,ps:2", env={"TEST_MARK": mark}, timeout=300)
   assert res.returncode == 0, res.stderr[-3000:]
   assert "parameter_server: 2 workers, 2 parameter servers, tables in 2 shards" in res.stderr
@@ -161,7 +164,7 @@ def test_twotower_parameter_server_end_to_end(tmp_path):
   _, last = train_lib.train(config)
   single = last["seen_excluded"]["hit@100"]
   assert abs(cluster - single) < 0.06, (cluster, single)
-  assert cluster > 0.5  # far above an untrained model (0.35 on this data)
+  assert cluster > 0.6  # far above an untrained model (0.35 on this data)
   res = app("twotower", "eval", f"--model_dir={run}", timeout=120)
   assert res.returncode == 0, res.stderr[-2000:]
   assert f"hit@100 {cluster:.4f}" in res.stdout.splitlines()[0]
@@ -171,7 +174,7 @@ def test_twotower_parameter_server_end_to_end(tmp_path):
   assert res.returncode == 0, res.stderr[-2000:]
   assert sorted(os.listdir(out)) == ["item_embeddings.npy", "metadata.tsv", "query_model"]
   # Adam's state is saved per shard: resuming in one process is refused in one line.
-  res = app("twotower", "train", f"--model_dir={run}", *SMALL, "--epochs=3", timeout=120)
+  res = app("twotower", "train", f"--model_dir={run}", *WIDE, "--epochs=3", timeout=120)
   assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
   assert "was trained with its tables in 2 shards and this train runs in one process" in (
       res.stderr)
@@ -189,7 +192,7 @@ def _config(model_dir):
   if "dataset" not in flags.FLAGS:
     twotower_flags.define_twotower_flags()
   with flagsaver.flagsaver():
-    flags.FLAGS([sys.argv[0], f"--model_dir={model_dir}", *SMALL])
+    flags.FLAGS([sys.argv[0], f"--model_dir={model_dir}", *WIDE])
     return twotower_flags.config_from_flags(flags.FLAGS)
 
 

@@ -429,8 +429,9 @@ def _train(config, rundir, prepared, resume, stats, dist):
       loss = loss_fn(batch, step_var)
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
-    if not dist.distributed:  # on a cluster the coordinator counts the steps it scheduled
-      step_var.assign_add(1)
+    # On a cluster the workers' increments race (and a retried step counts twice): the
+    # chief sets the count it scheduled at every join; in between it seeds the negatives.
+    step_var.assign_add(1)
     return loss
 
   if dist.coordinator is not None:
