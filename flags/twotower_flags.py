@@ -1,9 +1,12 @@
 """Flags of the `twotower` app: definitions, validators, flags -> Config."""
 from absl import flags
 
+from flags import cluster_flags
 from twotower import config as config_lib
 
-ACTIONS = ("train", "eval", "export")
+ACTIONS = ("train", "eval", "export", "server")
+# The strategies twotower implements (training/distribute.py).
+STRATEGIES = ("default", "parameter_server")
 
 
 def define_twotower_flags():
@@ -11,6 +14,7 @@ def define_twotower_flags():
   d = config_lib.DataConfig()
   m = config_lib.ModelConfig()
   t = config_lib.TrainConfig()
+  cluster_flags.define_cluster_flags()
   # Run directory and actions.
   flags.DEFINE_string("model_dir", None, "Run directory: config, checkpoints, summaries.")
   flags.DEFINE_bool("resume", True, "Continue from the last checkpoint of --model_dir; "

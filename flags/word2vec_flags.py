@@ -2,15 +2,19 @@
 from absl import flags
 
 from data.tokenizer import TOKENIZERS
+from flags import cluster_flags
 from word2vec.config import LOSSES, MODELS, ROW_UPDATES, SAMPLERS, Config
 
-ACTIONS = ("train", "eval", "export", "vocab")
+ACTIONS = ("train", "eval", "export", "vocab", "server")
+# The strategies word2vec implements (training/distribute.py).
+STRATEGIES = ("default",)
 EXPORT_FORMATS = ("word2vec", "word2vec_binary", "projector", "npy")
 
 
 def define_flags():
   """Defines every flag of the app (call once, before app.run)."""
   f = flags
+  cluster_flags.define_cluster_flags()
   # Data.
   f.DEFINE_string("corpus", "", "Text to train on: a file (.txt or .gz), several files "
                   "separated by commas, a directory (every file under it), or 'text8' "

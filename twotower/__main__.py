@@ -13,14 +13,15 @@ from absl import logging
 
 from data.atomic import atomic_write
 from data.errors import UserError
+from flags import cluster_flags
 from flags import twotower_flags
 from training import app
 
 twotower_flags.define_twotower_flags()
 FLAGS = flags.FLAGS
 
-USAGE = ("usage: twotower {train,eval,export} --model_dir=DIR [flags]  "
-         "(twotower --helpshort for flags)")
+USAGE = ("usage: twotower {train,eval,export} --model_dir=DIR [flags] | twotower server "
+         "(TF_CONFIG)  (twotower --helpshort for flags)")
 
 
 def _format(metrics):
@@ -36,6 +37,10 @@ def main(argv):
   if len(actions) != 1 or actions[0] not in twotower_flags.ACTIONS:
     raise UserError(f"expected one action, got {' '.join(actions) or 'none'}: {USAGE}")
   action = actions[0]
+  if action == "server":
+    from training import distribute  # pylint: disable=import-outside-toplevel
+    distribute.serve()
+    return 0
   if not FLAGS.model_dir:
     raise UserError(f"--model_dir is required: {USAGE}")
   # Heavy imports after flag parsing, so that --help and flag errors are fast.
@@ -43,7 +48,17 @@ def main(argv):
   from twotower import train as train_lib  # pylint: disable=import-outside-toplevel
   if action == "train":
     config = twotower_flags.config_from_flags(FLAGS)
-    _, last = train_lib.train(config, resume=FLAGS.resume)
+    if FLAGS.strategy == "parameter_server" and config.train.average_momentum:
+      # Checked again in train(); here before any server is started.
+      raise UserError("--average_momentum (weight averaging, on by default) does not run on "
+                      "parameter-server clusters yet: pass --average_momentum=0 with "
+                      "--strategy=parameter_server")
+    from training import distribute  # pylint: disable=import-outside-toplevel
+    with distribute.distribution(
+        "twotower", "twotower", FLAGS.strategy, twotower_flags.STRATEGIES,
+        FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS),
+        FLAGS.cluster_timeout) as dist:
+      _, last = train_lib.train(config, resume=FLAGS.resume, dist=dist)
     if last:
       main_metrics = last["seen_included" if config.train.include_seen else "seen_excluded"]
       print(f"trained {config.model_dir}: {_format(main_metrics)}")

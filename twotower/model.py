@@ -4,6 +4,8 @@ A tower owns its entity's side-feature table, so it can embed an entity from
 its index alone (`embed_index`) during training and evaluation; the export
 maps raw strings to the same indices and calls `__call__` directly.
 """
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -20,7 +22,7 @@ class Tower(tf.Module):
 
   def __init__(self, num_ids, feature_tables, embedding_dim, layers=(), use_ids=True,
                feature_dim=None, seed=0, history=None, bias_column=None, normalize=True,
-               name=None):
+               name=None, table_scope=contextlib.nullcontext):
     """Builds the variables.
 
     Args:
@@ -43,6 +45,8 @@ class Tower(tf.Module):
         popularity need not be squeezed into the unit sphere.
       normalize: L2-normalise the output (cosine scores); False: raw dot products.
       name: module name.
+      table_scope: context in which the per-entity / per-token tables are created (under
+        ParameterServerStrategy: sharded by rows over the parameter servers; the MLP is not).
     """
     super().__init__(name=name)
     self.num_ids = int(num_ids)
@@ -54,34 +58,35 @@ class Tower(tf.Module):
     # Per-entity side-feature token indices: list of int32 [num_ids, L_f].
     self.feature_values = [tf.constant(np.asarray(v, np.int32)) for _, _, v in feature_tables]
     in_dim = 0
-    if self.use_ids:
-      # Id embeddings: [num_ids, embedding_dim].
-      self.id_table = tf.Variable(init([self.num_ids, self.embedding_dim], 1, 0.1),
-                                  name="id_embeddings")
-      in_dim += self.embedding_dim
-    self.feature_embeddings = []
-    for k, (fname, vocab_size, _) in enumerate(feature_tables):
-      self.feature_embeddings.append(tf.Variable(
-          init([int(vocab_size), feature_dim], 10 + k, 0.1), name=f"{fname}_embeddings"))
-      in_dim += feature_dim
-    self.history = None
-    if history is not None:
-      indptr, indices, num_items = history
-      rows = np.repeat(np.arange(self.num_ids), np.diff(indptr))
-      # User x item history matrix: [num_ids, num_items], ones.
-      self.history = tf.sparse.SparseTensor(
-          np.stack([rows, indices], 1).astype(np.int64), tf.ones([len(indices)]),
-          [self.num_ids, int(num_items)])
-      # Number of history items per entity: [num_ids].
-      self.history_len = tf.constant(np.diff(indptr).astype(np.float32))
-      self.history_table = tf.Variable(init([int(num_items), feature_dim], 50, 0.1),
-                                       name="history_embeddings")
-      in_dim += feature_dim
-    self.bias_column = bias_column
-    self.normalize = bool(normalize)
-    if bias_column == "learned":
-      # Per-entity bias: [num_ids, 1].
-      self.bias_table = tf.Variable(tf.zeros([self.num_ids, 1]), name="bias")
+    with table_scope():
+      if self.use_ids:
+        # Id embeddings: [num_ids, embedding_dim].
+        self.id_table = tf.Variable(init([self.num_ids, self.embedding_dim], 1, 0.1),
+                                    name="id_embeddings")
+        in_dim += self.embedding_dim
+      self.feature_embeddings = []
+      for k, (fname, vocab_size, _) in enumerate(feature_tables):
+        self.feature_embeddings.append(tf.Variable(
+            init([int(vocab_size), feature_dim], 10 + k, 0.1), name=f"{fname}_embeddings"))
+        in_dim += feature_dim
+      self.history = None
+      if history is not None:
+        indptr, indices, num_items = history
+        rows = np.repeat(np.arange(self.num_ids), np.diff(indptr))
+        # User x item history matrix: [num_ids, num_items], ones.
+        self.history = tf.sparse.SparseTensor(
+            np.stack([rows, indices], 1).astype(np.int64), tf.ones([len(indices)]),
+            [self.num_ids, int(num_items)])
+        # Number of history items per entity: [num_ids].
+        self.history_len = tf.constant(np.diff(indptr).astype(np.float32))
+        self.history_table = tf.Variable(init([int(num_items), feature_dim], 50, 0.1),
+                                         name="history_embeddings")
+        in_dim += feature_dim
+      self.bias_column = bias_column
+      self.normalize = bool(normalize)
+      if bias_column == "learned":
+        # Per-entity bias: [num_ids, 1].
+        self.bias_table = tf.Variable(tf.zeros([self.num_ids, 1]), name="bias")
     self.identity = (not layers and not feature_tables and self.use_ids and history is None)
     self.weights, self.biases = [], []
     if not self.identity:
@@ -97,9 +102,9 @@ class Tower(tf.Module):
     """Embeds a batch; `exclude_items` int [B] leaves each row's item out of its history."""
     parts = []
     if self.use_ids:
-      parts.append(tf.gather(self.id_table, ids))  # [B, D]
+      parts.append(lookup(self.id_table, ids))  # [B, D]
     for table, values in zip(self.feature_embeddings, features):
-      emb = tf.gather(table, values)  # [B, L, F]
+      emb = lookup(table, values)  # [B, L, F]
       mask = tf.cast(values > 0, emb.dtype)[..., None]  # [B, L, 1]
       parts.append(tf.reduce_sum(emb * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0))
     if self.history is not None:
@@ -109,7 +114,7 @@ class Tower(tf.Module):
       if exclude_items is not None:
         # -1 = nothing to leave out (e.g. a negative-labelled row).
         keep = tf.cast(exclude_items >= 0, sums.dtype)  # [B]
-        sums -= tf.gather(self.history_table, tf.maximum(exclude_items, 0)) * keep[:, None]
+        sums -= lookup(self.history_table, tf.maximum(exclude_items, 0)) * keep[:, None]
         count -= keep
       parts.append(sums / tf.maximum(count, 1.0)[:, None])
     x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
@@ -123,7 +128,7 @@ class Tower(tf.Module):
     if self.bias_column == "one":
       x = tf.concat([x, tf.ones_like(x[:, :1])], -1)
     elif self.bias_column == "learned":
-      x = tf.concat([x, tf.gather(self.bias_table, ids)], -1)
+      x = tf.concat([x, lookup(self.bias_table, ids)], -1)
     return x
 
   def entity_features(self, ids):
@@ -145,6 +150,26 @@ class Tower(tf.Module):
   @property
   def output_dim(self):
     return self.embedding_dim + (1 if self.bias_column else 0)
+
+
+def lookup(table, ids):
+  """tf.gather(table, ids) for a tf.Variable or a ShardedVariable, ids of any rank.
+
+  A ShardedVariable (a table under ParameterServerStrategy) is read shard by shard with
+  tf.nn.embedding_lookup over its shards ("div": the first shards hold one row more, as
+  the strategy splits them): `tf.gather` on the ShardedVariable itself returns the rows of
+  ids spanning shards in shard order, not in the order of ids (TF 2.21: ids [7, 2, 9, 0] of
+  a 10-row table in 2 shards give rows [2, 0, 7, 9]; tests/test_distribute.py), and takes
+  1-D ids only.
+  """
+  shards = getattr(table, "variables", None)
+  if not isinstance(shards, (list, tuple)):
+    return tf.gather(table, ids)
+  flat = tf.reshape(ids, [-1])
+  rows = tf.nn.embedding_lookup(list(shards), flat)
+  if ids.shape.rank == 1:
+    return rows
+  return tf.reshape(rows, tf.concat([tf.shape(ids), tf.shape(rows)[1:]], 0))
 
 
 def feature_tables(features, selected=None):

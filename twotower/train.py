@@ -25,6 +25,7 @@ from data.atomic import atomic_write
 from data import embedding_formats
 from data import interactions as ilib
 from data.errors import UserError
+from training import distribute
 from training import rundir as rundir_lib
 from training.progress import Progress
 from twotower import config as config_lib
@@ -35,7 +36,7 @@ from twotower import model as model_lib
 # ----------------------------------------------------------------------------- model
 
 
-def build_model(config, data, history_from=None):
+def build_model(config, data, history_from=None, table_scope=contextlib.nullcontext):
   """Builds the `TwoTower` of a `Config` over the vocabularies of `data`.
 
   Args:
@@ -43,6 +44,7 @@ def build_model(config, data, history_from=None):
     data: all interactions (vocabularies and side features).
     history_from: the training interactions (positives) whose items form each
       user's history (needed with model.use_history).
+    table_scope: context of the embedding tables' creation (`Distribution.tables`).
   """
   m = config.model
   uf = model_lib.feature_tables(data.user_features) if m.use_features else []
@@ -60,10 +62,10 @@ def build_model(config, data, history_from=None):
   query = model_lib.Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
                           seed=m.seed * 2 + 1, history=history,
                           bias_column="one" if m.item_bias else None, normalize=m.normalize,
-                          name="query_tower")
+                          name="query_tower", table_scope=table_scope)
   item = model_lib.Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
                          seed=m.seed * 2 + 2, bias_column="learned" if m.item_bias else None,
-                         normalize=m.normalize, name="item_tower")
+                         normalize=m.normalize, name="item_tower", table_scope=table_scope)
   return model_lib.TwoTower(query, item)
 
 
@@ -292,6 +294,8 @@ FREE_FIELDS = ("model_dir", "data.data_dir", "train.epochs", "train.checkpoint_e
 # The run's own files: what --resume=false removes (nothing else in the directory).
 RUN_FILES = (rundir_lib.CHECKPOINT_DIR, *rundir_lib.OLD_CHECKPOINT_DIRS, "train", "eval",
              "projector", "projector_config.pbtxt", "eval.json", rundir_lib.CONFIG_FILE)
+# config.json key: shards per table of a run trained on parameter servers (absent: 1).
+TABLE_SHARDS_KEY = "table_shards"
 # Flag of a config field where it is not the field's name.
 _FLAGS = {"model.seed": "model_seed"}
 
@@ -419,7 +423,7 @@ def _validate(config, prepared):
                     "interactions: use a smaller batch")
 
 
-def train(config, prepared=None, resume=True, stats=None):
+def train(config, prepared=None, resume=True, stats=None, dist=None):
   """Trains (or resumes) the run described by `config`.
 
   Args:
@@ -428,6 +432,9 @@ def train(config, prepared=None, resume=True, stats=None):
     resume: continue from the last checkpoint of model_dir if any.
     stats: optional dict, filled with "examples_per_sec" (train steps only,
       from the end of the first step: no tracing, no evaluation) and "steps".
+    dist: `training.distribute.Distribution` (default: one process). Under
+      parameter_server the tables are sharded over the parameter servers and the workers
+      run the steps; the checkpoints are the same as a single process's.
 
   Returns:
     (two_tower, last eval metrics dict or {}).
@@ -437,14 +444,14 @@ def train(config, prepared=None, resume=True, stats=None):
   rundir.create()
   with rundir.locked():
     try:
-      return _train(config, rundir, prepared, resume, stats)
+      return _train(config, rundir, prepared, resume, stats, dist or distribute.default())
     except BaseException:
       if created and not rundir.exists():
         shutil.rmtree(config.model_dir, ignore_errors=True)
       raise
 
 
-def _train(config, rundir, prepared, resume, stats):
+def _train(config, rundir, prepared, resume, stats, dist):
   t = config.train
   pointwise = t.loss in config_lib.POINTWISE_LOSSES
   saved = rundir.load_config(required=False)
@@ -462,36 +469,61 @@ def _train(config, rundir, prepared, resume, stats):
     prepared = inputs.prepare(config.data, pointwise)
   _validate(config, prepared)
   train_data = prepared.train
-  two_tower = build_model(config, prepared.data, history_source(prepared))
   drop = t.loss in ("inbatch_softmax", "info_nce")
   steps_per_epoch = (len(train_data) // t.batch_size if drop
                      else -(-len(train_data) // t.batch_size))
   total_steps = max(steps_per_epoch * t.epochs, 1)
-  optimizer, schedule = make_optimizer(t, total_steps)
-  variables = list(two_tower.trainable_variables)
-  optimizer.build(variables)
-  average = WeightAverage(variables, t.average_momentum) if t.average_momentum else None
-  ckpt, step_var = make_checkpoint(two_tower, optimizer, average)
+  if dist.coordinator is not None and t.average_momentum:
+    raise UserError("--average_momentum (weight averaging) does not run on parameter-server "
+                    "clusters yet: pass --average_momentum=0 with --strategy="
+                    "parameter_server")
+  with dist.scope():
+    two_tower = build_model(config, prepared.data, history_source(prepared), dist.tables)
+    optimizer, schedule = make_optimizer(t, total_steps)
+    variables = list(two_tower.trainable_variables)
+    optimizer.build(variables)
+    average = WeightAverage(variables, t.average_momentum) if t.average_momentum else None
+    ckpt, step_var = make_checkpoint(two_tower, optimizer, average)
   manager = rundir.checkpoint_manager(ckpt)
+  # The optimizer's state is saved per table shard: a run resumes only in its own layout.
+  recorded = (rundir.load_raw() or {}).get(TABLE_SHARDS_KEY, 1) if has_checkpoint else None
+  if recorded is not None and recorded != dist.table_shards:
+    now = ("in one process (whole tables)" if dist.table_shards == 1
+           else f"with tables in {dist.table_shards} shards")
+    raise UserError(f"--model_dir={config.model_dir} was trained with its tables in "
+                    f"{recorded} shard{'s' if recorded > 1 else ''} and this train runs {now}: "
+                    "resume it with the same --strategy and --num_ps_shards (or number of "
+                    "parameter servers), or --resume=false; eval and export read it in one "
+                    "process")
   if has_checkpoint and manager.latest_checkpoint:
     ckpt.restore(manager.latest_checkpoint)
     logging.info("resuming from %s at step %d", manager.latest_checkpoint,
                  int(step_var.numpy()))
   # Recorded once the run is known to be compatible; nothing trained yet: as is.
-  rundir.save_config(config, step=int(step_var.numpy()), fresh=not has_checkpoint)
+  rundir.save_config(config, step=int(step_var.numpy()), fresh=not has_checkpoint,
+                     extra={TABLE_SHARDS_KEY: dist.table_shards} if dist.distributed else None)
   item_counts = positives_counts(train_data)
   loss_fn = make_loss_fn(config, two_tower, item_counts)
 
-  @tf.function(autograph=False, jit_compile=t.jit_compile)
-  def train_step(batch):
+  def step_fn(batch):
     with tf.GradientTape() as tape:
       loss = loss_fn(batch, step_var)
     grads = tape.gradient(loss, variables)
     optimizer.apply_gradients(zip(grads, variables))
     if average is not None:
       average.update()
+    # On a cluster the workers' increments race (and a retried step counts twice): the
+    # chief sets the count it scheduled at every join; in between it seeds the negatives.
     step_var.assign_add(1)
     return loss
+
+  if dist.coordinator is not None:
+    if t.jit_compile:
+      raise UserError("--jit_compile does not run on parameter-server workers (TensorFlow "
+                      "cannot schedule an XLA function there): leave it off")
+    return _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn,
+                             step_var, schedule, manager, steps_per_epoch, total_steps, drop)
+  train_step = tf.function(step_fn, autograph=False, jit_compile=t.jit_compile)
 
   train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
   eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
@@ -535,20 +567,8 @@ def _train(config, rundir, prepared, resume, stats):
         manager.save(checkpoint_number=step)
         tick = time.monotonic()
     if t.eval_every_epoch or epoch == t.epochs - 1:
-      split = "validation" if prepared.valid is not None else "test"
       with average.swapped() if average is not None else contextlib.nullcontext():
-        both = evaluate_both(two_tower, prepared, split, t.temperature)
-      last_eval = both
-      main = both["seen_included" if t.include_seen else "seen_excluded"]
-      with eval_writer.as_default(step=step):
-        for k, v in main.items():
-          tf.summary.scalar(f"eval/{k}", v)
-        for k, v in both["seen_included" if not t.include_seen else "seen_excluded"].items():
-          tf.summary.scalar(f"eval_{'seen_included' if not t.include_seen else 'seen_excluded'}"
-                            f"/{k}", v)
-      logging.info("epoch %d (%s): hit@10 %.4f hit@100 %.4f ndcg@10 %.4f mrr %.4f | seen "
-                   "included hit@100 %.4f", epoch + 1, split, main["hit@10"], main["hit@100"],
-                   main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
+        last_eval = _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch)
   if average is not None:
     average.commit()
   manager.save(checkpoint_number=step)
@@ -556,10 +576,96 @@ def _train(config, rundir, prepared, resume, stats):
   if stats is not None:
     stats["examples_per_sec"] = busy_examples / busy if busy > 0 else float("nan")
     stats["steps"] = step - start_step
+  _finish(config, prepared, two_tower, train_writer, eval_writer, last_eval)
+  return two_tower, last_eval
+
+
+def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch):
+  """The full-corpus evaluation after an epoch: summaries and a log line; returns both."""
+  t = config.train
+  split = "validation" if prepared.valid is not None else "test"
+  both = evaluate_both(two_tower, prepared, split, t.temperature)
+  main = both["seen_included" if t.include_seen else "seen_excluded"]
+  with eval_writer.as_default(step=step):
+    for k, v in main.items():
+      tf.summary.scalar(f"eval/{k}", v)
+    for k, v in both["seen_included" if not t.include_seen else "seen_excluded"].items():
+      tf.summary.scalar(f"eval_{'seen_included' if not t.include_seen else 'seen_excluded'}"
+                        f"/{k}", v)
+  logging.info("epoch %d (%s): hit@10 %.4f hit@100 %.4f ndcg@10 %.4f mrr %.4f | seen "
+               "included hit@100 %.4f", epoch + 1, split, main["hit@10"], main["hit@100"],
+               main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
+  return both
+
+
+def _finish(config, prepared, two_tower, train_writer, eval_writer, last_eval):
   write_hparams(config, train_writer, last_eval)
   write_projector(config.model_dir, two_tower, prepared.data)
   train_writer.flush()
   eval_writer.flush()
+
+
+def _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn, step_var,
+                      schedule, manager, steps_per_epoch, total_steps, drop):
+  """The loop of --strategy=parameter_server: this process (the chief) schedules steps that
+  the workers run asynchronously on their own copy of the training split, and joins them
+  at every log, checkpoint and epoch boundary (summaries, checkpoints and the evaluation
+  run here, reading the sharded tables from the parameter servers)."""
+  t = config.train
+  strategy, coordinator = dist.strategy, dist.coordinator
+  train_data = prepared.train
+  per_worker = coordinator.create_per_worker_dataset(
+      lambda: inputs.worker_dataset(train_data, t.batch_size, drop))
+  iterator = iter(per_worker)
+
+  @tf.function(autograph=False)
+  def worker_step(it):
+    return strategy.run(step_fn, args=(next(it),))
+
+  train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+  eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
+  start_step = step = int(step_var.numpy())
+  progress = Progress(total_steps * t.batch_size, unit="examples", label="train")
+  progress.update(start_step * t.batch_size)
+  last_eval = {}
+  busy, busy_steps = 0.0, 0
+  while step < total_steps:
+    boundaries = [total_steps, (step // steps_per_epoch + 1) * steps_per_epoch]
+    boundaries += [(step // every + 1) * every for every in (t.log_every, t.checkpoint_every)]
+    until = min(boundaries)
+    tick = time.monotonic()
+    results = [coordinator.schedule(worker_step, args=(iterator,))
+               for _ in range(until - step)]
+    coordinator.join()
+    losses_ = [float(r.fetch()) for r in results]
+    if step > start_step:  # the first window traces and registers the function on workers
+      busy += time.monotonic() - tick
+      busy_steps += until - step
+    step = until
+    step_var.assign(step)
+    value = float(np.mean(losses_))
+    if not np.isfinite(value):
+      raise UserError(f"the loss became {value} at step {step}: lower --learning_rate or "
+                      "raise --temperature")
+    rate = busy_steps * t.batch_size / busy if busy > 0 else 0.0
+    with train_writer.as_default(step=step):
+      tf.summary.scalar("train/loss", value)
+      tf.summary.scalar("train/learning_rate", float(schedule(step)))
+      if rate:
+        tf.summary.scalar("train/examples_per_sec", rate)
+    progress.update(step * t.batch_size, loss=value)
+    if step % t.checkpoint_every == 0:
+      manager.save(checkpoint_number=step)
+    if step % steps_per_epoch == 0 or step == total_steps:
+      epoch = (step - 1) // steps_per_epoch
+      if t.eval_every_epoch or step == total_steps:
+        last_eval = _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch)
+  manager.save(checkpoint_number=step)
+  progress.update(step * t.batch_size, force=True)
+  if stats is not None:
+    stats["examples_per_sec"] = busy_steps * t.batch_size / busy if busy > 0 else float("nan")
+    stats["steps"] = step - start_step
+  _finish(config, prepared, two_tower, train_writer, eval_writer, last_eval)
   return two_tower, last_eval
 
 

@@ -11,11 +11,12 @@ from data import corpus as corpus_lib
 from data import embedding_formats
 from data.errors import UserError
 from data.vocab import Vocabulary
+from flags import cluster_flags
 from flags import word2vec_flags
 from training import app as app_lib
 
 FLAGS = flags.FLAGS
-USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags]   "
+USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags] | word2vec server (TF_CONFIG)   "
          "(word2vec --helpfull lists every flag)")
 
 
@@ -86,9 +87,17 @@ def main(argv):
     got = " ".join(argv[1:]) or "nothing"
     raise UserError(f"expected one action, got {got!r}: {USAGE}")
   action = argv[1]
+  if action == "server":
+    from training import distribute  # pylint: disable=import-outside-toplevel
+    distribute.serve()
+    return
   config = word2vec_flags.to_config(FLAGS)
   if action == "train":
-    _train(config)
+    from training import distribute  # pylint: disable=import-outside-toplevel
+    with distribute.distribution(
+        "word2vec", "word2vec", FLAGS.strategy, word2vec_flags.STRATEGIES,
+        FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS), FLAGS.cluster_timeout):
+      _train(config)
   elif action == "eval":
     _eval(config)
   elif action == "export":

@@ -1,0 +1,416 @@
+"""tf.distribute set-up for both apps: --strategy, TF_CONFIG, --local_cluster, `server`.
+
+  default           today's single process (no tf.distribute strategy)
+  parameter_server  ParameterServerStrategy: this process is the chief (coordinator); the
+                    embedding tables are ShardedVariables over the parameter servers; a
+                    ClusterCoordinator schedules steps on the workers (asynchronous)
+  multi_worker, mirrored: named so that an app can refuse them in one line (not built yet)
+
+A real cluster follows TensorFlow's convention: every process gets TF_CONFIG; workers and
+parameter servers run `<app> server`, the chief runs `<app> train --strategy=...`.
+`--local_cluster=workers:N,ps:M` starts those servers as child processes of the chief on free
+loopback ports (a demo, and what the tests use), waits until they answer and stops them
+all when the chief ends, on error and on Ctrl-C too; a child also dies with a chief killed
+by -9 (PR_SET_PDEATHSIG).
+"""
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from absl import logging
+
+from data.errors import UserError
+
+STRATEGIES = ("default", "parameter_server", "multi_worker", "mirrored")
+SERVER_JOBS = ("worker", "ps")
+_PR_SET_PDEATHSIG = 1
+
+
+# ----------------------------------------------------------------------------- TF_CONFIG
+
+
+def parse_tf_config(text, source="TF_CONFIG"):
+  """The cluster and task of a TF_CONFIG string (UserError naming what is wrong).
+
+  Returns:
+    (cluster {job: [address, ...]}, task_type, task_index).
+  """
+  hint = ('expected {"cluster": {"worker": ["host:port", ...], "ps": [...], "chief": [...]}, '
+          '"task": {"type": "worker", "index": 0}}')
+  if not text or not text.strip():
+    raise UserError(f"{source} is not set: {hint}")
+  try:
+    d = json.loads(text)
+  except ValueError as e:
+    raise UserError(f"{source} is not JSON ({e}): {hint}") from None
+  if not isinstance(d, dict) or not isinstance(d.get("cluster"), dict) or not d["cluster"]:
+    raise UserError(f"{source} has no \"cluster\": {hint}")
+  cluster = {}
+  for job, addresses in d["cluster"].items():
+    if (not isinstance(addresses, list) or not addresses
+        or not all(isinstance(a, str) and _is_address(a) for a in addresses)):
+      raise UserError(f"{source}: cluster job {job!r} must be a list of \"host:port\" "
+                      f"strings, got {addresses!r}")
+    cluster[job] = list(addresses)
+  task = d.get("task")
+  if not isinstance(task, dict) or "type" not in task:
+    raise UserError(f"{source} has no \"task\": {hint}")
+  task_type, index = task["type"], task.get("index", 0)
+  if task_type not in cluster:
+    raise UserError(f"{source}: task type {task_type!r} is not a job of the cluster "
+                    f"({', '.join(sorted(cluster))})")
+  if not isinstance(index, int) or not 0 <= index < len(cluster[task_type]):
+    raise UserError(f"{source}: task index {index!r} is out of range for job {task_type!r} "
+                    f"({len(cluster[task_type])} tasks)")
+  return cluster, task_type, index
+
+
+def _is_address(a):
+  host, _, port = a.rpartition(":")
+  return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+# ----------------------------------------------------------------------------- ports, waits
+
+
+def free_ports(n):
+  """n distinct free TCP ports on the loopback interface, chosen by the OS."""
+  socks = []
+  try:
+    for _ in range(n):
+      s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+      s.bind(("127.0.0.1", 0))
+      socks.append(s)
+    return [s.getsockname()[1] for s in socks]
+  finally:
+    for s in socks:
+      s.close()
+
+
+def _answers(address, timeout=0.5):
+  host, _, port = address.rpartition(":")
+  try:
+    with socket.create_connection((host, int(port)), timeout=timeout):
+      return True
+  except OSError:
+    return False
+
+
+def wait_for_cluster(tasks, timeout, processes=None):
+  """Waits until every task's address accepts connections.
+
+  Args:
+    tasks: {"worker:0": "host:port", ...} the servers to wait for.
+    timeout: seconds.
+    processes: optional {"worker:0": LocalCluster task}: a child that exits is reported at
+      once with the last line of its log.
+  Raises:
+    UserError naming the tasks that did not answer.
+  """
+  deadline = time.monotonic() + timeout
+  waiting = dict(tasks)
+  while True:
+    for name in list(waiting):
+      if processes and name in processes:
+        processes[name].check_alive()
+      if _answers(waiting[name]):
+        del waiting[name]
+    if not waiting:
+      return
+    if time.monotonic() > deadline:
+      shown = ", ".join(f"{n} at {a}" for n, a in sorted(waiting.items()))
+      raise UserError(f"the cluster did not answer within {timeout:g}s ({shown}): start "
+                      "`<app> server` there with the same TF_CONFIG, or raise "
+                      "--cluster_timeout")
+    time.sleep(0.2)
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def serve(stop_after=None):
+  """The `server` action: a tf.distribute.Server for this TF_CONFIG task; blocks.
+
+  Returns when the process gets SIGTERM or SIGINT (or after `stop_after` seconds).
+  """
+  cluster, task_type, index = parse_tf_config(os.environ.get("TF_CONFIG", ""))
+  if task_type not in SERVER_JOBS:
+    raise UserError(f"TF_CONFIG task type is {task_type!r}: `server` runs the {' and '.join(SERVER_JOBS)} "
+                    "tasks; the chief runs `train --strategy=...`")
+  # Fail RPCs at once when a peer is gone, so that the coordinator can reschedule
+  # (TensorFlow's parameter-server guide).
+  os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  stop = threading.Event()
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, lambda *_: stop.set())
+  server = tf.distribute.Server(tf.train.ClusterSpec(cluster), job_name=task_type,
+                                task_index=index, protocol="grpc", start=True)
+  logging.info("%s:%d serving at %s", task_type, index, server.target)
+  stop.wait(stop_after)
+  logging.info("%s:%d stopping", task_type, index)
+
+
+def _die_with_parent():
+  """In the child before exec: SIGKILL when the parent dies (Linux), own session."""
+  try:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  except (OSError, AttributeError):
+    pass
+
+
+class _Task:
+  """One child server process and its log file."""
+
+  def __init__(self, name, process, log_path):
+    self.name, self.process, self.log_path = name, process, log_path
+
+  def last_log_line(self):
+    try:
+      with open(self.log_path, encoding="utf-8", errors="replace") as f:
+        lines = [l.strip() for l in f if l.strip()]
+    except OSError:
+      return ""
+    useful = [l for l in lines if "rror" in l] or lines
+    return useful[-1][-300:] if useful else ""
+
+  def check_alive(self):
+    rc = self.process.poll()
+    if rc is not None:
+      raise UserError(f"local cluster: {self.name} exited with status {rc} "
+                      f"({self.last_log_line() or 'no output'})")
+
+
+class LocalCluster:
+  """`--local_cluster=workers:N,ps:M`: N workers and M parameter servers as child processes
+  of this one (the chief) on free loopback ports, each running `python -m <app> server`
+  with its TF_CONFIG.
+
+  Use as a context manager: entering starts the servers and waits for them; leaving (also
+  by an exception or Ctrl-C) terminates them, then kills what has not ended in 10 s.
+  """
+
+  def __init__(self, app_module, workers, ps, timeout=60.0):
+    if workers < 1:
+      raise UserError("--local_cluster needs at least one worker (workers:N, N >= 1)")
+    self.app_module = app_module
+    ports = free_ports(1 + workers + ps)
+    address = lambda p: f"localhost:{p}"
+    self.cluster = {"chief": [address(ports[0])],
+                    "worker": [address(p) for p in ports[1:1 + workers]]}
+    if ps:
+      self.cluster["ps"] = [address(p) for p in ports[1 + workers:]]
+    self.timeout = timeout
+    self.tasks = {}
+    self.log_dir = None
+
+  def tf_config(self, task_type, index):
+    return json.dumps({"cluster": self.cluster, "task": {"type": task_type, "index": index}})
+
+  def start_task(self, task_type, index):
+    """(Re)starts one server child."""
+    name = f"{task_type}:{index}"
+    log_path = os.path.join(self.log_dir, f"{task_type}-{index}.log")
+    env = dict(os.environ, TF_CONFIG=self.tf_config(task_type, index))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with open(log_path, "ab") as log:
+      process = subprocess.Popen(  # pylint: disable=consider-using-with
+          [sys.executable, "-m", self.app_module, "server"], env=env,
+          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+          preexec_fn=_die_with_parent, start_new_session=True)
+    self.tasks[name] = _Task(name, process, log_path)
+    return self.tasks[name]
+
+  def __enter__(self):
+    self.log_dir = tempfile.mkdtemp(prefix="local-cluster-")
+    try:
+      for job in SERVER_JOBS:
+        for i in range(len(self.cluster.get(job, ()))):
+          self.start_task(job, i)
+      logging.info("local cluster: %s (logs in %s)", json.dumps(self.cluster), self.log_dir)
+      wait_for_cluster({n: self.address(n) for n in self.tasks}, self.timeout, self.tasks)
+    except BaseException:
+      self.stop()
+      raise
+    return self
+
+  def __exit__(self, *exc):
+    self.stop()
+
+  def address(self, name):
+    job, index = name.split(":")
+    return self.cluster[job][int(index)]
+
+  def pids(self):
+    return {n: t.process.pid for n, t in self.tasks.items()}
+
+  def stop(self):
+    """Terminates every child (SIGTERM, then SIGKILL after 10 s); removes the logs."""
+    for task in self.tasks.values():
+      if task.process.poll() is None:
+        with contextlib.suppress(OSError):
+          task.process.terminate()
+    deadline = time.monotonic() + 10
+    for task in self.tasks.values():
+      try:
+        task.process.wait(max(deadline - time.monotonic(), 0.1))
+      except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+          task.process.kill()
+        task.process.wait()
+    if self.log_dir:
+      shutil.rmtree(self.log_dir, ignore_errors=True)
+      self.log_dir = None
+
+
+# ----------------------------------------------------------------------------- strategies
+
+
+class _TablePartitioner:
+  """variable_partitioner of ParameterServerStrategy: splits the rows of the variables
+  created inside `tables()` (the embedding tables) into `num_shards`; every other variable
+  (dense layers, counters) stays whole on one parameter server."""
+
+  def __init__(self, num_shards):
+    self.num_shards = num_shards
+    self._local = threading.local()
+
+  @contextlib.contextmanager
+  def tables(self):
+    old = getattr(self._local, "on", False)
+    self._local.on = True
+    try:
+      yield
+    finally:
+      self._local.on = old
+
+  def __call__(self, shape, dtype, axis=0):  # pylint: disable=unused-argument
+    if not getattr(self._local, "on", False) or shape.rank < 1:
+      return [1] * max(shape.rank, 1)
+    shards = max(1, min(self.num_shards, int(shape[0])))
+    return [shards] + [1] * (shape.rank - 1)
+
+
+class Distribution:
+  """The strategy a train runs under.
+
+  Attributes:
+    kind: one of STRATEGIES.
+    strategy: the tf.distribute.Strategy (the default strategy for "default").
+    coordinator: the ClusterCoordinator (parameter_server), else None.
+    num_workers: workers that run steps (1 for "default").
+  """
+
+  def __init__(self, kind, strategy, coordinator=None, num_workers=1, partitioner=None,
+               cluster=None):
+    self.kind = kind
+    self.strategy = strategy
+    self.coordinator = coordinator
+    self.num_workers = num_workers
+    self.cluster = cluster or {}
+    self._partitioner = partitioner
+
+  @property
+  def distributed(self):
+    return self.kind != "default"
+
+  @property
+  def table_shards(self):
+    """Shards per embedding table (1: whole tables, as in one process)."""
+    return self._partitioner.num_shards if self._partitioner else 1
+
+  def scope(self):
+    """Variables created here belong to the strategy (on the parameter servers)."""
+    return self.strategy.scope() if self.distributed else contextlib.nullcontext()
+
+  def tables(self):
+    """Variables created here (inside scope()) are embedding tables: sharded by rows."""
+    return self._partitioner.tables() if self._partitioner else contextlib.nullcontext()
+
+
+def default():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return Distribution("default", tf.distribute.get_strategy())
+
+
+@contextlib.contextmanager
+def distribution(app_name, app_module, strategy="default", supported=("default",),
+                 num_ps_shards=0, local_cluster=None, cluster_timeout=60.0):
+  """Sets up the strategy of one train: yields a `Distribution`, stops what it started.
+
+  Args:
+    app_name: "word2vec" or "twotower" (for messages).
+    app_module: the module whose `server` action the local cluster runs.
+    strategy: one of STRATEGIES.
+    supported: the strategies this app implements.
+    num_ps_shards: shards per embedding table (0: one per parameter server).
+    local_cluster: None, or (workers, ps) to start as child processes.
+    cluster_timeout: seconds to wait for the servers.
+  """
+  if strategy not in STRATEGIES:
+    raise UserError(f"--strategy={strategy} is unknown: use one of {', '.join(STRATEGIES)}")
+  if strategy not in supported:
+    raise UserError(f"{app_name} does not support --strategy={strategy} yet: use "
+                    f"{' or '.join('--strategy=' + s for s in supported)}")
+  if strategy == "default":
+    if local_cluster:
+      raise UserError("--local_cluster needs a distributed --strategy (e.g. "
+                      "--strategy=parameter_server)")
+    yield default()
+    return
+  if strategy == "parameter_server":
+    with contextlib.ExitStack() as stack:
+      if local_cluster:
+        workers, ps = local_cluster
+        if ps < 1:
+          raise UserError("--strategy=parameter_server needs at least one parameter server: "
+                          "--local_cluster=workers:N,ps:M with M >= 1")
+        local = stack.enter_context(LocalCluster(app_module, workers, ps, cluster_timeout))
+        cluster, task_type, index = local.cluster, "chief", 0
+      else:
+        cluster, task_type, index = parse_tf_config(os.environ.get("TF_CONFIG", ""))
+        for job in ("worker", "ps"):
+          if job not in cluster:
+            raise UserError(f"TF_CONFIG: --strategy=parameter_server needs a {job!r} job in "
+                            "the cluster")
+        if task_type != "chief":
+          raise UserError(f"TF_CONFIG task type is {task_type!r}: `train` runs on the chief "
+                          f"(workers and parameter servers run `{app_name} server`)")
+        wait_for_cluster({f"{job}:{i}": a for job in ("worker", "ps")
+                          for i, a in enumerate(cluster[job])}, cluster_timeout)
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+      try:
+        yield _parameter_server(cluster, task_type, index, num_ps_shards)
+      except lost as e:
+        # A parameter server (or every worker) is gone: the variables live there, so the
+        # run cannot go on; its checkpoints can.
+        first = " ".join(str(e.message or e).split())[:200]
+        raise UserError(f"the cluster lost a server ({type(e).__name__}: {first}): restart "
+                        "it and rerun the same command to resume from the last "
+                        "checkpoint") from None
+    return
+  raise UserError(f"--strategy={strategy} is not implemented")  # pragma: no cover
+
+
+def _parameter_server(cluster, task_type, index, num_ps_shards):
+  os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+      tf.train.ClusterSpec(cluster), task_type=task_type, task_id=index, rpc_layer="grpc")
+  partitioner = _TablePartitioner(num_ps_shards or len(cluster["ps"]))
+  strategy = tf.distribute.ParameterServerStrategy(resolver, variable_partitioner=partitioner)
+  coordinator = tf.distribute.coordinator.ClusterCoordinator(strategy)
+  logging.info("parameter_server: %d workers, %d parameter servers, tables in %d shards",
+               len(cluster["worker"]), len(cluster["ps"]), partitioner.num_shards)
+  return Distribution("parameter_server", strategy, coordinator, len(cluster["worker"]),
+                      partitioner, cluster)
