@@ -141,5 +141,6 @@ def to_config(f=flags.FLAGS):
       checkpoint_every_secs=f.checkpoint_every_secs, resume=f.resume,
       chunk_tokens=f.chunk_tokens, words=tuple(f.words or ()),
       analogy_restrict=f.analogy_restrict, projector_words=f.projector_words)
+  config.check_batch_size()
   config.check_group_size()
   return config

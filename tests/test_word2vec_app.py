@@ -547,6 +547,8 @@ def commands(runs):
                                                    "--epochs=1", "--checkpoint_every_secs=0")),
       "group_size": cmd("train", "--corpus=corpus.txt", "--model_dir=runs/m7",
                         "--group_size=48", *fast),
+      "batch_size": cmd("train", "--corpus=corpus.txt", "--model_dir=runs/m8",
+                        "--batch_size=8192"),
       "missing_corpus": cmd("train", "--corpus=missing.txt", "--model_dir=runs/m1", *fast),
       "empty_corpus": cmd("train", "--corpus=empty.txt", "--model_dir=runs/m2", *fast),
       "num_sampled": cmd("train", "--corpus=corpus.txt", "--model_dir=runs/m3",
@@ -722,6 +724,7 @@ def test_invalid_utf8_is_replaced_counted_and_training_succeeds(commands):
     ("empty_corpus", ["empty.txt", "no tokens"]),
     ("num_sampled", ["--num_sampled=1000", "55 words"]),
     ("group_size", ["--group_size=48", "must divide --batch_size=64"]),
+    ("batch_size", ["--batch_size=8192", "above 4096", "use at most 4096"]),
     ("export_no_checkpoint", ["--model_dir=runs/nockpt", "no checkpoint"]),
     ("export_no_run", ["--model_dir=runs/none", "no word2vec run", "word2vec train"]),
     ("export_no_output", ["--output"]),
@@ -733,7 +736,7 @@ def test_user_mistake_ends_in_one_error_line(commands, runs, name, needles):
   assert not os.path.exists(os.path.join(runs.root, "none.txt"))
   assert not os.path.exists(os.path.join(runs.root, "runs", "none")), \
       "a failed export must not create the run directory"
-  for failed_train in ("m1", "m2", "m3", "m7"):  # missing, empty corpus; too many negatives
+  for failed_train in ("m1", "m2", "m3", "m7", "m8"):  # missing, empty corpus; too many negatives
     assert not os.path.exists(os.path.join(runs.root, "runs", failed_train)), \
         "a failed train must not leave its new run directory behind"
 

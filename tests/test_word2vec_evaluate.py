@@ -81,3 +81,13 @@ def test_group_size_is_clamped_to_the_batch_and_must_divide_it():
   from data.errors import UserError  # pylint: disable=import-outside-toplevel
   with pytest.raises(UserError, match="--group_size=48 must divide --batch_size=64"):
     Config(model_dir="u", batch_size=64, group_size=48).check_group_size()
+
+
+def test_batch_size_is_capped_at_the_largest_measured_stable_one():
+  from data.errors import UserError  # pylint: disable=import-outside-toplevel
+  Config(model_dir="u", model="skipgram", batch_size=4096).check_batch_size()
+  Config(model_dir="u", model="cbow", batch_size=16384).check_batch_size()
+  with pytest.raises(UserError, match="--batch_size=8192 is above 4096"):
+    Config(model_dir="u", model="skipgram", batch_size=8192).check_batch_size()
+  with pytest.raises(UserError, match="--batch_size=32768 is above 16384"):
+    Config(model_dir="u", model="cbow", batch_size=32768).check_batch_size()

@@ -25,6 +25,11 @@ DEFAULT_NUM_SAMPLED = {"nce": 8, "sampled_softmax": 16}
 # window + 1 per centre): 256 centres are ~1,500 pairs. On SOTU+Brown (3 epochs, lr 0.025)
 # 512, 1024 and 4096 centres diverged; 256 gave analogy 0.068-0.072.
 DEFAULT_BATCH_SIZE = {"skipgram": 256, "cbow": 4096}
+# The largest --batch_size the flags allow: measured to train to the end with the bounded
+# row update at the default learning rate on the 21M-token stress corpus (README,
+# "Stability"); skip-gram at 16384 centres diverged there (inf at step 1024), CBOW beyond
+# 16384 was not measured.
+MAX_BATCH_SIZE = {"skipgram": 4096, "cbow": 16384}
 # Minibatches per compiled call. Skip-gram's minibatches are small: 64 per call cut the data
 # wait from 2.0-2.3 s to 0.6-0.7 s of a 20 s run (benchmarks/word2vec_loop_timing.py).
 DEFAULT_STEPS_PER_CALL = {"skipgram": 64, "cbow": 16}
@@ -81,6 +86,14 @@ class Config:
       object.__setattr__(self, "steps_per_call", DEFAULT_STEPS_PER_CALL[self.model])
     if self.group_size > self.batch_size:  # a group is at most one minibatch
       object.__setattr__(self, "group_size", self.batch_size)
+
+  def check_batch_size(self):
+    """Raises UserError above MAX_BATCH_SIZE of the model."""
+    limit = MAX_BATCH_SIZE[self.model]
+    if self.batch_size > limit:
+      raise UserError(f"--batch_size={self.batch_size} is above {limit}, the largest "
+                      f"{self.model} batch measured to train without diverging (README, "
+                      f"\"Stability on a 21M-token corpus\"): use at most {limit}")
 
   def check_group_size(self):
     """Raises UserError unless the (resolved) group size divides the batch size."""
