@@ -89,7 +89,7 @@ def test_free_ports_are_distinct():
 
 @pytest.mark.parametrize("name, args, env, message", [
     ("twotower", ["train", "--model_dir=x", "--strategy=parameter_server",
-                  "--local_cluster=workers:0,ps:1"], {},
+                  "--local_cluster=workers:0,ps:1", "--average_momentum=0"], {},
      "--local_cluster=workers:0,ps:1: needs at least one worker"),
     ("word2vec", ["train", "--strategy=parameter_server", "--model_dir=x"], {},
      "word2vec does not support --strategy=parameter_server yet"),
@@ -98,10 +98,11 @@ def test_free_ports_are_distinct():
      "--average_momentum (weight averaging, on by default) does not run on parameter-server"),
     ("twotower", ["train", "--model_dir=x", "--strategy=multi_worker"], {},
      "twotower does not support --strategy=multi_worker yet"),
-    ("twotower", ["train", "--model_dir=x", "--strategy=parameter_server"],
+    ("twotower", ["train", "--model_dir=x", "--strategy=parameter_server",
+                  "--average_momentum=0"],
      {"TF_CONFIG": "{'cluster': 1}"}, "error: TF_CONFIG is not JSON"),
     ("twotower", ["train", "--model_dir=x", "--strategy=parameter_server",
-                  "--cluster_timeout=1"],
+                  "--cluster_timeout=1", "--average_momentum=0"],
      {"TF_CONFIG": json.dumps({"cluster": {"chief": ["localhost:1"],
                                            "worker": ["localhost:%d" % p],
                                            "ps": ["localhost:%d" % q]},
