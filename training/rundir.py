@@ -302,6 +302,26 @@ class RunDir:
       elif os.path.lexists(path):
         os.remove(path)
 
+  def prepare_train(self, config, resume, names):
+    """What a train does first, for both apps: starts over (removing the run's own files
+    `names`) when resume is false, else checks that `config` may continue the recorded run.
+
+    Returns:
+      (recorded config or None, whether training resumes from a checkpoint).
+    """
+    saved = self.load_config(required=False)
+    if not resume:
+      if any(os.path.lexists(self.file(name)) for name in names):
+        self.start_over(names)
+      return saved, False
+    if not self.has_checkpoint():
+      return saved, False
+    if saved is None:
+      raise UserError(f"--model_dir={self.path} holds checkpoints but no {CONFIG_FILE}: use "
+                      "another --model_dir, or --resume=false to start over there")
+    self.check_compatible(saved, config)
+    return saved, True
+
   # ------------------------------------------------------------------ checkpoints
 
   def checkpoint_manager(self, checkpoint, max_to_keep=3):

@@ -454,17 +454,7 @@ def train(config, prepared=None, resume=True, stats=None, dist=None):
 def _train(config, rundir, prepared, resume, stats, dist):
   t = config.train
   pointwise = t.loss in config_lib.POINTWISE_LOSSES
-  saved = rundir.load_config(required=False)
-  has_checkpoint = rundir.has_checkpoint()
-  if not resume:
-    if any(os.path.lexists(rundir.file(name)) for name in RUN_FILES):
-      rundir.start_over(RUN_FILES)
-    has_checkpoint = False
-  elif has_checkpoint and saved is None:
-    raise UserError(f"{config.model_dir!r} holds checkpoints but no {rundir_lib.CONFIG_FILE}: "
-                    "use another --model_dir or --resume=false")
-  elif has_checkpoint:
-    rundir.check_compatible(saved, config)
+  _, has_checkpoint = rundir.prepare_train(config, resume, RUN_FILES)
   if prepared is None:
     prepared = inputs.prepare(config.data, pointwise)
   _validate(config, prepared)

@@ -333,17 +333,7 @@ def _train(config, rundir):
   call_start = time.monotonic()
   timings = dict.fromkeys(PHASES, 0.0)
   timings["startup"] = seconds_since_process_start() or 0.0
-  saved = rundir.load_config(required=False)
-  has_checkpoint = rundir.has_checkpoint()
-  if not config.resume:
-    if any(os.path.lexists(rundir.file(name)) for name in RUN_FILES):
-      rundir.start_over(RUN_FILES)
-    has_checkpoint = False
-  elif has_checkpoint and saved is None:
-    raise UserError(f"--model_dir={config.model_dir} holds checkpoints but no config.json: "
-                    "use another --model_dir, or --resume=false to start over there")
-  elif has_checkpoint:
-    rundir.check_compatible(saved, config)
+  _, has_checkpoint = rundir.prepare_train(config, config.resume, RUN_FILES)
   vocab, ids = prepare_data(config, require_cached=has_checkpoint, timings=timings)
   setup_start = time.monotonic()
   model = build_model(config, vocab)
