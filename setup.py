@@ -5,6 +5,8 @@ setup(
     name="tf-embeddings",
     version="0.1.0",
     description="word2vec and two-tower retrieval embeddings with TensorFlow 2",
+    license="Apache-2.0",
+    classifiers=["License :: OSI Approved :: Apache Software License"],
     python_requires=">=3.10",
     packages=find_packages(include=["flags", "data", "data.*", "losses", "training",
                                     "word2vec", "twotower"]),
