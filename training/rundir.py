@@ -290,6 +290,21 @@ class RunDir:
     finally:
       self.unlock()
 
+  @contextlib.contextmanager
+  def training(self):
+    """The life of one train, for both apps: creates the directory, holds the lock, and if
+    the train fails before the run is set up (no config.json yet) removes the directory
+    again when this call created it: a bad corpus or flag leaves nothing behind."""
+    created = not os.path.exists(self.path)
+    self.create()
+    with self.locked():
+      try:
+        yield self
+      except BaseException:
+        if created and not self.exists():
+          shutil.rmtree(self.path, ignore_errors=True)
+        raise
+
   # ------------------------------------------------------------------ start over
 
   def start_over(self, names):
@@ -307,20 +322,20 @@ class RunDir:
     `names`) when resume is false, else checks that `config` may continue the recorded run.
 
     Returns:
-      (recorded config or None, whether training resumes from a checkpoint).
+      Whether training resumes from a checkpoint.
     """
-    saved = self.load_config(required=False)
     if not resume:
       if any(os.path.lexists(self.file(name)) for name in names):
         self.start_over(names)
-      return saved, False
+      return False
     if not self.has_checkpoint():
-      return saved, False
+      return False
+    saved = self.load_config(required=False)
     if saved is None:
       raise UserError(f"--model_dir={self.path} holds checkpoints but no {CONFIG_FILE}: use "
                       "another --model_dir, or --resume=false to start over there")
     self.check_compatible(saved, config)
-    return saved, True
+    return True
 
   # ------------------------------------------------------------------ checkpoints
 

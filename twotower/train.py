@@ -13,7 +13,6 @@ Layout of a model directory:
 import contextlib
 import dataclasses
 import os
-import shutil
 import time
 
 import keras
@@ -439,22 +438,14 @@ def train(config, prepared=None, resume=True, stats=None, dist=None):
   Returns:
     (two_tower, last eval metrics dict or {}).
   """
-  rundir = run_dir(config.model_dir)
-  created = not os.path.exists(config.model_dir)
-  rundir.create()
-  with rundir.locked():
-    try:
-      return _train(config, rundir, prepared, resume, stats, dist or distribute.default())
-    except BaseException:
-      if created and not rundir.exists():
-        shutil.rmtree(config.model_dir, ignore_errors=True)
-      raise
+  with run_dir(config.model_dir).training() as rundir:
+    return _train(config, rundir, prepared, resume, stats, dist or distribute.default())
 
 
 def _train(config, rundir, prepared, resume, stats, dist):
   t = config.train
   pointwise = t.loss in config_lib.POINTWISE_LOSSES
-  _, has_checkpoint = rundir.prepare_train(config, resume, RUN_FILES)
+  has_checkpoint = rundir.prepare_train(config, resume, RUN_FILES)
   if prepared is None:
     prepared = inputs.prepare(config.data, pointwise)
   _validate(config, prepared)

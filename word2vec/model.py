@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from losses import samplers as samplers_lib
-from word2vec.config import LOSSES, MODELS, ROW_UPDATES  # pylint: disable=unused-import
+from word2vec.config import ROW_UPDATES
 
 # Samplers with a fixed distribution, drawn inside the compiled block; learned_unigram is
 # stateful and uses the tf op outside XLA.
@@ -680,6 +680,13 @@ class Word2Vec(tf.Module):
     return self._compiled_block(inputs, lengths, targets, sampled, true_log_q,
                                 sampled_log_q, lrs, window)
 
+  def block_window(self, lengths):
+    """The compiled program a block runs: for skip-gram runs its largest reduced window (one
+    program per window; the pipeline draws one per block), else None (one program)."""
+    if self.config.model == "skipgram" and self.config.layout == "runs":
+      return int(np.max(lengths))
+    return None
+
   def train_block(self, inputs, lengths, targets, lrs, step=0):
     """Samples negatives and runs one compiled block of SGD steps.
 
@@ -697,10 +704,7 @@ class Word2Vec(tf.Module):
       Scalar float32, mean per-example training loss of the block.
     """
     c = self.config
-    window = None
-    if c.model == "skipgram" and c.layout == "runs":
-      # One compiled program per largest window (the pipeline draws one per block).
-      window = int(np.max(lengths))
+    window = self.block_window(lengths)
     if c.sampler in IN_GRAPH_SAMPLERS:
       return self._compiled_train(inputs, lengths, targets, lrs, tf.constant(step, tf.int64),
                                   window)

@@ -3,7 +3,6 @@ import contextlib
 import json
 import os
 import queue
-import shutil
 import threading
 import time
 
@@ -52,8 +51,7 @@ def seconds_since_process_start():
 # from the run's config.json is refused once the run has a checkpoint.
 FREE_FIELDS = ("model_dir", "resume", "epochs", "eval_examples", "eval_every_epochs",
                "summary_every_secs", "checkpoint_every_steps", "checkpoint_every_secs", "words",
-               "analogy_restrict",
-               "projector_words")
+               "analogy_restrict", "projector_words")
 # The run's own files: what --resume=false removes (nothing else in the directory).
 RUN_FILES = (CHECKPOINT_DIR, "train", VOCAB_FILE, IDS_FILE, IDS_META, "eval.json",
              TIMINGS_FILE, rundir_lib.CONFIG_FILE)
@@ -310,16 +308,8 @@ def train(config):
   directory this call created is removed again if training fails before the run is set up
   (config.json written): a bad corpus or flag leaves nothing behind.
   """
-  rundir = run_dir(config.model_dir)
-  created = not os.path.exists(config.model_dir)
-  rundir.create()
-  with rundir.locked():
-    try:
-      return _train(config, rundir)
-    except BaseException:
-      if created and not rundir.exists():
-        shutil.rmtree(config.model_dir, ignore_errors=True)
-      raise
+  with run_dir(config.model_dir).training() as rundir:
+    return _train(config, rundir)
 
 
 def evaluates_after(config, epoch):
@@ -333,7 +323,7 @@ def _train(config, rundir):
   call_start = time.monotonic()
   timings = dict.fromkeys(PHASES, 0.0)
   timings["startup"] = seconds_since_process_start() or 0.0
-  _, has_checkpoint = rundir.prepare_train(config, config.resume, RUN_FILES)
+  has_checkpoint = rundir.prepare_train(config, config.resume, RUN_FILES)
   vocab, ids = prepare_data(config, require_cached=has_checkpoint, timings=timings)
   setup_start = time.monotonic()
   model = build_model(config, vocab)
@@ -442,8 +432,8 @@ def _train(config, rundir):
       loss = float(loss)  # The one host sync of the block.
       # A block that compiled (the first of its shape: of skip-gram's reduced window) is left
       # out of the rate and the ETA: they are measured from the block after it.
-      window = int(np.max(block["lengths"])) if config.model == "skipgram" else 0
-      compiled = step_timer.add(time.monotonic() - block_start, key=window)
+      compiled = step_timer.add(time.monotonic() - block_start,
+                                key=model.block_window(block["lengths"]))
       step += config.steps_per_call
       if not np.isfinite(loss):
         raise UserError(
