@@ -234,6 +234,21 @@ def checkpoint_numbers(run_dir):
   return sorted(int(re.search(r"ckpt-(\d+)\.index$", n).group(1)) for n in names)
 
 
+def recorded_checkpoint(run_dir):
+  """The step of the newest checkpoint the `checkpoint` state file records, or None.
+
+  A kill can land after a save's files are written but before the state file names them
+  (seen in CI: ckpt-52.index present, the state file still at ckpt-26); a resume rightly
+  starts from the recorded one, so that is the one a test compares with.
+  """
+  path = os.path.join(run_dir, "checkpoints", "checkpoint")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    match = re.search(r'^model_checkpoint_path: "(?:.*[/\\\\])?ckpt-(\d+)"', f.read(), re.M)
+  return int(match.group(1)) if match else None
+
+
 def checkpoint_embeddings(run_dir):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   reader = tf.train.load_checkpoint(os.path.join(run_dir, "checkpoints"))
@@ -478,9 +493,8 @@ def killed_run(root):
       proc.wait()
   with open(log_path, encoding="utf-8") as f:
     log_text = f.read()
-  numbers = checkpoint_numbers(run_dir)
   return {"still_running": still_running, "log": log_text, "run_dir": run_dir,
-          "killed_at": numbers[-1] if numbers else None,
+          "killed_at": recorded_checkpoint(run_dir),
           "eval_json": os.path.exists(os.path.join(run_dir, "eval.json")),
           "resumed": app(*KILLED_ARGS, cwd=root)}
 
