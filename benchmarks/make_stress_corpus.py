@@ -76,8 +76,8 @@ import tempfile
 import time
 import zipfile
 
-from data import tokenizer
-from data.fetch import sha256_of
+from tf_embeddings.data import tokenizer
+from tf_embeddings.data.fetch import sha256_of
 
 MAX_WORDS_PER_LINE = 1000
 

@@ -19,8 +19,6 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 SETTINGS = {  # name: (strategy, (workers, ps) or None)
     "1 process": ("default", None),
     "1 worker + 1 ps": ("parameter_server", (1, 1)),
@@ -32,9 +30,9 @@ SETTINGS = {  # name: (strategy, (workers, ps) or None)
 def one(name, args):
   """Trains one setting in this process; prints a JSON line."""
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from flags import twotower_flags  # pylint: disable=import-outside-toplevel
-  from training import distribute  # pylint: disable=import-outside-toplevel
-  from twotower import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.flags import twotower_flags  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
   twotower_flags.define_twotower_flags()
   with tempfile.TemporaryDirectory() as tmp:
     flags.FLAGS([sys.argv[0], f"--model_dir={tmp}/run", f"--dataset={args.dataset}",

@@ -34,7 +34,6 @@ Not a test: numbers depend on the machine and its load (quality figures do not).
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 
@@ -46,13 +45,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # pylint: disable=wrong-import-position
 from scipy.sparse.linalg import svds  # pylint: disable=wrong-import-position
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import baselines  # pylint: disable=wrong-import-position
-from twotower import config as config_lib  # pylint: disable=wrong-import-position
-from twotower import inputs  # pylint: disable=wrong-import-position
-from twotower import metrics  # pylint: disable=wrong-import-position
-from twotower import train as train_lib  # pylint: disable=wrong-import-position
+import baselines  # pylint: disable=wrong-import-position  (benchmarks/ is the script's dir)
+from tf_embeddings.twotower import config as config_lib  # pylint: disable=wrong-import-position
+from tf_embeddings.twotower import inputs  # pylint: disable=wrong-import-position
+from tf_embeddings.twotower import metrics  # pylint: disable=wrong-import-position
+from tf_embeddings.twotower import train as train_lib  # pylint: disable=wrong-import-position
 
 KS = (1, 5, 10, 50, 100)
 EASE_LAMBDAS = (100, 200, 300, 500, 700, 1000, 2000)

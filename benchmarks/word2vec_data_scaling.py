@@ -21,14 +21,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from data import synthetic  # pylint: disable=wrong-import-position
+from tf_embeddings.data import synthetic  # pylint: disable=wrong-import-position
 
 CHILD = r"""
 import json, os, resource, sys
-from word2vec import train as train_lib
-from word2vec.config import Config
+from tf_embeddings.word2vec import train as train_lib
+from tf_embeddings.word2vec.config import Config
 def rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = rss_mb()  # after the imports (TensorFlow included)
@@ -49,8 +48,7 @@ def main():
   args = p.parse_args()
   sizes = [int(float(s)) for s in args.sizes.split(",")]
   tmp = tempfile.mkdtemp(prefix="w2v_scaling_")
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(
-      q for q in (ROOT, os.environ.get("PYTHONPATH")) if q))
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   results = []
   try:
     for n in sizes:

@@ -16,20 +16,17 @@ BlockPrefetcher) and tf.data holds 2 blocks.
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 # pylint: disable=wrong-import-position
 from absl import logging
 
-from word2vec import evaluate as evaluate_lib
-from word2vec import model as model_lib
-from word2vec import train as train_lib
-from word2vec.config import Config
+from tf_embeddings.word2vec import evaluate as evaluate_lib
+from tf_embeddings.word2vec import model as model_lib
+from tf_embeddings.word2vec import train as train_lib
+from tf_embeddings.word2vec.config import Config
 
 TIMES = {}
 

@@ -4,7 +4,7 @@ Same corpus, same shared settings, same machine, alternated in one invocation. F
 (skip-gram, CBOW) it prints, as the user pays for them:
 
 * wall-clock words/s of both: raw tokens x epochs / seconds, the way gensim, word2vec.c and
-  fastText count. Ours is a subprocess `python -m word2vec train` (process start, imports,
+  fastText count. Ours is a subprocess `python -m tf_embeddings.word2vec train` (process start, imports,
   vocabulary, encoding, compilation, training, evaluation, checkpoints, export: everything);
   gensim's is the `Word2Vec(LineSentence(path), ...)` call (its vocabulary scan included);
 * their ratio (median of the ratios of adjacent runs), and ours training-only (the loop less
@@ -41,16 +41,15 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 # pylint: disable=wrong-import-position
 import numpy as np
 
-from data import corpus as corpus_lib
-from data import tokenizer as tokenizer_lib
-from data import evalsets
-from data import synthetic
-from word2vec import intrinsic
+from tf_embeddings.data import corpus as corpus_lib
+from tf_embeddings.data import tokenizer as tokenizer_lib
+from tf_embeddings.data import evalsets
+from tf_embeddings.data import synthetic
+from tf_embeddings.word2vec import intrinsic
 
 PHASES = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
           "evaluation", "checkpoints", "export")
@@ -97,9 +96,7 @@ with open(out + ".json", "w") as f:
 def run_child(argv, log_path):
   """Runs argv; returns (exit status, peak RSS in MB) of that process alone (os.wait4)."""
   with open(log_path, "w", encoding="utf-8") as log:
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=dict(
-        os.environ, PYTHONPATH=os.pathsep.join(
-            p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)))
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=os.environ)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
   return proc.returncode, usage.ru_maxrss / 1024
@@ -126,8 +123,8 @@ def run_gensim(path, sg, args, n_tokens, tmp):
 
 
 def ours_command(path, model, model_dir, args):
-  """`python -m word2vec train` with the shared settings only (the app's defaults else)."""
-  return [sys.executable, "-m", "word2vec", "train", f"--corpus={path}", f"--model={model}",
+  """`python -m tf_embeddings.word2vec train` with the shared settings only (the app's defaults else)."""
+  return [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={path}", f"--model={model}",
           f"--model_dir={model_dir}", f"--embedding_dim={args.dim}", f"--window={args.window}",
           "--subsample=1e-3", "--min_count=5", f"--epochs={args.epochs}",
           f"--seed={args.seed}", "--words="]
@@ -135,7 +132,7 @@ def ours_command(path, model, model_dir, args):
 
 def run_ours(path, model, args, n_tokens, tmp):
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from data.vocab import Vocabulary  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.data.vocab import Vocabulary  # pylint: disable=import-outside-toplevel
   model_dir = tempfile.mkdtemp(prefix=f"bench_{model}_", dir=tmp)
   log = os.path.join(tmp, "ours.log")
   start = time.perf_counter()

@@ -17,7 +17,7 @@ import re
 import shutil
 import tempfile
 
-from data.errors import UserError
+from tf_embeddings.data.errors import UserError
 
 
 def _temp_prefix(path):

@@ -31,9 +31,9 @@ import zlib
 
 from absl import logging
 
-from data import fetch as fetch_lib
-from data import tokenizer as tokenizer_lib
-from data.errors import UserError
+from tf_embeddings.data import fetch as fetch_lib
+from tf_embeddings.data import tokenizer as tokenizer_lib
+from tf_embeddings.data.errors import UserError
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
 # sha256 of text8.zip (31,344,016 bytes). Taken from two independent public

@@ -22,8 +22,8 @@ import os
 
 import numpy as np
 
-from data.atomic import atomic_save_npy, atomic_write
-from data.errors import UserError
+from tf_embeddings.data.atomic import atomic_save_npy, atomic_write
+from tf_embeddings.data.errors import UserError
 
 _PROJECTOR_CONFIG = """embeddings {{
   tensor_name: "{name}"

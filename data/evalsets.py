@@ -16,8 +16,8 @@ import os
 
 from absl import logging
 
-from data import fetch as fetch_lib
-from data.errors import UserError
+from tf_embeddings.data import fetch as fetch_lib
+from tf_embeddings.data.errors import UserError
 
 ANALOGIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "evalsets",
                          "questions-words.txt")

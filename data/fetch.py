@@ -7,7 +7,7 @@ import urllib.request
 
 from absl import logging
 
-from data.errors import UserError
+from tf_embeddings.data.errors import UserError
 
 
 def cache_dir():

@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from data.errors import UserError
+from tf_embeddings.data.errors import UserError
 
 _TAB_EXTENSIONS = (".tsv", ".inter", ".item", ".user", ".dat", ".data")
 

@@ -34,9 +34,9 @@ import zipfile
 import numpy as np
 from absl import logging
 
-from data import fetch as fetch_lib
-from data import interactions as ilib
-from data.errors import UserError
+from tf_embeddings.data import fetch as fetch_lib
+from tf_embeddings.data import interactions as ilib
+from tf_embeddings.data.errors import UserError
 
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 # MD5 sums published by GroupLens (ml-100k.zip.md5, ml-1m.zip.md5).

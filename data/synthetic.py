@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-from data import interactions as ilib
+from tf_embeddings.data import interactions as ilib
 
 
 @dataclasses.dataclass(frozen=True)

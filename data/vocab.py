@@ -23,8 +23,8 @@ import time
 import numpy as np
 from absl import logging
 
-from data.atomic import atomic_write
-from data.errors import UserError
+from tf_embeddings.data.atomic import atomic_write
+from tf_embeddings.data.errors import UserError
 
 UNK = "<unk>"
 _FORBIDDEN = ("\t", "\n", "\r")

@@ -1,8 +1,8 @@
 """Flags of the `twotower` app: definitions, validators, flags -> Config."""
 from absl import flags
 
-from flags import cluster_flags
-from twotower import config as config_lib
+from tf_embeddings.flags import cluster_flags
+from tf_embeddings.twotower import config as config_lib
 
 ACTIONS = ("train", "eval", "export", "server")
 # The strategies twotower implements (training/distribute.py).

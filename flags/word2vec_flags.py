@@ -1,9 +1,9 @@
 """Flags of the `word2vec` app, their validators, and flags -> Config."""
 from absl import flags
 
-from data.tokenizer import TOKENIZERS
-from flags import cluster_flags
-from word2vec.config import LOSSES, MODELS, ROW_UPDATES, SAMPLERS, Config
+from tf_embeddings.data.tokenizer import TOKENIZERS
+from tf_embeddings.flags import cluster_flags
+from tf_embeddings.word2vec.config import LOSSES, MODELS, ROW_UPDATES, SAMPLERS, Config
 
 ACTIONS = ("train", "eval", "export", "vocab", "server")
 # The strategies word2vec implements (training/distribute.py).

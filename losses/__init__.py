@@ -4,29 +4,29 @@ Every loss is a function over tensors; reductions are stated in each
 docstring (the default is the MEAN over the batch).
 """
 
-from losses.multitask import MAX_TASKS
-from losses.multitask import pareto_loss_weights
-from losses.multitask import pareto_weights_from_gram
-from losses.pointwise import binary_focal_loss
-from losses.pointwise import jrc_loss
-from losses.pointwise import l2_loss
-from losses.pointwise import weighted_cross_entropy_loss
-from losses.primitives import large_negative
-from losses.primitives import softmax_cross_entropy
-from losses.primitives import sparse_softmax_cross_entropy
-from losses.primitives import stable_sigmoid_cross_entropy
-from losses.retrieval import in_batch_softmax_loss
-from losses.retrieval import info_nce_loss
-from losses.retrieval import mixed_negatives_softmax_loss
-from losses.retrieval import sigmoid_cross_entropy_loss
-from losses.retrieval import unsupervised_softmax_cross_entropy_loss
-from losses.sampled import full_sigmoid_loss
-from losses.sampled import full_softmax_loss
-from losses.sampled import nce_loss
-from losses.sampled import sampled_softmax_loss
-from losses.samplers import SAMPLERS
-from losses.samplers import sample_candidates
-from losses.samplers import sampler_probabilities
+from tf_embeddings.losses.multitask import MAX_TASKS
+from tf_embeddings.losses.multitask import pareto_loss_weights
+from tf_embeddings.losses.multitask import pareto_weights_from_gram
+from tf_embeddings.losses.pointwise import binary_focal_loss
+from tf_embeddings.losses.pointwise import jrc_loss
+from tf_embeddings.losses.pointwise import l2_loss
+from tf_embeddings.losses.pointwise import weighted_cross_entropy_loss
+from tf_embeddings.losses.primitives import large_negative
+from tf_embeddings.losses.primitives import softmax_cross_entropy
+from tf_embeddings.losses.primitives import sparse_softmax_cross_entropy
+from tf_embeddings.losses.primitives import stable_sigmoid_cross_entropy
+from tf_embeddings.losses.retrieval import in_batch_softmax_loss
+from tf_embeddings.losses.retrieval import info_nce_loss
+from tf_embeddings.losses.retrieval import mixed_negatives_softmax_loss
+from tf_embeddings.losses.retrieval import sigmoid_cross_entropy_loss
+from tf_embeddings.losses.retrieval import unsupervised_softmax_cross_entropy_loss
+from tf_embeddings.losses.sampled import full_sigmoid_loss
+from tf_embeddings.losses.sampled import full_softmax_loss
+from tf_embeddings.losses.sampled import nce_loss
+from tf_embeddings.losses.sampled import sampled_softmax_loss
+from tf_embeddings.losses.samplers import SAMPLERS
+from tf_embeddings.losses.samplers import sample_candidates
+from tf_embeddings.losses.samplers import sampler_probabilities
 
 __all__ = [
     "MAX_TASKS",

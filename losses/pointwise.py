@@ -5,7 +5,7 @@ Each returns a scalar, the MEAN over all examples (elements for l2_loss).
 
 import tensorflow as tf
 
-from losses import primitives
+from tf_embeddings.losses import primitives
 
 
 def weighted_cross_entropy_loss(labels, logits, pos_weight):

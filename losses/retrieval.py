@@ -6,7 +6,7 @@ mean over the 2N anchors); each docstring states it again.
 
 import tensorflow as tf
 
-from losses import primitives
+from tf_embeddings.losses import primitives
 
 
 def sigmoid_cross_entropy_loss(pos_logit, neg_logit):

@@ -18,7 +18,7 @@ Conventions shared by the four functions:
 
 import tensorflow as tf
 
-from losses import samplers as samplers_lib
+from tf_embeddings.losses import samplers as samplers_lib
 
 
 def _sampled_values(sampler, labels, num_true, num_sampled, num_classes,

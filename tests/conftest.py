@@ -1,8 +1,8 @@
-"""Shared pytest setup: quiet TensorFlow, repository root importable, offline cache."""
+"""Shared pytest setup: quiet TensorFlow, offline cache.
+
+The code under test is the installed `tf_embeddings` package (`pip install -e .`), never the
+repository folders put on sys.path.
+"""
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)

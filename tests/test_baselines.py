@@ -1,7 +1,14 @@
 """The benchmark's EASE and iALS against direct solves on a tiny hand-made matrix."""
+import importlib.util
+import os
+
 import numpy as np
 
-from benchmarks import baselines
+# benchmarks/ is scripts, not part of the installed package: load the file itself.
+_SPEC = importlib.util.spec_from_file_location("baselines", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "baselines.py"))
+baselines = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(baselines)
 
 # 4 users x 5 items, hand-made: users 0 and 1 share items 0, 1; user 2 likes 2, 3, 4;
 # user 3 bridges (items 1, 2).

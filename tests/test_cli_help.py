@@ -15,7 +15,7 @@ PROBE = """
 import atexit, sys
 atexit.register(lambda: sys.stderr.write("TF_IMPORTED=%s\\n" % ("tensorflow" in sys.modules)))
 sys.argv = [{app!r}] + {args!r}
-from {app} import __main__ as entry
+from tf_embeddings.{app} import __main__ as entry
 entry.run()
 """
 ACTIONS = {"word2vec": ("train", "eval", "export", "vocab"),
@@ -32,7 +32,7 @@ def defined_flags(app):
 def test_help_lists_actions_and_flags_without_tensorflow(app, arg):
   res = subprocess.run([sys.executable, "-c", PROBE.format(app=app, args=[arg])], cwd=ROOT,
                        capture_output=True, text=True, timeout=120,
-                       env=dict(os.environ, PYTHONPATH=ROOT))
+                       env=dict(os.environ))
   assert res.returncode == 0, res.stderr
   assert "TF_IMPORTED=False" in res.stderr, res.stderr
   assert "Traceback" not in res.stderr
@@ -59,12 +59,12 @@ def test_word2vec_keeps_compiled_programs_in_the_cache(tmp_path, env, expect):
   # `python -m word2vec` sets TF_XLA_FLAGS before TensorFlow is imported, unless the user
   # named a cache directory or turned it off.
   probe = ("import os, sys; sys.argv = ['word2vec', '--help']\n"
-           "import word2vec.__main__\n"
+           "import tf_embeddings.word2vec.__main__\n"
            "print('FLAGS=' + os.environ.get('TF_XLA_FLAGS', ''))\n")
   base = {k: v for k, v in os.environ.items()
           if k not in ("TF_XLA_FLAGS", "EMBEDDINGS_XLA_CACHE")}
   res = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
                        text=True, timeout=120,
-                       env=dict(base, PYTHONPATH=ROOT, EMBEDDINGS_CACHE=str(tmp_path), **env))
+                       env=dict(base, EMBEDDINGS_CACHE=str(tmp_path), **env))
   assert res.returncode == 0, res.stderr
   assert f"FLAGS={expect.format(cache=tmp_path)}\n" in res.stdout, res.stdout

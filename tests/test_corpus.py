@@ -6,9 +6,9 @@ import zipfile
 
 import pytest
 
-from data import corpus as corpus_lib
-from data import tokenizer
-from data.errors import UserError
+from tf_embeddings.data import corpus as corpus_lib
+from tf_embeddings.data import tokenizer
+from tf_embeddings.data.errors import UserError
 
 
 def write(path, data):

@@ -14,9 +14,9 @@ import uuid
 import numpy as np
 import pytest
 
-from data.errors import UserError
-from flags.cluster_flags import parse_local_cluster
-from training import distribute
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.flags.cluster_flags import parse_local_cluster
+from tf_embeddings.training import distribute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Weight averaging (--average_momentum, on by default) does not run on clusters yet.
@@ -28,8 +28,8 @@ WIDE = SMALL + ["--use_history", "--item_bias", "--loss=bce"]
 
 
 def app(name, *args, env=None, **kw):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, **(env or {}))
-  return subprocess.run([sys.executable, "-m", name, *args], capture_output=True, text=True,
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+  return subprocess.run([sys.executable, "-m", f"tf_embeddings.{name}", *args], capture_output=True, text=True,
                         env=env, cwd=ROOT, **kw)
 
 
@@ -128,7 +128,7 @@ def test_tables_are_sharded_and_read_in_order():
   """2 parameter servers: the id table is split over both, the MLP is not; rows of ids
   spanning the shards come back in the order of the ids."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from twotower import model as model_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import model as model_lib  # pylint: disable=import-outside-toplevel
   values = np.arange(10, dtype=np.int32)[:, None] % 5
   with distribute.distribution("twotower", "twotower", "parameter_server",
                                ("parameter_server",), 0, (1, 2), 60) as dist:
@@ -153,8 +153,8 @@ def test_twotower_parameter_server_end_to_end(tmp_path):
   """2 workers + 2 parameter servers (bce, history and item bias): training finishes, its
   figures are within noise of one process on the same data, and the 2-shard checkpoint restores in a single-process
   eval (same figures) and export; no server is left behind."""
-  from twotower import train as train_lib  # pylint: disable=import-outside-toplevel
-  from flags import twotower_flags  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.flags import twotower_flags  # pylint: disable=import-outside-toplevel
   del twotower_flags
   mark = uuid.uuid4().hex
   run = str(tmp_path / "ps")
@@ -193,7 +193,7 @@ def _hit100(stdout):
 def _config(model_dir):
   from absl import flags  # pylint: disable=import-outside-toplevel
   from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
-  from flags import twotower_flags  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.flags import twotower_flags  # pylint: disable=import-outside-toplevel
   if "dataset" not in flags.FLAGS:
     twotower_flags.define_twotower_flags()
   with flagsaver.flagsaver():
@@ -204,10 +204,10 @@ def _config(model_dir):
 def test_interrupt_and_kill_of_the_chief_leave_no_server(tmp_path):
   """Ctrl-C (SIGINT) ends the chief with its message and stops the servers; a chief killed
   with -9 takes its servers with it (PR_SET_PDEATHSIG)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   for sig in (signal.SIGINT, signal.SIGKILL):
     mark = uuid.uuid4().hex
-    args = [sys.executable, "-m", "twotower", "train", f"--model_dir={tmp_path}/{sig.name}",
+    args = [sys.executable, "-m", "tf_embeddings.twotower", "train", f"--model_dir={tmp_path}/{sig.name}",
             "--dataset=synthetic", "--epochs=50", "--strategy=parameter_server",
             "--average_momentum=0",
             "--local_cluster=workers:2,ps:1"]
@@ -260,8 +260,8 @@ def test_killed_worker_is_survived_killed_ps_resumes(tmp_path):
   step back and the other worker goes on; kill -9 of the parameter server after epoch 2:
   one line, and the same command resumes from the last checkpoint and finishes."""
   mark = uuid.uuid4().hex
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT, TEST_MARK=mark)
-  args = [sys.executable, "-m", "twotower", "train", f"--model_dir={tmp_path}/run",
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
+  args = [sys.executable, "-m", "tf_embeddings.twotower", "train", f"--model_dir={tmp_path}/run",
           "--dataset=synthetic", "--epochs=4", "--checkpoint_every=20", "--average_momentum=0",
           "--strategy=parameter_server", "--local_cluster=workers:2,ps:1"]
   rc, _, lines = _start_and_kill(args, env, [("epoch 1 (", "worker:1"),

@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 
-from data import embedding_formats as ef
-from data.errors import UserError
+from tf_embeddings.data import embedding_formats as ef
+from tf_embeddings.data.errors import UserError
 
 WORDS = ["<unk>", "the", "café", "naïve", "東京", "x"]
 

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from data import evalsets
-from data import fetch as fetch_lib
-from data.errors import UserError
+from tf_embeddings.data import evalsets
+from tf_embeddings.data import fetch as fetch_lib
+from tf_embeddings.data.errors import UserError
 
 
 @pytest.fixture(autouse=True)

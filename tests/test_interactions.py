@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from data import interactions as ilib
-from data import synthetic
-from data.errors import UserError
+from tf_embeddings.data import interactions as ilib
+from tf_embeddings.data import synthetic
+from tf_embeddings.data.errors import UserError
 
 
 def _write(path, text):

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from data import evalsets
-from word2vec import intrinsic
+from tf_embeddings.data import evalsets
+from tf_embeddings.word2vec import intrinsic
 
 # Hand-made 2-D vectors (id 0 = UNK):
 #   man (1,0), woman (0,1), king (2,0.2), queen (0.2,2)... queen = king - man + woman
@@ -196,7 +196,7 @@ class _TfTable:
 
   def __init__(self, vectors):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    from word2vec import evaluate  # pylint: disable=import-outside-toplevel
+    from tf_embeddings.word2vec import evaluate  # pylint: disable=import-outside-toplevel
     self.rows = evaluate.TableRows(tf.Variable(vectors))
     self.shape = self.rows.shape
     self.reads = []

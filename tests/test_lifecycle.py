@@ -14,15 +14,14 @@ import sys
 import numpy as np
 import pytest
 
-from data.errors import UserError
-from twotower import config as tt_config
-from word2vec import app as w2v_app
-from word2vec import train as w2v_train
-from word2vec.config import Config
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.twotower import config as tt_config
+from tf_embeddings.word2vec import app as w2v_app
+from tf_embeddings.word2vec import train as w2v_train
+from tf_embeddings.word2vec.config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.pathsep.join(
-    p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 def _words(prefix, n):
   return [prefix + chr(97 + i // 26) + chr(97 + i % 26) for i in range(n)]
 
@@ -147,8 +146,8 @@ def test_word2vec_exports_refuse_existing_outputs_and_the_run(w2v_run, tmp_path)
 # ---------------------------------------------------------------- twotower, in-process
 
 def test_twotower_export_never_deletes_what_it_did_not_write(tmp_path):
-  from twotower import export as export_lib  # pylint: disable=import-outside-toplevel
-  from twotower import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
   config = tt_config.Config(
       str(tmp_path / "run"), tt_config.DataConfig(dataset="synthetic"),
       tt_config.ModelConfig(embedding_dim=4, tower_layers=()),
@@ -181,8 +180,8 @@ def test_twotower_export_never_deletes_what_it_did_not_write(tmp_path):
 # process, its stderr and exit status what `python -m word2vec ARGS` gives.
 FORKED = """
 import json, os, sys
-from word2vec import __main__ as entry
-from word2vec import train  # imported lazily by the app; here once for every case
+from tf_embeddings.word2vec import __main__ as entry
+from tf_embeddings.word2vec import train  # imported lazily by the app; here once for every case
 out = []
 for cwd, args in json.loads(sys.argv[1]):
   err = os.path.join(cwd, "stderr.%d" % len(out))
@@ -227,7 +226,7 @@ def _one_error_line(res, *needles):
 
 
 def test_user_mistakes_are_one_error_line_and_exit_2(tmp_path, w2v_run):
-  from training import rundir as rundir_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.training import rundir as rundir_lib  # pylint: disable=import-outside-toplevel
   (tmp_path / "afile").write_text("x")
   corpus = _corpus(tmp_path / "c.txt")
   with open(corpus, "rb") as f:
@@ -263,7 +262,7 @@ def test_user_mistakes_are_one_error_line_and_exit_2(tmp_path, w2v_run):
   assert not (tmp_path / "g").exists(), "a failed train leaves no new run directory"
   assert os.listdir(busy) == ["lock"], "the refused trainer must not touch the run"
   # absl's own flag errors (FATAL ..., exit 1) are the app's form, too.
-  res = subprocess.run([sys.executable, "-m", "twotower", "train", "--model_dir=t",
+  res = subprocess.run([sys.executable, "-m", "tf_embeddings.twotower", "train", "--model_dir=t",
                         "--epochs=x"], cwd=tmp_path, env=ENV, capture_output=True, text=True,
                        timeout=300, check=False)
   _one_error_line(res, "flag --epochs=x")

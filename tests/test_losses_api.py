@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-import losses
+from tf_embeddings import losses
 
 # name -> parameters in order, with defaults where they have one.
 API = {

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import losses
+from tf_embeddings import losses
 
 
 def np_logsumexp(x):

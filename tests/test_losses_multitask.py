@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from scipy import optimize
 
-import losses
+from tf_embeddings import losses
 
 
 def objective(w, g):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import losses
+from tf_embeddings import losses
 
 LN2, LN3, LN4 = math.log(2.0), math.log(3.0), math.log(4.0)
 

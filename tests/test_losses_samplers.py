@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-import losses
+from tf_embeddings import losses
 
 RANGE_MAX = 40
 NUM_SAMPLED = 20000

@@ -5,9 +5,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from data import fetch as fetch_lib
-from data import movielens
-from data.errors import UserError
+from tf_embeddings.data import fetch as fetch_lib
+from tf_embeddings.data import movielens
+from tf_embeddings.data.errors import UserError
 
 GENRE_FLAGS = ["0"] * 19
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from data import pipeline
+from tf_embeddings.data import pipeline
 
 
 def binomial_ok(successes, n, p, sigmas=5.0):

@@ -1,7 +1,7 @@
 """training/progress.py: the rate and ETA leave compilation out."""
 import pytest
 
-from training.progress import Progress, StepTimer
+from tf_embeddings.training.progress import Progress, StepTimer
 
 
 class Clock:

@@ -11,13 +11,12 @@ import time
 
 import pytest
 
-from data import atomic
-from data.errors import UserError
-from training import rundir as rundir_lib
+from tf_embeddings.data import atomic
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.training import rundir as rundir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
-    p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+ENV = dict(os.environ)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +108,7 @@ def test_model_dir_that_is_a_file_or_unwritable_is_a_user_error(tmp_path):
 
 HOLDER = textwrap.dedent("""
     import sys, time
-    from training import rundir
+    from tf_embeddings.training import rundir
     rd = rundir.RunDir(sys.argv[1], dict)
     rd.lock()
     print("locked", flush=True)
@@ -242,7 +241,7 @@ def test_outputs_that_are_not_ours_or_hold_the_run_are_refused(tmp_path):
 
 KILLED_EXPORT = textwrap.dedent("""
     import os, sys, time
-    from data import atomic
+    from tf_embeddings.data import atomic
     out, directory, tag = sys.argv[1], sys.argv[2] == "dir", sys.argv[3]
     def build(path):
       print("building", flush=True)
@@ -305,7 +304,7 @@ def test_kill_9_during_an_export_leaves_the_old_or_the_new_output(tmp_path, dire
 def test_a_run_recorded_before_a_new_field_keeps_its_legacy_value(tmp_path):
   # word2vec runs recorded before --row_update trained with the plain sum: loading their
   # config.json must give "sum", not the new default "bounded".
-  from word2vec import config as w2v_config
+  from tf_embeddings.word2vec import config as w2v_config
   d = rundir_lib.config_to_dict(w2v_config.Config(model_dir=str(tmp_path)))
   assert d.pop("row_update") == "bounded"
   old = rundir_lib.config_from_dict(w2v_config.Config, d)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data import interactions as ilib
-from data import synthetic
-from data.errors import UserError
-from twotower import config as config_lib
-from twotower import inputs
-from twotower import metrics
-from twotower import model as model_lib
-from twotower import train as train_lib
+from tf_embeddings.data import interactions as ilib
+from tf_embeddings.data import synthetic
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.twotower import config as config_lib
+from tf_embeddings.twotower import inputs
+from tf_embeddings.twotower import metrics
+from tf_embeddings.twotower import model as model_lib
+from tf_embeddings.twotower import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -246,7 +246,7 @@ def test_eval_and_export_need_a_run(tmp_path):
 
 
 def test_exported_query_model_gives_the_training_top_k_in_a_fresh_process(tmp_path, prepared):
-  from twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
   config = _config(tmp_path, epochs=1)
   two_tower, _ = train_lib.train(config, prepared, resume=False)
   out = str(tmp_path / "export")
@@ -325,7 +325,7 @@ def test_item_bias_adds_to_the_dot_product():
 
 @pytest.mark.parametrize("model", [{"use_history": True}, {"item_bias": True}])
 def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model):
-  from twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
   config = _config(tmp_path, epochs=1)
   config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
   two_tower, _ = train_lib.train(config, prepared, resume=False)
@@ -343,7 +343,7 @@ def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model):
 @pytest.mark.parametrize("history", [False, True])
 @pytest.mark.parametrize("logq", [True, False])
 def test_per_item_inbatch_softmax_equals_the_library_loss(logq, history):
-  import losses  # pylint: disable=import-outside-toplevel
+  from tf_embeddings import losses  # pylint: disable=import-outside-toplevel
   # 7 items, batch of 12: the per-item path is used (corpus smaller than the batch); without
   # a history the query rows are also computed once per distinct user. Loss and gradients
   # of every variable must equal the library loss on the batch's [12, 12] logits.
@@ -378,7 +378,7 @@ def test_per_item_inbatch_softmax_equals_the_library_loss(logq, history):
 @pytest.mark.parametrize("batch_size", [12, 4])
 def test_inbatch_softmax_under_xla_equals_the_library_loss(batch_size):
   # --jit_compile: every user's row (5 users <= batch 12), or the plain loss (batch 4).
-  import losses  # pylint: disable=import-outside-toplevel
+  from tf_embeddings import losses  # pylint: disable=import-outside-toplevel
   rng = np.random.RandomState(1)
   users = rng.randint(5, size=batch_size)
   items = rng.randint(7, size=batch_size)
@@ -412,7 +412,7 @@ def test_inbatch_softmax_under_xla_equals_the_library_loss(batch_size):
 
 @pytest.mark.parametrize("logq", [True, False])
 def test_mixed_negatives_loss_is_the_library_loss_on_the_steps_sample(logq):
-  import losses  # pylint: disable=import-outside-toplevel
+  from tf_embeddings import losses  # pylint: disable=import-outside-toplevel
   # Batch of 6 over 7 items plus 5 uniform items: logQ of every column is the log of its
   # expected count under the mixture, B Q(v) + M / N.
   rng = np.random.RandomState(2)
@@ -496,7 +496,7 @@ def test_training_keeps_the_averaged_weights(tmp_path, prepared):
 
 
 def test_runs_recorded_before_averaging_and_decay_resume_without_them():
-  from training import rundir as rundir_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.training import rundir as rundir_lib  # pylint: disable=import-outside-toplevel
   new = dataclasses.asdict(config_lib.Config("x"))
   assert new["train"]["average_momentum"] > 0 and new["train"]["weight_decay"] > 0
   for key in ("average_momentum", "weight_decay"):

@@ -4,8 +4,8 @@ import collections
 import numpy as np
 import pytest
 
-from data.errors import UserError
-from data.vocab import UNK, Vocabulary, VocabularyBuilder
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.data.vocab import UNK, Vocabulary, VocabularyBuilder
 
 # Hand-made corpus, split into chunks to check that first appearance is tracked
 # across chunk boundaries.
@@ -118,7 +118,7 @@ def test_load_missing_and_non_utf8(tmp_path):
 
 
 def test_build_from_corpus_chunks(tmp_path):
-  from data.corpus import resolve_corpus  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.data.corpus import resolve_corpus  # pylint: disable=import-outside-toplevel
   path = tmp_path / "c.txt"
   path.write_text("The cat sat. The dog sat!\nA cat, a dog, a zebra.\n")
   corpus = resolve_corpus(str(path))
@@ -156,8 +156,8 @@ def test_builder_one_pass_counts_and_encodes_like_the_definition(min_count, max_
 
 
 def test_zipf_corpus_for_the_benchmarks(tmp_path):
-  from data import corpus as corpus_lib  # pylint: disable=import-outside-toplevel
-  from data import synthetic  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.data import corpus as corpus_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.data import synthetic  # pylint: disable=import-outside-toplevel
   path = str(tmp_path / "zipf.txt")
   synthetic.write_zipf_corpus(path, 30_000, distinct=700, exponent=1.0, words_per_line=7)
   corpus = corpus_lib.resolve_corpus(path, tokenizer="text8")  # a-z words survive text8

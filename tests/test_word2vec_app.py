@@ -31,8 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = {name: os.path.join(ROOT, "flags", name + ".cfg")
              for name in ("skipgram_nce", "cbow_sampled_softmax", "text8_skipgram",
                           "text8_cbow")}
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-           PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 TIMEOUT = 600
 
 TOPICS = ("king", "queen", "paris", "france", "river", "music", "apple", "engine")
@@ -62,7 +61,7 @@ def make_corpus(n_tokens, seed=0):
 
 
 def word2vec(*args, cwd):
-  return subprocess.run([sys.executable, "-m", "word2vec", *map(str, args)], cwd=cwd, env=ENV,
+  return subprocess.run([sys.executable, "-m", "tf_embeddings.word2vec", *map(str, args)], cwd=cwd, env=ENV,
                         capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
@@ -75,7 +74,7 @@ def word2vec(*args, cwd):
 # is killed are plain `python -m word2vec` subprocesses.
 LAUNCHER = r"""
 import json, os, signal, sys, traceback
-from word2vec import __main__ as entry
+from tf_embeddings.word2vec import __main__ as entry
 for line in sys.stdin:
   req = json.loads(line)
   sys.stdout.flush()
@@ -480,7 +479,7 @@ def killed_run(root):
   marker = os.path.join(run_dir, "checkpoints", "checkpoint")
   log_path = os.path.join(root, "killed.log")
   with open(log_path, "w", encoding="utf-8") as log:
-    proc = subprocess.Popen([sys.executable, "-m", "word2vec", *KILLED_ARGS], cwd=root,
+    proc = subprocess.Popen([sys.executable, "-m", "tf_embeddings.word2vec", *KILLED_ARGS], cwd=root,
                             env=ENV, stdout=subprocess.DEVNULL, stderr=log)
     try:
       deadline = time.monotonic() + TIMEOUT
@@ -607,7 +606,7 @@ def _load_word2vec(path, binary):
   try:
     from gensim.models import KeyedVectors  # pylint: disable=import-outside-toplevel
   except ImportError:
-    from data import embedding_formats  # pylint: disable=import-outside-toplevel
+    from tf_embeddings.data import embedding_formats  # pylint: disable=import-outside-toplevel
     return embedding_formats.load_word2vec(path, binary=binary)
   kv = KeyedVectors.load_word2vec_format(path, binary=binary)
   return list(kv.index_to_key), kv.vectors

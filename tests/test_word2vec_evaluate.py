@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.vocab import Vocabulary
-from word2vec import evaluate
-from word2vec import train as train_lib
-from word2vec.config import Config
+from tf_embeddings.data.vocab import Vocabulary
+from tf_embeddings.word2vec import evaluate
+from tf_embeddings.word2vec import train as train_lib
+from tf_embeddings.word2vec.config import Config
 
 
 def _model_and_evaluator(model, loss, vocab_size=50, dim=8, scale=1.0, seed=0):
@@ -78,13 +78,13 @@ def test_evaluates_after():
 def test_group_size_is_clamped_to_the_batch_and_must_divide_it():
   assert Config(model_dir="u", batch_size=32, group_size=64).group_size == 32
   Config(model_dir="u", batch_size=64, group_size=16).check_group_size()
-  from data.errors import UserError  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.data.errors import UserError  # pylint: disable=import-outside-toplevel
   with pytest.raises(UserError, match="--group_size=48 must divide --batch_size=64"):
     Config(model_dir="u", batch_size=64, group_size=48).check_group_size()
 
 
 def test_batch_size_is_capped_at_the_largest_measured_stable_one():
-  from data.errors import UserError  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.data.errors import UserError  # pylint: disable=import-outside-toplevel
   Config(model_dir="u", model="skipgram", batch_size=4096).check_batch_size()
   Config(model_dir="u", model="cbow", batch_size=16384).check_batch_size()
   with pytest.raises(UserError, match="--batch_size=8192 is above 4096"):

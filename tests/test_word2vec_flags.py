@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = """
 import json, sys
 from absl import flags
-from flags import word2vec_flags
+from tf_embeddings.flags import word2vec_flags
 word2vec_flags.define_flags()
 for argv in json.loads(sys.argv[1]):
   flags.FLAGS.unparse_flags()

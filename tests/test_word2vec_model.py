@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data import pipeline
-from losses import samplers as samplers_lib
-from word2vec.model import StepConfig, Word2Vec
+from tf_embeddings.data import pipeline
+from tf_embeddings.losses import samplers as samplers_lib
+from tf_embeddings.word2vec.model import StepConfig, Word2Vec
 
 V, DIM, BATCH, K = 12, 4, 6, 4
 
@@ -493,7 +493,7 @@ def test_learned_unigram_state_is_not_checkpointed(tmp_path):
   """Documented difference (README, samplers): the op's learned counts live in its kernel, so
   a run resumed from a checkpoint starts them again from scratch; its draws and log Q differ
   from those of the uninterrupted run. The fixed samplers have no such state."""
-  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
   kwargs = dict(sampler="learned_unigram", subtract_log_q=True, steps=2, seed=16)
   targets = tf.constant(np.full([2, BATCH], 4, np.int32))
   fresh_log_q = make_model(**kwargs).sample(targets)[1].numpy()
@@ -758,7 +758,7 @@ def test_skipgram_slot_contexts():
 
 
 def test_block_prefetcher_order_errors_and_close():
-  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
   assert list(train_lib.BlockPrefetcher(iter(range(50)), 3)) == list(range(50))
 
   def failing():
@@ -965,7 +965,7 @@ def test_a_row_repeated_thousands_of_times_moves_by_at_most_its_mean_update(loss
 
 def test_config_choice_lists_match_the_library():
   # word2vec.config holds the enum choices without TensorFlow (for the flags and --help).
-  from word2vec import config as config_lib
-  from word2vec import model as model_lib
+  from tf_embeddings.word2vec import config as config_lib
+  from tf_embeddings.word2vec import model as model_lib
   assert config_lib.SAMPLERS == samplers_lib.SAMPLERS
   assert set(model_lib.IN_GRAPH_SAMPLERS) < set(config_lib.SAMPLERS)

@@ -12,9 +12,9 @@ import os
 import numpy as np
 import pytest
 
-from data.errors import UserError
-from word2vec import config as config_lib
-from word2vec import train as train_lib
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.word2vec import config as config_lib
+from tf_embeddings.word2vec import train as train_lib
 
 
 @pytest.fixture(scope="module")

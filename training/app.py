@@ -5,8 +5,8 @@ import sys
 from absl import app
 from absl import flags
 
-from data import fetch
-from data.errors import UserError
+from tf_embeddings.data import fetch
+from tf_embeddings.data.errors import UserError
 
 
 def _fail(message):

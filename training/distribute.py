@@ -28,7 +28,7 @@ import time
 
 from absl import logging
 
-from data.errors import UserError
+from tf_embeddings.data.errors import UserError
 
 STRATEGIES = ("default", "parameter_server", "multi_worker", "mirrored")
 SERVER_JOBS = ("worker", "ps")
@@ -192,7 +192,7 @@ class _Task:
 
 class LocalCluster:
   """`--local_cluster=workers:N,ps:M`: N workers and M parameter servers as child processes
-  of this one (the chief) on free loopback ports, each running `python -m <app> server`
+  of this one (the chief) on free loopback ports, each running `python -m tf_embeddings.<app> server`
   with its TF_CONFIG.
 
   Use as a context manager: entering starts the servers and waits for them; leaving (also

@@ -21,8 +21,8 @@ import shutil
 
 from absl import logging
 
-from data.atomic import atomic_write
-from data.errors import UserError
+from tf_embeddings.data.atomic import atomic_write
+from tf_embeddings.data.errors import UserError
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "lock"

@@ -11,11 +11,11 @@ import os
 from absl import flags
 from absl import logging
 
-from data.atomic import atomic_write
-from data.errors import UserError
-from flags import cluster_flags
-from flags import twotower_flags
-from training import app
+from tf_embeddings.data.atomic import atomic_write
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.flags import cluster_flags
+from tf_embeddings.flags import twotower_flags
+from tf_embeddings.training import app
 
 twotower_flags.define_twotower_flags()
 FLAGS = flags.FLAGS
@@ -38,14 +38,14 @@ def main(argv):
     raise UserError(f"expected one action, got {' '.join(actions) or 'none'}: {USAGE}")
   action = actions[0]
   if action == "server":
-    from training import distribute  # pylint: disable=import-outside-toplevel
+    from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
     distribute.serve()
     return 0
   if not FLAGS.model_dir:
     raise UserError(f"--model_dir is required: {USAGE}")
   # Heavy imports after flag parsing, so that --help and flag errors are fast.
-  from twotower import export as export_lib  # pylint: disable=import-outside-toplevel
-  from twotower import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
   if action == "train":
     config = twotower_flags.config_from_flags(FLAGS)
     if FLAGS.strategy == "parameter_server" and config.train.average_momentum:
@@ -53,9 +53,9 @@ def main(argv):
       raise UserError("--average_momentum (weight averaging, on by default) does not run on "
                       "parameter-server clusters yet: pass --average_momentum=0 with "
                       "--strategy=parameter_server")
-    from training import distribute  # pylint: disable=import-outside-toplevel
+    from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
     with distribute.distribution(
-        "twotower", "twotower", FLAGS.strategy, twotower_flags.STRATEGIES,
+        "twotower", "tf_embeddings.twotower", FLAGS.strategy, twotower_flags.STRATEGIES,
         FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS),
         FLAGS.cluster_timeout) as dist:
       _, last = train_lib.train(config, resume=FLAGS.resume, dist=dist)

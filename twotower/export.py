@@ -19,9 +19,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data.atomic import atomic_save_npy, check_output, replace_output
-from twotower import metrics
-from twotower import train as train_lib
+from tf_embeddings.data.atomic import atomic_save_npy, check_output, replace_output
+from tf_embeddings.twotower import metrics
+from tf_embeddings.twotower import train as train_lib
 
 
 class QueryModel(tf.Module):

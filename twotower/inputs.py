@@ -9,10 +9,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data import interactions as ilib
-from data import movielens
-from data import synthetic
-from data.errors import UserError
+from tf_embeddings.data import interactions as ilib
+from tf_embeddings.data import movielens
+from tf_embeddings.data import synthetic
+from tf_embeddings.data.errors import UserError
 
 
 @dataclasses.dataclass

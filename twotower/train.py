@@ -20,17 +20,17 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data.atomic import atomic_write
-from data import embedding_formats
-from data import interactions as ilib
-from data.errors import UserError
-from training import distribute
-from training import rundir as rundir_lib
-from training.progress import Progress
-from twotower import config as config_lib
-from twotower import inputs
-from twotower import metrics
-from twotower import model as model_lib
+from tf_embeddings.data.atomic import atomic_write
+from tf_embeddings.data import embedding_formats
+from tf_embeddings.data import interactions as ilib
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.training import distribute
+from tf_embeddings.training import rundir as rundir_lib
+from tf_embeddings.training.progress import Progress
+from tf_embeddings.twotower import config as config_lib
+from tf_embeddings.twotower import inputs
+from tf_embeddings.twotower import metrics
+from tf_embeddings.twotower import model as model_lib
 
 # ----------------------------------------------------------------------------- model
 
@@ -103,7 +103,7 @@ def make_optimizer(train_config, total_steps):
 
 def negative_distribution(train_config, item_counts):
   """Probabilities [num_items] the sampled-negative losses draw from."""
-  import losses  # pylint: disable=import-outside-toplevel
+  from tf_embeddings import losses  # pylint: disable=import-outside-toplevel
   n = len(item_counts)
   if train_config.negative_sampler == "uniform":
     return losses.sampler_probabilities("uniform", n)
@@ -126,7 +126,7 @@ def make_loss_fn(config, two_tower, item_counts):
     item_counts: int [num_items] item frequencies in the training stream
       (logQ correction and popularity negatives).
   """
-  import losses  # pylint: disable=import-outside-toplevel
+  from tf_embeddings import losses  # pylint: disable=import-outside-toplevel
   t = config.train
   qt, it = two_tower.query_tower, two_tower.item_tower
   num_items = it.num_ids

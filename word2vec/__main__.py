@@ -1,14 +1,14 @@
-"""`word2vec ACTION --flags` / `python -m word2vec ACTION --flags`."""
+"""`word2vec ACTION --flags` / `python -m tf_embeddings.word2vec ACTION --flags`."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the cuInit error on CPU machines
 
 # pylint: disable=wrong-import-position
-from training import app as app_lib
+from tf_embeddings.training import app as app_lib
 
 app_lib.use_xla_compile_cache()
 
-from word2vec import app
+from tf_embeddings.word2vec import app
 
 
 def run():

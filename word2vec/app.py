@@ -6,14 +6,14 @@ import os
 from absl import flags
 from absl import logging
 
-from data import atomic
-from data import corpus as corpus_lib
-from data import embedding_formats
-from data.errors import UserError
-from data.vocab import Vocabulary
-from flags import cluster_flags
-from flags import word2vec_flags
-from training import app as app_lib
+from tf_embeddings.data import atomic
+from tf_embeddings.data import corpus as corpus_lib
+from tf_embeddings.data import embedding_formats
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.data.vocab import Vocabulary
+from tf_embeddings.flags import cluster_flags
+from tf_embeddings.flags import word2vec_flags
+from tf_embeddings.training import app as app_lib
 
 FLAGS = flags.FLAGS
 USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags] | word2vec server (TF_CONFIG)   "
@@ -21,14 +21,14 @@ USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags] | word2vec server 
 
 
 def _train(config):
-  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
   figures = train_lib.train(config)
   print(json.dumps(figures, indent=2, sort_keys=True))
 
 
 def _eval(config):
-  from word2vec import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
-  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
   saved, vocab, model, heldout = train_lib.restore(config)
   saved = dataclasses.replace(saved, words=config.words or saved.words)
   evaluator = evaluate_lib.Evaluator(saved, vocab, heldout)
@@ -44,7 +44,7 @@ EXPORT_DIRECTORIES = {"projector": ("vectors.tsv", "metadata.tsv", "projector_co
 
 
 def _export(config, fmt, output, overwrite):
-  from word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
   if not output:
     raise UserError("export needs --output=<file or directory>")
   owned = EXPORT_DIRECTORIES.get(fmt)
@@ -88,14 +88,14 @@ def main(argv):
     raise UserError(f"expected one action, got {got!r}: {USAGE}")
   action = argv[1]
   if action == "server":
-    from training import distribute  # pylint: disable=import-outside-toplevel
+    from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
     distribute.serve()
     return
   config = word2vec_flags.to_config(FLAGS)
   if action == "train":
-    from training import distribute  # pylint: disable=import-outside-toplevel
+    from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
     with distribute.distribution(
-        "word2vec", "word2vec", FLAGS.strategy, word2vec_flags.STRATEGIES,
+        "word2vec", "tf_embeddings.word2vec", FLAGS.strategy, word2vec_flags.STRATEGIES,
         FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS), FLAGS.cluster_timeout):
       _train(config)
   elif action == "eval":

@@ -5,7 +5,7 @@ The run directory (config.json, what may change on resume) is training/rundir.py
 import dataclasses
 import typing
 
-from data.errors import UserError
+from tf_embeddings.data.errors import UserError
 
 # The choices of the config's enum fields (here, not in model.py, so that the flags and
 # `word2vec --help` need no TensorFlow). SAMPLERS equals losses.samplers.SAMPLERS (tested).

@@ -19,13 +19,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-import losses
-from data import embedding_formats
-from data import evalsets
-from data import pipeline
-from data.atomic import atomic_write
-from data.errors import UserError
-from word2vec import intrinsic
+from tf_embeddings import losses
+from tf_embeddings.data import embedding_formats
+from tf_embeddings.data import evalsets
+from tf_embeddings.data import pipeline
+from tf_embeddings.data.atomic import atomic_write
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.word2vec import intrinsic
 
 SIMILARITY_SETS = ("wordsim353", "simlex999")
 # Logits the held-out loss computes at most (examples x vocabulary size): --eval_examples=4096

@@ -30,8 +30,8 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from losses import samplers as samplers_lib
-from word2vec.config import ROW_UPDATES
+from tf_embeddings.losses import samplers as samplers_lib
+from tf_embeddings.word2vec.config import ROW_UPDATES
 
 # Samplers with a fixed distribution, drawn inside the compiled block; learned_unigram is
 # stateful and uses the tf op outside XLA.

@@ -10,16 +10,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from data import corpus as corpus_lib
-from data import pipeline
-from data.atomic import atomic_write
-from data.errors import UserError
-from data.vocab import Vocabulary, VocabularyBuilder
-from training import rundir as rundir_lib
-from training.progress import Progress, StepTimer
-from word2vec import config as config_lib
-from word2vec import evaluate as evaluate_lib
-from word2vec.model import StepConfig, Word2Vec
+from tf_embeddings.data import corpus as corpus_lib
+from tf_embeddings.data import pipeline
+from tf_embeddings.data.atomic import atomic_write
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.data.vocab import Vocabulary, VocabularyBuilder
+from tf_embeddings.training import rundir as rundir_lib
+from tf_embeddings.training.progress import Progress, StepTimer
+from tf_embeddings.word2vec import config as config_lib
+from tf_embeddings.word2vec import evaluate as evaluate_lib
+from tf_embeddings.word2vec.model import StepConfig, Word2Vec
 
 VOCAB_FILE = "vocab.tsv"
 IDS_FILE = "ids.int32"
