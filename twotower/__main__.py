@@ -32,7 +32,6 @@ def _format(metrics):
 
 def main(argv):
   """Dispatches the positional action."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   actions = list(argv[1:])
   if len(actions) != 1 or actions[0] not in twotower_flags.ACTIONS:
     raise UserError(f"expected one action, got {' '.join(actions) or 'none'}: {USAGE}")
@@ -44,6 +43,7 @@ def main(argv):
   if not FLAGS.model_dir:
     raise UserError(f"--model_dir is required: {USAGE}")
   # Heavy imports after flag parsing, so that --help and flag errors are fast.
+  app.import_tensorflow()
   from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
   from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
   if action == "train":

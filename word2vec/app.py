@@ -92,6 +92,8 @@ def main(argv):
     distribute.serve()
     return
   config = word2vec_flags.to_config(FLAGS)
+  if action != "vocab":
+    app_lib.import_tensorflow()
   if action == "train":
     from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
     with distribute.distribution(
