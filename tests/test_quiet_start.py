@@ -20,6 +20,7 @@ NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cudart_stub.cc",
 
 # What TensorFlow 2.21 writes during its import on a CPU machine (copied from a run), with
 # two lines of other origins mixed in.
+# pylint: disable=line-too-long
 CAPTURED = """\
 WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
 I0000 00:00:1795627525.375011   11436 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results due to floating-point round-off errors from different computation orders. To turn them off, set the environment variable `TF_ENABLE_ONEDNN_OPTS=0`.
@@ -32,6 +33,7 @@ I0000 00:00:1795627527.098850   11436 port.cc:153] oneDNN custom operations are 
 E0000 00:00:1795627527.442479   11436 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)
 W0000 00:00:1795627527.5   11436 some_op.cc:12] a warning nobody listed
 """
+# pylint: enable=line-too-long
 
 
 def test_known_start_up_lines_are_dropped_and_every_other_line_kept():
