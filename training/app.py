@@ -150,15 +150,19 @@ def import_tensorflow():
   to stderr without the lines of STARTUP_NOISE. With --verbosity >= 1 nothing is set, held
   or dropped.
   """
-  if "tensorflow" in sys.modules:
-    return sys.modules["tensorflow"]
   if logging.get_verbosity() >= VERBOSE_TENSORFLOW:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     return tf
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   logging.get_absl_logger().addFilter(_DROP_MESSAGES)
+  if "tensorflow" in sys.modules:
+    return sys.modules["tensorflow"]
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   sys.stderr.flush()
-  saved = os.dup(2)
+  try:
+    saved = os.dup(2)
+  except OSError:  # no stderr to hold (closed)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
   with tempfile.TemporaryFile() as held:
     os.dup2(held.fileno(), 2)
     try:
