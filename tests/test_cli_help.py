@@ -68,3 +68,17 @@ def test_word2vec_keeps_compiled_programs_in_the_cache(tmp_path, env, expect):
                        env=dict(base, EMBEDDINGS_CACHE=str(tmp_path), **env))
   assert res.returncode == 0, res.stderr
   assert f"FLAGS={expect.format(cache=tmp_path)}\n" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize("app", ["word2vec", "twotower"])
+def test_a_users_own_modules_do_not_shadow_ours(tmp_path, app):
+  # `python -m` puts the working directory first on sys.path: a user's data.py, flags.py,
+  # word2vec.py (...) there must not be imported in place of the package's.
+  for name in ("data", "flags", "word2vec", "twotower", "training", "losses"):
+    (tmp_path / f"{name}.py").write_text('raise SystemExit("shadowed")\n')
+  res = subprocess.run([sys.executable, "-m", f"tf_embeddings.{app}", "--help"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ))
+  assert res.returncode == 0, res.stderr
+  assert "shadowed" not in res.stdout + res.stderr
+  assert res.stdout.startswith(f"usage: {app} ACTION")

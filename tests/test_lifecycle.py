@@ -241,6 +241,9 @@ def test_user_mistakes_are_one_error_line_and_exit_2(tmp_path, w2v_run):
   cases = {
       "model_dir_file": (("train", "--corpus=c.txt", "--model_dir=afile", *small),
                          ["--model_dir=afile is a file"]),
+      # Not writable, even for root.
+      "model_dir_unwritable": (("train", "--corpus=c.txt", "--model_dir=/proc/self/run",
+                                *small), ["--model_dir=/proc/self/run is not writable"]),
       "busy": (("train", "--corpus=c.txt", "--model_dir=busy", *small),
                [f"run directory busy is in use by process {os.getpid()}"]),
       "corrupt_gzip": (("train", "--corpus=bad.gz", "--model_dir=g", *small),

@@ -92,16 +92,18 @@ def test_model_dir_that_is_a_file_or_unwritable_is_a_user_error(tmp_path):
     _rundir(f).create()
   with pytest.raises(UserError, match="is a file, not a directory"):
     _rundir(f / "run").create()
-  if os.geteuid() == 0:
-    return  # root writes anywhere
-  locked = tmp_path / "ro"
-  locked.mkdir()
-  locked.chmod(0o500)
-  try:
-    with pytest.raises(UserError, match="not writable"):
-      _rundir(locked / "run").create()
-  finally:
-    locked.chmod(0o700)
+  # A process's /proc directory is not writable even for root (who writes anywhere else).
+  with pytest.raises(UserError, match=r"--model_dir=/proc/self/run is not writable"):
+    _rundir("/proc/self/run").create()
+  if os.geteuid() != 0:
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+      with pytest.raises(UserError, match="not writable"):
+        _rundir(locked / "run").create()
+    finally:
+      locked.chmod(0o700)
 
 
 # ---------------------------------------------------------------- lock
@@ -311,3 +313,107 @@ def test_a_run_recorded_before_a_new_field_keeps_its_legacy_value(tmp_path):
   assert old.row_update == "sum"
   assert rundir_lib.config_from_dict(w2v_config.Config, dict(d, row_update="bounded")) \
       .row_update == "bounded"
+
+
+# ---------------------------------------------------------------- TensorBoard, eval.json
+
+
+def _events(directory):
+  """{tag: [summary value]} of the event files in `directory`."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  files = [os.path.join(directory, n) for n in os.listdir(directory) if "tfevents" in n]
+  assert files, f"no event file in {directory}"
+  out = {}
+  for path in files:
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        out.setdefault(value.tag, []).append(value)
+  return out
+
+
+def test_writers_and_hparams_land_in_train_and_eval(tmp_path):
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=import-outside-toplevel
+  rd = _rundir(tmp_path / "run")
+  rd.create()
+  config = Cfg(model_dir=rd.path, inner=Inner(dim=6, layers=(16, 8)), lr=0.05)
+  train = rd.summary_writer(rundir_lib.TRAIN_LOGS)
+  rd.write_hparams(train, config, extra={"resolved_learning_rate": 0.025},
+                   metrics={"hit@10": 0.25})
+  train.flush()
+  evaluation = rd.summary_writer(rundir_lib.EVAL_LOGS)
+  with evaluation.as_default(step=7):
+    tf.summary.scalar("eval/mrr", 0.5)
+  evaluation.flush()
+
+  logged = _events(tmp_path / "run" / "train")
+  (start,) = logged["_hparams_/session_start_info"]
+  assert start.metadata.plugin_data.plugin_name == "hparams"
+  info = plugin_data_pb2.HParamsPluginData.FromString(
+      start.metadata.plugin_data.content).session_start_info
+  values = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+            for k, v in info.hparams.items()}
+  # config.json's values, flattened; where the run is (model_dir) is not a setting.
+  assert values == {"inner.dim": 6, "inner.layers": "[16, 8]", "epochs": 3, "log_every": 10,
+                    "lr": 0.05, "resolved_learning_rate": 0.025}
+  (text,) = logged["hparams"]
+  assert "    inner.dim = 6\n" in tf.make_ndarray(text.tensor).item().decode()
+  (metric,) = logged["hparams_metric/hit@10"]
+  assert tf.make_ndarray(metric.tensor) == pytest.approx(0.25)
+  (mrr,) = _events(tmp_path / "run" / "eval")["eval/mrr"]
+  assert tf.make_ndarray(mrr.tensor) == pytest.approx(0.5)
+
+
+def test_eval_json_is_replaced_whole_or_not_at_all(tmp_path):
+  rd = _rundir(tmp_path)
+  rd.save_eval({"hit@10": 0.5, "split": "test"})
+  path = tmp_path / rundir_lib.EVAL_FILE
+  assert path.read_text() == '{\n  "hit@10": 0.5,\n  "split": "test"\n}\n'
+  rd.save_eval({"mrr": 0.25})  # an evaluation replaces the last one's figures
+  assert json.loads(path.read_text()) == {"mrr": 0.25}
+  with pytest.raises(TypeError):
+    rd.save_eval({"a": 1.0, "b": object()})  # fails half-way through json.dump
+  assert json.loads(path.read_text()) == {"mrr": 0.25}
+  assert os.listdir(tmp_path) == [rundir_lib.EVAL_FILE]
+
+
+def test_projector_files_are_found_from_the_parent_of_many_runs(tmp_path):
+  # TensorBoard's own Projector plugin, given --logdir=runs (two runs under it).
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import werkzeug.test  # pylint: disable=import-outside-toplevel
+  from tensorboard.backend.event_processing import data_provider  # pylint: disable=import-outside-toplevel
+  from tensorboard.backend.event_processing import plugin_event_multiplexer  # pylint: disable=import-outside-toplevel
+  from tensorboard.plugins import base_plugin  # pylint: disable=import-outside-toplevel
+  from tensorboard.plugins.projector import projector_plugin  # pylint: disable=import-outside-toplevel
+  runs = tmp_path / "runs"
+  shapes = {"w2v": (3, 2), "tt": (4, 5)}
+  for name, (rows, dim) in shapes.items():
+    rd = _rundir(runs / name)
+    rd.create()
+    writer = rd.summary_writer()
+    with writer.as_default(step=1):
+      tf.summary.scalar("train/loss", 1.0)
+    writer.flush()
+    labels = [f"{name}{i}" for i in range(rows)]
+    vectors = np.arange(rows * dim, dtype=np.float32).reshape(rows, dim)
+    if name == "w2v":
+      rd.write_projector(labels, vectors, counts=list(range(rows, 0, -1)))
+    else:
+      rd.write_projector(labels, vectors, tensor_name="item_embeddings",
+                         columns={"item_id": labels, "title": labels})
+  multiplexer = plugin_event_multiplexer.EventMultiplexer()
+  multiplexer.AddRunsFromDirectory(str(runs))
+  multiplexer.Reload()
+  context = base_plugin.TBContext(
+      logdir=str(runs),
+      data_provider=data_provider.MultiplexerDataProvider(multiplexer, str(runs)))
+  apps = projector_plugin.ProjectorPlugin(context).get_plugin_apps()
+  client = werkzeug.test.Client(apps[projector_plugin.RUNS_ROUTE])
+  assert sorted(json.loads(client.get("/").get_data())) == ["tt/train", "w2v/train"]
+  for name, shape in shapes.items():
+    client = werkzeug.test.Client(apps[projector_plugin.CONFIG_ROUTE])
+    config = json.loads(client.get(f"/?run={name}/train").get_data())
+    (embedding,) = config["embeddings"]
+    assert [int(n) for n in embedding["tensorShape"]] == list(shape)
+    assert embedding["metadataPath"].endswith("metadata.tsv")

@@ -1,9 +1,14 @@
-"""Runs an absl app so that a user's mistake ends in one line, not a traceback."""
+"""Runs an absl app so that a user's mistake ends in one line, not a traceback; imports
+TensorFlow without its start-up noise."""
+import logging as std_logging
 import os
+import re
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from tf_embeddings.data import fetch
 from tf_embeddings.data.errors import UserError
@@ -78,3 +83,98 @@ def run(main, usage=None, flag_module=None):
       sys.exit(130)
 
   app.run(guarded, flags_parser=lambda argv: parse_flags(argv, usage, flag_module))
+
+
+# What TensorFlow's C++ side writes to stderr while it is imported on a CPU machine: before
+# absl::InitializeLog, so TF_CPP_MIN_LOG_LEVEL does not hide it. Matched line by line.
+STARTUP_NOISE = tuple(re.compile(p) for p in (
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+    r"STDERR",
+    r"[IW]\d{4} [\d:.]+ +\d+ port\.cc:\d+\] oneDNN custom operations are on\.",
+    r"[IW]\d{4} [\d:.]+ +\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers",
+    r"[IW]\d{4} [\d:.]+ +\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is "
+    r"optimized",
+    r"To enable the following instructions: .*, in other operations, rebuild TensorFlow "
+    r"with the appropriate compiler flags\.$",
+))
+# No GPU driver (the cudart_stub line above): then the failed cuInit is noise too.
+NO_CUDA_DRIVER = re.compile(r"cudart_stub\.cc:\d+\] Could not find cuda drivers")
+CUINIT_FAILED = re.compile(r"E\d{4} [\d:.]+ +\d+ cuda_platform\.cc:\d+\] failed call to "
+                           r"cuInit")
+# What TensorFlow's Python side logs through absl that is dropped unless --verbosity asks
+# (one line per checkpoint save).
+DROPPED_LOG_MESSAGES = ("Sharding callback duration",)
+# --verbosity from which TensorFlow's start-up lines and C++ INFO logs are shown (absl's
+# DEBUG: they are TensorFlow's internals, not this app's progress).
+VERBOSE_TENSORFLOW = 1
+
+
+def drop_startup_noise(text):
+  """`text` (what TensorFlow wrote to stderr during its import) less the known noise lines.
+
+  Every other line is kept, in order: an import that fails for a real reason still says
+  why.
+  """
+  lines = text.splitlines(keepends=True)
+  cpu_only = any(NO_CUDA_DRIVER.search(line) for line in lines)
+  kept = []
+  for line in lines:
+    if any(p.match(line) for p in STARTUP_NOISE):
+      continue
+    if cpu_only and CUINIT_FAILED.match(line):
+      continue
+    kept.append(line)
+  return "".join(kept)
+
+
+class _DropMessages(std_logging.Filter):
+  """Drops TensorFlow's absl log records that start with one of DROPPED_LOG_MESSAGES."""
+
+  def filter(self, record):
+    from_tensorflow = f"{os.sep}tensorflow{os.sep}" in (record.pathname or "")
+    return not (from_tensorflow and str(record.msg).startswith(DROPPED_LOG_MESSAGES))
+
+
+_DROP_MESSAGES = _DropMessages()
+
+
+def import_tensorflow():
+  """Imports TensorFlow for an app's real work and returns it; quiet unless --verbosity >= 1.
+
+  Sets TF_CPP_MIN_LOG_LEVEL=3 where the user has not set it (TensorFlow's C++ side logs
+  no INFO, WARNING or ERROR lines: the errors that matter reach Python as exceptions, and
+  on a CPU machine the logged ones are noise: the failed cuInit, XLA's cache entries
+  compiled for another CPU), drops DROPPED_LOG_MESSAGES from absl's log, and holds file
+  descriptor 2 in a temporary file while TensorFlow is imported and the devices are listed
+  (where a CPU machine's cuInit failure is logged): what was written there is written back
+  to stderr without the lines of STARTUP_NOISE. With --verbosity >= 1 nothing is set, held
+  or dropped.
+  """
+  if logging.get_verbosity() >= VERBOSE_TENSORFLOW:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
+  logging.get_absl_logger().addFilter(_DROP_MESSAGES)
+  if "tensorflow" in sys.modules:
+    return sys.modules["tensorflow"]
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  sys.stderr.flush()
+  try:
+    saved = os.dup(2)
+  except OSError:  # no stderr to hold (closed)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      import tensorflow as tf  # pylint: disable=import-outside-toplevel
+      tf.config.list_physical_devices()
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      held.seek(0)
+      kept = drop_startup_noise(held.read().decode("utf-8", "replace"))
+      if kept:
+        sys.stderr.write(kept)
+        sys.stderr.flush()
+  return tf

@@ -29,6 +29,7 @@ import time
 from absl import logging
 
 from tf_embeddings.data.errors import UserError
+from tf_embeddings.training import app as app_lib
 
 STRATEGIES = ("default", "parameter_server", "multi_worker", "mirrored")
 SERVER_JOBS = ("worker", "ps")
@@ -149,7 +150,7 @@ def serve(stop_after=None):
   # Fail RPCs at once when a peer is gone, so that the coordinator can reschedule
   # (TensorFlow's parameter-server guide).
   os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf = app_lib.import_tensorflow()
   stop = threading.Event()
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, lambda *_: stop.set())

@@ -1,11 +1,16 @@
-"""The run directory of both apps: config.json, the train lock, start over, checkpoints.
+"""The run directory of both apps: config.json, the train lock, start over, checkpoints,
+TensorBoard summaries, hparams, eval.json and the projector files.
 
 Layout (both apps; the apps add their own files beside these):
   config.json    the resolved config the weights were trained with, plus `changes`: the
                  settings that changed on a resume and the step they took effect at
   lock           held (flock) by the training process for its whole life; holds its PID
   checkpoints/   tf.train.CheckpointManager files (twotower runs made before read `ckpt/`)
-  train/, eval/  TensorBoard summaries
+  train/, eval/  TensorBoard summaries (`summary_writer`); train/ also holds the hparams
+                 (`write_hparams`) and the projector files (`write_projector`), beside its
+                 event files: `tensorboard --logdir` at the run or at a directory of runs
+                 finds them
+  eval.json      the figures of the last evaluation (`save_eval`)
 
 The recorded config is never silently rewritten: once a checkpoint exists, a config that
 differs in anything but the `free` settings (logging and evaluation cadence, more epochs)
@@ -21,12 +26,16 @@ import shutil
 
 from absl import logging
 
+from tf_embeddings.data import embedding_formats
 from tf_embeddings.data.atomic import atomic_write
 from tf_embeddings.data.errors import UserError
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "lock"
 CHECKPOINT_DIR = "checkpoints"
+TRAIN_LOGS = "train"
+EVAL_LOGS = "eval"
+EVAL_FILE = "eval.json"
 # Where the run is and how this command treats it: free, and not recorded as changes.
 UNTRACKED = ("model_dir", "resume")
 OLD_CHECKPOINT_DIRS = ("ckpt",)  # twotower runs made before checkpoints/
@@ -75,6 +84,24 @@ def flatten(d, prefix=""):
     else:
       out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
   return out
+
+
+def hparams_values(config, extra=None):
+  """{flattened key: value} of a config (plus `extra`) for TensorBoard's HParams plugin.
+
+  What config.json records, less where the run is (UNTRACKED) and unset (None) values;
+  values that are not bool, int, float or str become their JSON text.
+  """
+  d = config_to_dict(config)
+  d.update(extra or {})
+  values = {}
+  for key, value in flatten(d).items():
+    if key in UNTRACKED or value is None:
+      continue
+    if not isinstance(value, (bool, int, float, str)):
+      value = json.dumps(list(value) if isinstance(value, tuple) else value)
+    values[key] = value
+  return values
 
 
 def _pid_alive(pid):
@@ -336,6 +363,42 @@ class RunDir:
                       "another --model_dir, or --resume=false to start over there")
     self.check_compatible(saved, config)
     return True
+
+  # ------------------------------------------------------------------ TensorBoard, eval.json
+
+  def summary_writer(self, name=TRAIN_LOGS):
+    """A tf.summary writer into the run's `name` directory (TRAIN_LOGS or EVAL_LOGS)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf.summary.create_file_writer(self.file(name))
+
+  def write_hparams(self, writer, config, extra=None, metrics=None):
+    """Records the run's resolved config with `writer` at step 0: the HParams plugin's
+    summary (`hparams_values(config, extra)`) and the same as a text summary `hparams`;
+    `metrics` ({name: number}, optional) as scalars `hparams_metric/<name>`."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    values = hparams_values(config, extra)
+    with writer.as_default(step=0):
+      try:
+        from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
+      except ImportError:  # pragma: no cover (TensorFlow depends on tensorboard)
+        pass
+      else:
+        hp.hparams(values)
+      tf.summary.text("hparams", "\n".join(f"    {k} = {v}" for k, v in sorted(values.items())))
+      for name, value in (metrics or {}).items():
+        tf.summary.scalar(f"hparams_metric/{name}", value)
+
+  def save_eval(self, figures):
+    """Writes eval.json (whole or not at all), replacing the one of an earlier evaluation."""
+    with atomic_write(self.file(EVAL_FILE)) as f:
+      json.dump(figures, f, indent=2, sort_keys=True)
+      f.write("\n")
+
+  def write_projector(self, labels, vectors, **kwargs):
+    """Writes the projector files (`data.embedding_formats.save_projector(directory, labels,
+    vectors, **kwargs)`) beside the train summaries, where TensorBoard's Projector finds
+    them. Returns the paths written."""
+    return embedding_formats.save_projector(self.file(TRAIN_LOGS), labels, vectors, **kwargs)
 
   # ------------------------------------------------------------------ checkpoints
 

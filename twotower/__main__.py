@@ -5,13 +5,9 @@
   twotower export --model_dir=runs/tt --output=export/tt
 Flags are read here only; the library takes the frozen `Config` built from them.
 """
-import json
-import os
-
 from absl import flags
 from absl import logging
 
-from tf_embeddings.data.atomic import atomic_write
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.flags import cluster_flags
 from tf_embeddings.flags import twotower_flags
@@ -32,7 +28,6 @@ def _format(metrics):
 
 def main(argv):
   """Dispatches the positional action."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   actions = list(argv[1:])
   if len(actions) != 1 or actions[0] not in twotower_flags.ACTIONS:
     raise UserError(f"expected one action, got {' '.join(actions) or 'none'}: {USAGE}")
@@ -44,6 +39,7 @@ def main(argv):
   if not FLAGS.model_dir:
     raise UserError(f"--model_dir is required: {USAGE}")
   # Heavy imports after flag parsing, so that --help and flag errors are fast.
+  app.import_tensorflow()
   from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
   from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
   if action == "train":
@@ -69,9 +65,7 @@ def main(argv):
                                    config.train.temperature)
     primary = "seen_included" if FLAGS.include_seen else "seen_excluded"
     result = {"split": FLAGS.eval_split, "primary": primary, **both}
-    with atomic_write(os.path.join(FLAGS.model_dir, "eval.json")) as f:
-      json.dump(result, f, indent=2, sort_keys=True)
-      f.write("\n")
+    train_lib.run_dir(FLAGS.model_dir).save_eval(result)
     for name in (primary, "seen_included" if primary == "seen_excluded" else "seen_excluded"):
       print(f"{FLAGS.eval_split} ({name.replace('_', ' ')}): {_format(both[name])}")
     return 0

@@ -11,8 +11,6 @@ Layout of a model directory:
   eval.json          written by `twotower eval`
 """
 import contextlib
-import dataclasses
-import os
 import time
 
 import keras
@@ -21,7 +19,6 @@ import tensorflow as tf
 from absl import logging
 
 from tf_embeddings.data.atomic import atomic_write
-from tf_embeddings.data import embedding_formats
 from tf_embeddings.data import interactions as ilib
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.training import distribute
@@ -506,8 +503,8 @@ def _train(config, rundir, prepared, resume, stats, dist):
                              step_var, schedule, manager, steps_per_epoch, total_steps, drop)
   train_step = tf.function(step_fn, autograph=False, jit_compile=t.jit_compile)
 
-  train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-  eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
+  train_writer = rundir.summary_writer(rundir_lib.TRAIN_LOGS)
+  eval_writer = rundir.summary_writer(rundir_lib.EVAL_LOGS)
   loss_mean = tf.keras.metrics.Mean("loss")
   start_step = int(step_var.numpy())
   progress = Progress(total_steps * t.batch_size, unit="examples", label="train")
@@ -603,8 +600,8 @@ def _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn,
   def worker_step(it):
     return strategy.run(step_fn, args=(next(it),))
 
-  train_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-  eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "eval"))
+  train_writer = rundir.summary_writer(rundir_lib.TRAIN_LOGS)
+  eval_writer = rundir.summary_writer(rundir_lib.EVAL_LOGS)
   start_step = step = int(step_var.numpy())
   progress = Progress(total_steps * t.batch_size, unit="examples", label="train")
   progress.update(start_step * t.batch_size)
@@ -664,31 +661,17 @@ def positives_counts(train_data):
 
 
 def write_hparams(config, writer, last_eval):
-  """Logs the hyper-parameters (TensorBoard HParams plugin, with a text fallback)."""
-  flat = {}
-  for section in ("data", "model", "train"):
-    for k, v in dataclasses.asdict(getattr(config, section)).items():
-      flat[f"{section}.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-  with writer.as_default(step=0):
-    try:
-      from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
-      hp.hparams({k: v for k, v in flat.items() if v is not None})
-    except ImportError:
-      pass
-    tf.summary.text("hparams", "\n".join(f"    {k} = {v}" for k, v in sorted(flat.items())))
-    main = last_eval.get("seen_excluded", {})
-    for k, v in main.items():
-      tf.summary.scalar(f"hparams_metric/{k}", v)
+  """Logs the hyper-parameters (HParams plugin and text) and the last evaluation's figures."""
+  run_dir(config.model_dir).write_hparams(writer, config,
+                                          metrics=last_eval.get("seen_excluded", {}))
 
 
 def write_projector(model_dir, two_tower, data):
-  """Item embeddings + titles for the TensorBoard Projector, in model_dir/train (a run of
-  `tensorboard --logdir` at the run or at its parent, as word2vec's)."""
+  """Item embeddings + titles for the TensorBoard Projector (RunDir.write_projector)."""
   emb = two_tower.item_tower.embed_all()
   ids = [str(x) for x in data.item_ids]
-  embedding_formats.save_projector(
-      os.path.join(model_dir, "train"), ids, emb, tensor_name="item_embeddings",
-      columns={"item_id": ids, "title": data.item_titles or ids})
+  run_dir(model_dir).write_projector(ids, emb, tensor_name="item_embeddings",
+                                     columns={"item_id": ids, "title": data.item_titles or ids})
 
 
 def write_metadata(path, data):

@@ -1,8 +1,4 @@
 """`word2vec ACTION --flags` / `python -m tf_embeddings.word2vec ACTION --flags`."""
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the cuInit error on CPU machines
-
 # pylint: disable=wrong-import-position
 from tf_embeddings.training import app as app_lib
 

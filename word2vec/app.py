@@ -34,7 +34,7 @@ def _eval(config):
   evaluator = evaluate_lib.Evaluator(saved, vocab, heldout)
   figures = evaluator.run(model)
   evaluator.log(figures)
-  evaluate_lib.save_eval_json(config.model_dir, figures)
+  train_lib.run_dir(config.model_dir).save_eval(figures)
   print(json.dumps(figures, indent=2, sort_keys=True))
 
 
@@ -92,6 +92,8 @@ def main(argv):
     distribute.serve()
     return
   config = word2vec_flags.to_config(FLAGS)
+  if action != "vocab":
+    app_lib.import_tensorflow()
   if action == "train":
     from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
     with distribute.distribution(

@@ -11,19 +11,15 @@ words: 256 at 1M); the analogies read only the --analogy_restrict most frequent 
 similarity sets read only their words' rows; the nearest neighbours take one chunked pass over
 the table for all --words. Nothing copies the whole embedding table.
 """
-import json
 import math
-import os
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from tf_embeddings import losses
-from tf_embeddings.data import embedding_formats
 from tf_embeddings.data import evalsets
 from tf_embeddings.data import pipeline
-from tf_embeddings.data.atomic import atomic_write
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.word2vec import intrinsic
 
@@ -150,18 +146,11 @@ def scalars(figures):
           if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
 
 
-def save_eval_json(model_dir, figures):
-  with atomic_write(os.path.join(model_dir, "eval.json")) as f:
-    json.dump(figures, f, indent=2, sort_keys=True)
-    f.write("\n")
-
-
-def write_projector(config, vocab, vectors):
+def write_projector(rundir, config, vocab, vectors):
   """Vectors + words of the most frequent words for TensorBoard's Projector tab.
 
-  `vectors`: the [vocab, dim] table (array or tf.Variable); only the rows written are read.
+  `rundir`: the run's `RunDir`; `vectors`: the [vocab, dim] table (array or tf.Variable);
+  only the rows written are read.
   """
   n = min(len(vocab), config.projector_words + 1)
-  directory = os.path.join(config.model_dir, "train")
-  embedding_formats.save_projector(directory, vocab.words[1:n], np.asarray(vectors[1:n]),
-                                   counts=vocab.counts[1:n])
+  rundir.write_projector(vocab.words[1:n], np.asarray(vectors[1:n]), counts=vocab.counts[1:n])

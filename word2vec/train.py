@@ -290,17 +290,6 @@ def _dataset(prefetcher, stream):
                                         output_signature=signature).with_options(options)
 
 
-def _write_hparams(writer, config):
-  try:
-    from tensorboard.plugins.hparams import api as hp  # pylint: disable=import-outside-toplevel
-  except ImportError:  # pragma: no cover
-    return
-  values = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
-            for k, v in config.to_json().items()}
-  with writer.as_default():
-    hp.hparams(values)
-
-
 def train(config):
   """Trains (or resumes) the run in config.model_dir. Returns the final eval figures.
 
@@ -342,8 +331,8 @@ def _train(config, rundir):
   rundir.save_config(config, step=int(state["step"]),
                      extra={"resolved_learning_rate": config.lr}, fresh=not has_checkpoint)
   evaluator = evaluate_lib.Evaluator(config, vocab, heldout_ids)
-  writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
-  _write_hparams(writer, config)
+  writer = rundir.summary_writer(rundir_lib.TRAIN_LOGS)
+  rundir.write_hparams(writer, config, extra={"resolved_learning_rate": config.lr})
   timings["setup"] = time.monotonic() - setup_start
 
   tokens_per_epoch = stream.num_tokens
@@ -472,8 +461,8 @@ def _train(config, rundir):
   figures["train_seconds"] = train_seconds
   figures["train_words_per_sec"] = (done - start_done) / max(train_seconds, 1e-9)
   export_start = time.monotonic()
-  evaluate_lib.write_projector(config, vocab, model.input_embeddings)
-  evaluate_lib.save_eval_json(config.model_dir, figures)
+  evaluate_lib.write_projector(rundir, config, vocab, model.input_embeddings)
+  rundir.save_eval(figures)
   writer.flush()
   timings["compilation"] = step_timer.compilation
   timings["evaluation"] = eval_total
