@@ -13,6 +13,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.word2vec import config as config_lib
+from tf_embeddings.word2vec import inputs
 from tf_embeddings.word2vec import kernels
 from tf_embeddings.word2vec.config import ROW_UPDATES
 from tf_embeddings.word2vec.kernels import IN_GRAPH_SAMPLERS
@@ -240,3 +243,72 @@ class Word2Vec(tf.Module):
       return self._compiled_train(inputs, lengths, targets, lrs, tf.constant(step, tf.int64),
                                   window)
     return self._outside(inputs, lengths, targets, lrs, window)
+
+
+# ---- building, checkpointing and restoring the model of a run ----
+
+def step_config(config, vocab_size):
+  """The StepConfig of a run's (resolved) Config over a vocabulary of vocab_size ids.
+
+  The group is config.group_size, which the flags require to divide the batch; a run
+  recorded before they did trained with the largest divisor of the batch below it.
+  """
+  batch = config.batch_size
+  group = min(config.group_size, batch)
+  while batch % group:
+    group -= 1
+  return StepConfig(
+      model=config.model, loss=config.loss, vocab_size=vocab_size,
+      dim=config.embedding_dim, window=config.window, batch_size=batch,
+      steps_per_call=config.steps_per_call, num_sampled=config.num_sampled,
+      group_size=group, sampler=config.sampler, distortion=config.distortion,
+      subtract_log_q=config.subtract_log_q,
+      remove_accidental_hits=config.remove_accidental_hits,
+      train_biases=config.train_biases, layout="runs", row_update=config.row_update)
+
+
+def build_model(config, vocab):
+  """A new Word2Vec of the run's Config over its Vocabulary (UserError if too small)."""
+  if config.num_sampled >= len(vocab) - 1:
+    raise UserError(f"the vocabulary has {len(vocab) - 1} words besides UNK, not more than "
+                    f"--num_sampled={config.num_sampled}: lower --num_sampled or "
+                    "--min_count, or use a bigger corpus")
+  return Word2Vec(step_config(config, len(vocab)), unigram_counts=vocab.counts,
+                  seed=config.seed)
+
+
+def make_checkpoint(model):
+  """(tf.train.Checkpoint of the model's tables and the run's position, {name: position
+  variable}): epoch, next_chunk (the first chunk of the epoch not trained yet), step."""
+  state = {
+      "epoch": tf.Variable(0, dtype=tf.int64, name="epoch"),
+      "next_chunk": tf.Variable(0, dtype=tf.int64, name="next_chunk"),
+      "step": tf.Variable(0, dtype=tf.int64, name="step"),
+  }
+  ckpt = tf.train.Checkpoint(input_embeddings=model.input_embeddings,
+                             output_embeddings=model.output_embeddings,
+                             output_biases=model.output_biases, **state)
+  return ckpt, state
+
+
+def restore(model_dir):
+  """Loads the last checkpoint of a run for eval/export, from its saved state only.
+
+  The model is built from the run's config.json and vocab.tsv; nothing reads the corpus.
+
+  Returns:
+    (saved Config, Vocabulary, Word2Vec).
+  """
+  rundir = config_lib.run_dir(model_dir)
+  saved = rundir.load_config(
+      what="word2vec run", hint="train one first with `word2vec train --model_dir=...`")
+  vocab = inputs.load_vocab(model_dir)
+  model = Word2Vec(step_config(saved, len(vocab)), unigram_counts=vocab.counts,
+                   seed=saved.seed)
+  ckpt, _ = make_checkpoint(model)
+  latest = rundir.latest_checkpoint()  # this --model_dir, not the one of config.json
+  if not latest:
+    raise UserError(f"--model_dir={model_dir} has no checkpoint yet: train it first "
+                    "(or let the running training write its first checkpoint)")
+  ckpt.restore(latest).expect_partial()
+  return saved, vocab, model
