@@ -19,7 +19,7 @@ from tf_embeddings.training import rundir as rundir_lib
 MODELS = ("skipgram", "cbow")
 LOSSES = ("nce", "sampled_softmax")
 SAMPLERS = ("log_uniform", "unigram", "uniform", "learned_unigram")
-# How a row that several examples of one step update moves (`Word2Vec._row_scale`).
+# How a row that several examples of one step update moves (`kernels.row_scale`).
 ROW_UPDATES = ("bounded", "sum")
 
 # The defaults `resolve` decides. Skip-gram is trained with NCE, CBOW with sampled softmax.
