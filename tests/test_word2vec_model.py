@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tf_embeddings.data import pipeline
 from tf_embeddings.losses import samplers as samplers_lib
-from tf_embeddings.word2vec.model import StepConfig, Word2Vec
+from w2v_reference import StepConfig, Word2Vec  # the library's, plus the example layout
 
 V, DIM, BATCH, K = 12, 4, 6, 4
 

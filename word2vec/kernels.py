@@ -15,16 +15,16 @@ dispatch overhead, and the negatives of the fixed-distribution samplers are draw
 too (`draw`: an inverse-CDF binary search; the tf candidate-sampler op outside XLA took about
 a fifth of the step time). Training reads runs of consecutive centres with their text
 (`skipgram_window_sgd`, `cbow_window_sgd`), so that each table row of a run position is read
-and written once and the updates are summed per text position before one scatter; the
-example layout (`examples_sgd`: skip-gram pairs, CBOW padded contexts; training never uses
-it) is the reference the run steps are tested against. A table row that several examples of
-one step update moves by their sum, bounded (`row_scale`, `apply_update`).
+and written once and the updates are summed per text position before one scatter. A table
+row that several examples of one step update moves by their sum, bounded (`row_scale`,
+`apply_update`).
 
 Every function takes the model's static `StepConfig` (word2vec/model.py) and the `Tables` it
 reads and updates; the compiled boundaries (`tf.function(..., jit_compile=True)`) are the
 model's (`Word2Vec`). `tests/test_word2vec_model.py` checks loss and gradients against
 `tf.nn.nce_loss` and `tf.nn.sampled_softmax_loss` under `GradientTape`, the skip-gram run step
-against them pair by pair, and the CBOW run step against the example layout.
+against them pair by pair, and the CBOW run step against the example layout (one padded
+example per centre, the layout of evaluation; tests/w2v_reference.py runs its SGD step).
 """
 import dataclasses
 import functools
@@ -318,30 +318,6 @@ def hidden(config, tables, inputs, lengths=None):
   return total / tf.cast(lengths, tf.float32)[:, None]
 
 
-def examples_sgd(config, tables, inputs, lengths, targets, sampled, true_log_q, sampled_log_q,
-                 lr):
-  """One minibatch of word2vec's per-example SGD; returns the mean loss."""
-  c = config
-  h = hidden(config, tables, inputs, lengths)
-  loss, d_hidden, out_ids, d_out, d_bias, (n_hidden, n_out) = head(
-      config, tables, h, targets, sampled, true_log_q, sampled_log_q, with_counts=True)
-  out_scale = row_scale(config, tables, out_ids, lr, n_out)
-  apply_update(tables.output_embeddings, out_ids, lr * d_out, out_scale)
-  if c.train_biases:
-    apply_update(tables.output_biases, out_ids, lr * d_bias, out_scale)
-  if c.model == "skipgram":
-    apply_update(tables.input_embeddings, inputs, lr * d_hidden,
-                 row_scale(config, tables, inputs, lr, n_hidden))
-  else:
-    # word2vec.c (cbow_mean=1) adds the hidden gradient to every context word, undivided.
-    mask = tf.sequence_mask(lengths, tf.shape(inputs)[1], tf.float32)
-    updates = (lr * mask)[:, :, None] * d_hidden[:, None, :]           # [B, 2w, d]
-    flat_ids = tf.reshape(inputs, [-1])
-    apply_update(tables.input_embeddings, flat_ids, tf.reshape(updates, [-1, c.dim]),
-                 row_scale(config, tables, flat_ids, lr, tf.reshape(mask, [-1])))
-  return tf.reduce_mean(loss)
-
-
 def run_shape(config, width):
   """(runs R, centres per run L) of a minibatch of runs whose text is `width` ids."""
   c = config
@@ -573,19 +549,23 @@ def cbow_window_sgd(config, tables, ids, reduced, targets, sampled, true_log_q, 
 
 def block(config, tables, inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs,
           window=None):
-  """steps_per_call minibatches in one compiled loop; returns their mean loss.
+  """steps_per_call minibatches of runs in one compiled loop; returns their mean loss.
 
-  `window` (a Python int, skip-gram runs only): the largest reduced window of the block;
+  `window` (a Python int, skip-gram only): the largest reduced window of the block;
   default the maximum.
   """
   c = config
-  steps = c.steps_per_call
-  if c.layout == "runs" and c.model == "skipgram":
+  if c.model == "skipgram":
     sgd = functools.partial(skipgram_window_sgd, config, tables, window or c.window)
-  elif c.layout == "runs":
-    sgd = functools.partial(cbow_window_sgd, config, tables)
   else:
-    sgd = functools.partial(examples_sgd, config, tables)
+    sgd = functools.partial(cbow_window_sgd, config, tables)
+  return sgd_loop(c.steps_per_call, sgd, inputs, lengths, targets, sampled, true_log_q,
+                  sampled_log_q, lrs)
+
+
+def sgd_loop(steps, sgd, inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs):
+  """`steps` minibatches, one call of sgd(inputs[i], ..., lrs[i]) each, in one
+  tf.while_loop (each sees the updates of the ones before); returns their mean loss."""
 
   def body(i, total):
     return i + 1, total + sgd(inputs[i], lengths[i], targets[i], sampled[i],
@@ -596,16 +576,15 @@ def block(config, tables, inputs, lengths, targets, sampled, true_log_q, sampled
 
 
 def sample_targets(config, inputs, targets):
-  """What the negatives are drawn against: the targets, or the slots of skip-gram runs."""
-  c = config
-  if c.model == "skipgram" and c.layout == "runs":
+  """What the negatives are drawn against: the targets (CBOW), the slots (skip-gram)."""
+  if config.model == "skipgram":
     return slot_contexts(config, inputs)
   return targets
 
 
 def block_window(config, lengths):
-  """The compiled program a block runs: for skip-gram runs its largest reduced window (one
+  """The compiled program a block runs: for skip-gram its largest reduced window (one
   program per window; the pipeline draws one per block), else None (one program)."""
-  if config.model == "skipgram" and config.layout == "runs":
+  if config.model == "skipgram":
     return int(np.max(lengths))
   return None

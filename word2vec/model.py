@@ -37,7 +37,8 @@ class StepConfig:
     vocab_size: number of ids, UNK included.
     dim: embedding dimension.
     window: maximum window (CBOW inputs are [batch, 2 * window]).
-    batch_size: examples per minibatch.
+    batch_size: centres per minibatch, given as runs of consecutive centres with their
+      text (kernels.skipgram_window_sgd, kernels.cbow_window_sgd).
     steps_per_call: minibatches per compiled call.
     num_sampled: negatives drawn per group.
     group_size: examples sharing one draw of negatives; divides batch_size.
@@ -47,9 +48,6 @@ class StepConfig:
       softmax, as tf.nn does). False gives Mikolov's negative sampling.
     remove_accidental_hits: drop a sampled id equal to the example's target.
     train_biases: learn the output biases (else they stay 0, as in word2vec.c).
-    layout: "examples" (a minibatch is batch_size padded examples: skip-gram pairs, CBOW
-      contexts) or "runs" (batch_size centres given as runs of consecutive centres with
-      their text, what training uses: kernels.skipgram_window_sgd, cbow_window_sgd).
     row_update: how a table row that several rows of one step's scatter update is moved
       (`ROW_UPDATES`): "bounded" (default) by their sum, scaled down to 1 / (lr n) of it
       when lr n > 1 (kernels.row_scale); "sum" by their sum (word2vec.c's per-example rule
@@ -69,7 +67,6 @@ class StepConfig:
   subtract_log_q: bool = False
   remove_accidental_hits: bool = True
   train_biases: bool = False
-  layout: str = "examples"
   row_update: str = "bounded"
 
   @property
@@ -78,9 +75,9 @@ class StepConfig:
 
   @property
   def negative_groups(self):
-    """Draws of num_sampled negatives per minibatch: one per group of examples, and for
-    skip-gram runs one per group of centres and context offset."""
-    if self.model == "skipgram" and self.layout == "runs":
+    """Draws of num_sampled negatives per minibatch: one per group of centres (CBOW), one
+    per group of centres and context offset (skip-gram)."""
+    if self.model == "skipgram":
       return self.num_groups * 2 * self.window
     return self.num_groups
 
@@ -203,16 +200,18 @@ class Word2Vec(tf.Module):
     return kernels.block(self.config, self.tables, inputs, lengths, targets, sampled,
                          true_log_q, sampled_log_q, lrs, window)
 
+  def _sample_targets(self, inputs, targets):
+    return kernels.sample_targets(self.config, inputs, targets)
+
   def _sample_and_block(self, inputs, lengths, targets, lrs, step, window=None):
     sampled, true_log_q, sampled_log_q = kernels.draw(
-        self.config, self._sampler, self.seed,
-        kernels.sample_targets(self.config, inputs, targets), step)
+        self.config, self._sampler, self.seed, self._sample_targets(inputs, targets), step)
     return self._block(inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs,
                        window)
 
   def _train_block_outside(self, inputs, lengths, targets, lrs, window=None):
     sampled, true_log_q, sampled_log_q = self._sample_with_op(
-        kernels.sample_targets(self.config, inputs, targets))
+        self._sample_targets(inputs, targets))
     return self._compiled_block(inputs, lengths, targets, sampled, true_log_q,
                                 sampled_log_q, lrs, window)
 
@@ -225,12 +224,10 @@ class Word2Vec(tf.Module):
     """Samples negatives and runs one compiled block of SGD steps.
 
     Args:
-      inputs: layout "runs": int32 [steps, R * (batch / R + 2 * window)] runs of text (see
-        `kernels.skipgram_window_sgd`, `kernels.cbow_window_sgd`); layout "examples":
-        [steps, batch] skip-gram centres or [steps, batch, 2 * window] padded CBOW contexts.
-      lengths: int32 [steps, batch] reduced windows (runs), context lengths (CBOW
-        examples), ignored (skip-gram examples).
-      targets: int32 [steps, batch] centres (runs), targets (examples).
+      inputs: int32 [steps, R * (batch / R + 2 * window)] runs of text (see
+        `kernels.skipgram_window_sgd`, `kernels.cbow_window_sgd`).
+      lengths: int32 [steps, batch] the centres' reduced windows.
+      targets: int32 [steps, batch] the centres.
       lrs: float32 [steps] learning rate of each minibatch.
       step: int, global step of the block's first minibatch (seeds the negatives).
 
@@ -264,7 +261,7 @@ def step_config(config, vocab_size):
       group_size=group, sampler=config.sampler, distortion=config.distortion,
       subtract_log_q=config.subtract_log_q,
       remove_accidental_hits=config.remove_accidental_hits,
-      train_biases=config.train_biases, layout="runs", row_update=config.row_update)
+      train_biases=config.train_biases, row_update=config.row_update)
 
 
 def build_model(config, vocab):
