@@ -1,6 +1,10 @@
-"""word2vec/config.py: `resolve` decides every default once, and a recorded run's config.json
-resolves to the values it trained with."""
+"""word2vec/config.py: `resolve` decides every default once, a recorded run's config.json
+resolves to the values it trained with, and the flags' defaults are the Config's."""
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -54,3 +58,28 @@ def test_an_old_config_json_resolves_to_what_the_run_trained_with():
   assert run.differences(loaded, new) == []
   assert run.differences(loaded, dataclasses.replace(new, learning_rate=0.1)) == \
       [("learning_rate", 0.05, 0.1)]
+
+
+FLAG_DEFAULTS = """
+import json
+from absl import flags
+from tf_embeddings.flags import word2vec_flags
+word2vec_flags.define_flags()
+print(json.dumps({name: flags.FLAGS[name].default for name in flags.FLAGS}))
+"""
+
+
+def test_flag_defaults_are_the_configs():
+  # Written twice (absl flag, dataclass field): they must agree, or a library Config and
+  # `word2vec train` would train different runs. --words is the app's alone (the library
+  # shows no neighbours unless asked); --learning_rate=0 means "resolve's default".
+  res = subprocess.run([sys.executable, "-c", FLAG_DEFAULTS], capture_output=True, text=True,
+                       timeout=120, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+  flag_defaults = json.loads(res.stdout.strip().splitlines()[-1])
+  fields = {f.name: f.default for f in dataclasses.fields(Config)
+            if f.default is not dataclasses.MISSING}
+  shared = sorted(set(fields) & set(flag_defaults) - {"words"})
+  assert len(shared) == len(fields) - 1, set(fields) - set(flag_defaults)
+  assert {k: flag_defaults[k] for k in shared} == \
+      {k: 0.0 if k == "learning_rate" else fields[k] for k in shared}
+  assert Config(model_dir="u", learning_rate=0.0) == Config(model_dir="u")
