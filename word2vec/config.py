@@ -50,7 +50,10 @@ DEFAULT_STEPS_PER_CALL = {"skipgram": 64, "cbow": 16}
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  """Everything a word2vec run depends on. See flags/word2vec_flags.py for the meaning."""
+  """Everything a word2vec run depends on. See flags/word2vec_flags.py for the meaning.
+
+  Built resolved: `resolve` decides the settings left unset when the Config is built.
+  """
   # Runs recorded before --row_update existed trained with the plain sum: they resume so
   # (training.rundir.config_from_dict), and a new default never changes a recorded run.
   LEGACY_DEFAULTS: typing.ClassVar[dict] = {"row_update": "sum"}
