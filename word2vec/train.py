@@ -175,7 +175,7 @@ def _train(config, rundir):
     return eval_seconds
 
   current = epoch
-  blocks = inputs.block_prefetcher(stream, epoch, start_chunk, config)  # none left: ends
+  blocks = inputs.block_prefetcher(stream, epoch, start_chunk, config)  # nothing left: ends at once
   try:
     for block in inputs.block_dataset(blocks, stream):
       block_epoch = int(block["epoch"])
