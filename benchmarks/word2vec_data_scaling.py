@@ -2,7 +2,7 @@
 
 Generates synthetic corpora of Zipfian words (text8-tokenizer-safe lowercase words, 20 words a
 line, written on the fly to a temporary file), then, in a fresh process per size, runs
-word2vec/train.py's prepare_data as `word2vec train` does: the vocabulary pass (data/corpus.py
+word2vec/inputs.py's prepare_data as `word2vec train` does: the vocabulary pass (data/corpus.py
 streaming, data/tokenizer.py, data/vocab.py VocabularyBuilder counting and writing
 provisional ids) and the encoding pass (provisional ids mapped to the final ids). Prints
 tokens/s of each pass (their timings) and the peak RSS of the process above its RSS after the
@@ -26,14 +26,14 @@ from tf_embeddings.data import synthetic  # pylint: disable=wrong-import-positio
 
 CHILD = r"""
 import json, os, resource, sys
-from tf_embeddings.word2vec import train as train_lib
+from tf_embeddings.word2vec import inputs
 from tf_embeddings.word2vec.config import Config
 def rss_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = rss_mb()  # after the imports (TensorFlow included)
 timings = {}
 config = Config(model_dir=sys.argv[2], corpus=sys.argv[1])
-vocab, ids = train_lib.prepare_data(config, timings)
+vocab, ids = inputs.prepare_data(config, timings=timings)
 print(json.dumps({"tokens": int(ids.shape[0]), "words": len(vocab),
                   "vocab_s": timings["vocabulary"], "encode_s": timings["encoding"],
                   "base_rss_mb": base, "peak_rss_mb": rss_mb()}))
@@ -72,7 +72,7 @@ def main():
     shutil.rmtree(tmp, ignore_errors=True)
   per_token = [(r["vocab_s"] + r["encode_s"]) / r["tokens"] for r in results]
   flat = max(per_token) <= 1.25 * min(per_token)
-  print(f"seconds per 1M tokens (vocabulary + encoding): "
+  print("seconds per 1M tokens (vocabulary + encoding): "
         + ", ".join(f"{1e6 * t:.3f}" for t in per_token))
   if flat and len(results) >= 3:
     last = results[-1]

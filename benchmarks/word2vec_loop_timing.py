@@ -7,7 +7,7 @@ one process and splits each run's training time into: the compiled block (train_
 including the host sync of its loss), waiting for the next block from tf.data, checkpoint
 saves, evaluation (excluded from the training time), and the rest (the Python loop). With
 a tf.data prefetch buffer of a chunk of blocks the rest was 20 s in those runs (the
-teardown of its iterator); the look-ahead is now a thread (word2vec/train.py
+teardown of its iterator); the look-ahead is now a thread (word2vec/inputs.py
 BlockPrefetcher) and tf.data holds 2 blocks.
 
     .venv/bin/python benchmarks/word2vec_loop_timing.py --corpus=PATH [--runs=6]
@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import logging
 
 from tf_embeddings.word2vec import evaluate as evaluate_lib
+from tf_embeddings.word2vec import inputs
 from tf_embeddings.word2vec import model as model_lib
 from tf_embeddings.word2vec import train as train_lib
 from tf_embeddings.word2vec.config import Config
@@ -46,7 +47,7 @@ def _instrument():
     return loss
 
   model_lib.Word2Vec.train_block = train_block
-  dataset = train_lib._dataset  # pylint: disable=protected-access
+  dataset = inputs.block_dataset
 
   class Timed:
     def __init__(self, ds):
@@ -63,7 +64,7 @@ def _instrument():
         _add("data wait", time.perf_counter() - start)
         yield item
 
-  train_lib._dataset = lambda *a: Timed(dataset(*a))  # pylint: disable=protected-access
+  inputs.block_dataset = lambda *a: Timed(dataset(*a))
   manager = train_lib.checkpoint_manager
 
   def checkpoint_manager(*args):
@@ -102,16 +103,14 @@ def main():
   args = p.parse_args()
   logging.set_verbosity(logging.WARNING)
   _instrument()
-  loss = "nce" if args.model == "skipgram" else "sampled_softmax"
   for r in range(args.runs):
     TIMES.clear()
     model_dir = tempfile.mkdtemp(prefix="loop_timing_")
-    config = Config(model_dir=model_dir, corpus=args.corpus, model=args.model, loss=loss,
-                    subtract_log_q=loss == "sampled_softmax",
-                    train_biases=loss == "sampled_softmax", epochs=args.epochs,
-                    eval_fraction=0.0, words=(), batch_size=args.batch_size,
-                    steps_per_call=args.steps_per_call)
-    train_lib.prepare_data(config)  # not timed: vocabulary and encoding
+    # The loss and the rest: the app's defaults for the model (config.resolve).
+    config = Config(model_dir=model_dir, corpus=args.corpus, model=args.model,
+                    epochs=args.epochs, eval_fraction=0.0, words=(),
+                    batch_size=args.batch_size, steps_per_call=args.steps_per_call)
+    inputs.prepare_data(config)  # not timed: vocabulary and encoding
     TIMES.clear()
     figures = train_lib.train(config)
     shutil.rmtree(model_dir, ignore_errors=True)

@@ -50,10 +50,11 @@ from tf_embeddings.data import tokenizer as tokenizer_lib
 from tf_embeddings.data import evalsets
 from tf_embeddings.data import synthetic
 from tf_embeddings.word2vec import intrinsic
+from tf_embeddings.word2vec.config import Config
 
 PHASES = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
           "evaluation", "checkpoints", "export")
-EVAL_FRACTION = 0.01  # the app's default --eval_fraction
+EVAL_FRACTION = Config(model_dir="").eval_fraction  # the app's default --eval_fraction
 
 
 def tokenized_copy(spec, path):

@@ -4,7 +4,7 @@ Training reads runs of consecutive centres with their text (`BlockStream`, both 
 `skipgram_pairs` and `cbow_examples` list the same examples one by one (held-out evaluation,
 tests). Everything is vectorised numpy over chunks of token ids, so memory is bounded by the
 chunk size, not the corpus; a thread builds blocks ahead of the train step
-(`word2vec.train.BlockPrefetcher`) and `tf.data` reads them from it.
+(`word2vec.inputs.BlockPrefetcher`) and `tf.data` reads them from it.
 """
 import math
 
@@ -151,7 +151,7 @@ def text_runs(kept, reduced, batch, window, halo, final):
   Each run is the window of text its centres and their contexts live in: `batch + 2 * window`
   ids, the centres in the middle, 0 where there is no word (before the start of the text,
   after its end). A minibatch is made of R such runs (`run_layout`); see
-  `Word2Vec._skipgram_window_sgd` and `Word2Vec._cbow_window_sgd`.
+  `kernels.skipgram_window_sgd` and `kernels.cbow_window_sgd` (word2vec/kernels.py).
 
   Args:
     kept: int32 [n] kept ids not yet used as centres, in text order.
@@ -196,7 +196,7 @@ class BlockStream:
   Reduced windows: CBOW draws one per centre, as word2vec. Skip-gram draws one per block
   (uniform in 1..window, so each centre's window has word2vec's distribution), shared by
   its centres: the compiled step then computes exactly the pairs of that window
-  (`Word2Vec._skipgram_window_sgd`), where per-centre windows leave 40% of its slots empty.
+  (`kernels.skipgram_window_sgd`), where per-centre windows leave 40% of its slots empty.
   """
 
   def __init__(self, ids, keep_prob, model, window, batch_size, steps_per_call, seed,

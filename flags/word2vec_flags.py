@@ -3,12 +3,18 @@ from absl import flags
 
 from tf_embeddings.data.tokenizer import TOKENIZERS
 from tf_embeddings.flags import cluster_flags
+from tf_embeddings.word2vec import config as config_lib
 from tf_embeddings.word2vec.config import LOSSES, MODELS, ROW_UPDATES, SAMPLERS, Config
 
 ACTIONS = ("train", "eval", "export", "vocab", "server")
 # The strategies word2vec implements (training/distribute.py).
 STRATEGIES = ("default",)
 EXPORT_FORMATS = ("word2vec", "word2vec_binary", "projector", "npy")
+
+
+def _by(defaults):
+  """'8 for nce, 16 for sampled_softmax': a default of config.py's, for the help text."""
+  return ", ".join(f"{str(v).lower()} for {k}" for k, v in defaults.items())
 
 
 def define_flags():
@@ -37,25 +43,27 @@ def define_flags():
                 "cbow: mean of the context predicts the centre.")
   f.DEFINE_enum("loss", None, LOSSES, "nce: sigmoid cross-entropy over the target and the "
                 "negatives (tf.nn.nce_loss); sampled_softmax: softmax over them "
-                "(tf.nn.sampled_softmax_loss). Default: nce for skipgram, sampled_softmax "
-                "for cbow.")
+                "(tf.nn.sampled_softmax_loss). Default: "
+                f"{_by(config_lib.DEFAULT_LOSS)}.")
   f.DEFINE_enum("sampler", "unigram", SAMPLERS, "Candidate sampler for the negatives: "
                 "unigram (counts^--distortion, word2vec's), log_uniform (Zipfian over the "
                 "frequency-sorted ids), uniform, learned_unigram.")
   f.DEFINE_float("distortion", 0.75, "Exponent of the unigram sampler.", lower_bound=0.0)
   f.DEFINE_integer("num_sampled", None, "Negatives drawn for each group of --group_size "
-                   "examples. Default: 8 for nce, 16 for sampled_softmax.", lower_bound=1)
+                   "examples. Default: "
+                   f"{_by(config_lib.DEFAULT_NUM_SAMPLED)}.", lower_bound=1)
   f.DEFINE_integer("group_size", 64, "Examples sharing one draw of negatives: skip-gram "
                    "pairs of different centres at the same offset, CBOW centres (1 = fresh "
                    "negatives per example as word2vec.c; larger is faster). Must divide "
                    "--batch_size; above it, it is --batch_size (config.json records the "
                    "value used).", lower_bound=1)
   f.DEFINE_bool("subtract_log_q", None, "Subtract log(expected count) from the logits "
-                "(textbook NCE / sampled softmax, as tf.nn does). Default: false for nce "
-                "(Mikolov's negative sampling), true for sampled_softmax.")
+                "(textbook NCE / sampled softmax, as tf.nn does). Default: "
+                f"{_by(config_lib.DEFAULT_SUBTRACT_LOG_Q)} (false is Mikolov's negative "
+                "sampling).")
   f.DEFINE_bool("remove_accidental_hits", True, "Ignore a negative equal to the target.")
-  f.DEFINE_bool("train_biases", None, "Learn output biases. Default: false for nce, true "
-                "for sampled_softmax.")
+  f.DEFINE_bool("train_biases", None, "Learn output biases. Default: "
+                f"{_by(config_lib.DEFAULT_TRAIN_BIASES)}.")
   f.DEFINE_enum("row_update", "bounded", ROW_UPDATES, "How a table row that n "
                 "examples of one SGD step update moves: bounded = by the sum of their "
                 "updates, scaled down to 1 / (learning_rate * n) of it when "
@@ -70,13 +78,14 @@ def define_flags():
   # Optimisation.
   f.DEFINE_integer("epochs", 3, "Passes over the training text.", lower_bound=1)
   f.DEFINE_integer("batch_size", None, "Centre words per SGD step (skip-gram trains every "
-                   "pair of their windows, CBOW each centre from its context). Default: 256 "
-                   "for skipgram, 4096 for cbow.", lower_bound=1)
+                   "pair of their windows, CBOW each centre from its context). Default: "
+                   f"{_by(config_lib.DEFAULT_BATCH_SIZE)}.", lower_bound=1)
   f.DEFINE_integer("steps_per_call", None, "SGD steps per compiled call (for skip-gram also "
-                   "the span of one reduced window). Default: 64 for skipgram, 16 for cbow.",
-                   lower_bound=1)
+                   "the span of one reduced window). Default: "
+                   f"{_by(config_lib.DEFAULT_STEPS_PER_CALL)}.", lower_bound=1)
   f.DEFINE_float("learning_rate", 0.0, "Initial learning rate, decayed linearly to "
-                 "--min_learning_rate_ratio of it (0 = 0.025 skipgram, 0.05 cbow).",
+                 "--min_learning_rate_ratio of it (0 = the default: "
+                 f"{_by(config_lib.DEFAULT_LEARNING_RATE)}).",
                  lower_bound=0.0)
   f.DEFINE_float("min_learning_rate_ratio", 1e-4, "Floor of the linear decay.",
                  lower_bound=0.0, upper_bound=1.0)
@@ -117,23 +126,21 @@ def define_flags():
 
 
 def to_config(f=flags.FLAGS):
-  """The frozen Config of the parsed flags, with the loss-dependent defaults resolved.
+  """The frozen Config of the parsed flags; a flag left unset (None, or --learning_rate=0)
+  takes the default config.resolve decides.
 
   Raises:
     UserError: flags that contradict each other (--group_size not dividing --batch_size).
   """
-  loss = f.loss or ("nce" if f.model == "skipgram" else "sampled_softmax")
-  subtract = f.subtract_log_q if f.subtract_log_q is not None else loss == "sampled_softmax"
-  biases = f.train_biases if f.train_biases is not None else loss == "sampled_softmax"
   config = Config(
       model_dir=f.model_dir, corpus=f.corpus, tokenizer=f.tokenizer, min_count=f.min_count,
-      max_vocab_size=f.max_vocab_size, model=f.model, loss=loss, sampler=f.sampler,
-      distortion=f.distortion, num_sampled=f.num_sampled or 0, group_size=f.group_size,
-      subtract_log_q=subtract, remove_accidental_hits=f.remove_accidental_hits,
-      train_biases=biases, row_update=f.row_update, embedding_dim=f.embedding_dim,
+      max_vocab_size=f.max_vocab_size, model=f.model, loss=f.loss, sampler=f.sampler,
+      distortion=f.distortion, num_sampled=f.num_sampled, group_size=f.group_size,
+      subtract_log_q=f.subtract_log_q, remove_accidental_hits=f.remove_accidental_hits,
+      train_biases=f.train_biases, row_update=f.row_update, embedding_dim=f.embedding_dim,
       window=f.window,
-      subsample=f.subsample, epochs=f.epochs, batch_size=f.batch_size or 0,
-      steps_per_call=f.steps_per_call or 0, learning_rate=f.learning_rate,
+      subsample=f.subsample, epochs=f.epochs, batch_size=f.batch_size,
+      steps_per_call=f.steps_per_call, learning_rate=f.learning_rate,
       min_learning_rate_ratio=f.min_learning_rate_ratio, seed=f.seed,
       eval_fraction=f.eval_fraction, eval_examples=f.eval_examples,
       eval_every_epochs=f.eval_every_epochs, summary_every_secs=f.summary_every_secs,

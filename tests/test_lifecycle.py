@@ -17,6 +17,8 @@ import pytest
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.twotower import config as tt_config
 from tf_embeddings.word2vec import app as w2v_app
+from tf_embeddings.word2vec import config as w2v_config
+from tf_embeddings.word2vec import inputs as w2v_inputs
 from tf_embeddings.word2vec import train as w2v_train
 from tf_embeddings.word2vec.config import Config
 
@@ -56,16 +58,16 @@ def _checkpoints(run_dir):
 def test_cached_vocab_and_ids_are_rebuilt_when_the_corpus_bytes_change(tmp_path):
   corpus = _corpus(tmp_path / "c.txt")
   config = _w2v(tmp_path, corpus)
-  vocab, ids = w2v_train.prepare_data(config)
+  vocab, ids = w2v_inputs.prepare_data(config)
   mtime = os.path.getmtime(os.path.join(config.model_dir, "ids.int32"))
-  again, _ = w2v_train.prepare_data(config, require_cached=True)  # same bytes: reused
+  again, _ = w2v_inputs.prepare_data(config, require_cached=True)  # same bytes: reused
   assert again.words == vocab.words
   assert os.path.getmtime(os.path.join(config.model_dir, "ids.int32")) == mtime
   # Same path, other text.
   _corpus(tmp_path / "c.txt", n=3000, words=_words("x", 20))
   with pytest.raises(UserError, match="is not the text the run .* was trained on"):
-    w2v_train.prepare_data(config, require_cached=True)  # a run with checkpoints
-  rebuilt, ids = w2v_train.prepare_data(config)
+    w2v_inputs.prepare_data(config, require_cached=True)  # a run with checkpoints
+  rebuilt, ids = w2v_inputs.prepare_data(config)
   assert set(rebuilt.words[1:]) == set(_words("x", 20))
   assert ids.shape[0] == 3000
 
@@ -101,7 +103,7 @@ def test_config_change_on_a_finished_run_is_refused_naming_the_fields(w2v_run, t
   with open(path, encoding="utf-8") as f:
     before = f.read()
   changed = dataclasses.replace(config, window=3, learning_rate=0.1)
-  with pytest.raises(UserError, match=r"incompatible run \(--learning_rate=0.1 vs 0.0 in the "
+  with pytest.raises(UserError, match=r"incompatible run \(--learning_rate=0.1 vs 0.05 in the "
                      r"run, --window=3 vs 5 in the run\).*--resume=false"):
     w2v_train.train(changed)
   with open(path, encoding="utf-8") as f:
@@ -119,6 +121,31 @@ def test_config_change_on_a_finished_run_is_refused_naming_the_fields(w2v_run, t
   with open(path, encoding="utf-8") as f:
     recorded = json.load(f)
   assert recorded["window"] == 3 and "changes" not in recorded
+
+
+def test_a_run_recorded_with_learning_rate_0_resumes_with_the_same_rate(w2v_run, tmp_path):
+  # config.json used to record --learning_rate=0 ("the model's default", then decided by
+  # the trainer) beside resolved_learning_rate; config.resolve now records the decided
+  # rate. An old run resolves to the rate it trained with, so its flags still resume it.
+  run = str(tmp_path / "old")
+  import shutil  # pylint: disable=import-outside-toplevel
+  shutil.copytree(w2v_run.model_dir, run)
+  path = os.path.join(run, "config.json")
+  with open(path, encoding="utf-8") as f:
+    recorded = json.load(f)
+  assert recorded["learning_rate"] == recorded["resolved_learning_rate"] == 0.05  # cbow
+  recorded["learning_rate"] = 0.0
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(recorded, f)
+  config = dataclasses.replace(w2v_run, model_dir=run)
+  assert w2v_config.run_dir(run).load_config() == config
+  steps = int(_checkpoints(run)[-1].split("-")[1].split(".")[0])
+  w2v_train.train(dataclasses.replace(config, epochs=2))  # refused if 0.0 != 0.05
+  with open(path, encoding="utf-8") as f:
+    recorded = json.load(f)
+  assert recorded["learning_rate"] == recorded["resolved_learning_rate"] == 0.05
+  assert recorded["changes"] == [{"step": steps, "changed": {"epochs": [1, 2]}}]
+  assert int(_checkpoints(run)[-1].split("-")[1].split(".")[0]) > steps
 
 
 def test_word2vec_exports_refuse_existing_outputs_and_the_run(w2v_run, tmp_path):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tf_embeddings.data.vocab import Vocabulary
 from tf_embeddings.word2vec import evaluate
+from tf_embeddings.word2vec import model as model_lib
 from tf_embeddings.word2vec import train as train_lib
 from tf_embeddings.word2vec.config import Config
 
@@ -19,7 +20,7 @@ def _model_and_evaluator(model, loss, vocab_size=50, dim=8, scale=1.0, seed=0):
   config = Config(model_dir="unused", model=model, loss=loss, embedding_dim=dim,
                   batch_size=64, window=2, eval_examples=300, num_sampled=4,
                   train_biases=True)
-  m = train_lib.build_model(config, vocab)
+  m = model_lib.build_model(config, vocab)
   m.input_embeddings.assign(scale * rng.normal(size=(vocab_size, dim)).astype(np.float32))
   m.output_embeddings.assign(scale * rng.normal(size=(vocab_size, dim)).astype(np.float32))
   m.output_biases.assign(rng.normal(size=vocab_size).astype(np.float32))

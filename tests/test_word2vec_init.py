@@ -34,7 +34,7 @@ def test_model_tables_start_as_word2vec_c_and_as_before():
   config = model_lib.StepConfig(
       model="skipgram", loss="nce", vocab_size=1001, dim=13, window=2, batch_size=8,
       steps_per_call=1, num_sampled=2, group_size=4, sampler="uniform", distortion=0.75,
-      subtract_log_q=False, remove_accidental_hits=True, train_biases=False, layout="runs",
+      subtract_log_q=False, remove_accidental_hits=True, train_biases=False,
       row_update="bounded")
   model = model_lib.Word2Vec(config, seed=3)
   half = 0.5 / 13

@@ -7,7 +7,6 @@ ids and expected counts exp(log_q), and the per-example loss and all three gradi
 agree; then one SGD step must move every table by exactly -lr * that gradient.
 """
 import itertools
-import os
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import tensorflow as tf
 
 from tf_embeddings.data import pipeline
 from tf_embeddings.losses import samplers as samplers_lib
-from tf_embeddings.word2vec.model import StepConfig, Word2Vec
+from w2v_reference import StepConfig, Word2Vec  # the library's, plus the example layout
 
 V, DIM, BATCH, K = 12, 4, 6, 4
 
@@ -493,7 +492,7 @@ def test_learned_unigram_state_is_not_checkpointed(tmp_path):
   """Documented difference (README, samplers): the op's learned counts live in its kernel, so
   a run resumed from a checkpoint starts them again from scratch; its draws and log Q differ
   from those of the uninterrupted run. The fixed samplers have no such state."""
-  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import model as model_lib  # pylint: disable=import-outside-toplevel
   kwargs = dict(sampler="learned_unigram", subtract_log_q=True, steps=2, seed=16)
   targets = tf.constant(np.full([2, BATCH], 4, np.int32))
   fresh_log_q = make_model(**kwargs).sample(targets)[1].numpy()
@@ -503,10 +502,10 @@ def test_learned_unigram_state_is_not_checkpointed(tmp_path):
   learned_log_q = trained.sample(targets)[1].numpy()
   # Having seen id 4 only, the sampler expects it far more often than at the start.
   assert learned_log_q.mean() > fresh_log_q.mean() + 1.0
-  ckpt, _ = train_lib.make_checkpoint(trained)
+  ckpt, _ = model_lib.make_checkpoint(trained)
   path = ckpt.save(str(tmp_path / "ckpt"))
   resumed = make_model(**kwargs)
-  ckpt_b, _ = train_lib.make_checkpoint(resumed)
+  ckpt_b, _ = model_lib.make_checkpoint(resumed)
   ckpt_b.restore(path).assert_existing_objects_matched()
   np.testing.assert_allclose(resumed.sample(targets)[1].numpy(), fresh_log_q)
   names = [name for name, _ in tf.train.list_variables(path)]
@@ -758,8 +757,8 @@ def test_skipgram_slot_contexts():
 
 
 def test_block_prefetcher_order_errors_and_close():
-  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
-  assert list(train_lib.BlockPrefetcher(iter(range(50)), 3)) == list(range(50))
+  from tf_embeddings.word2vec import inputs  # pylint: disable=import-outside-toplevel
+  assert list(inputs.BlockPrefetcher(iter(range(50)), 3)) == list(range(50))
 
   def failing():
     yield 1
@@ -767,11 +766,11 @@ def test_block_prefetcher_order_errors_and_close():
 
   got = []
   with pytest.raises(ValueError, match="generator broke"):
-    for x in train_lib.BlockPrefetcher(failing(), 2):
+    for x in inputs.BlockPrefetcher(failing(), 2):
       got.append(x)
   assert got == [1]
   # A consumer that stops early: close() ends the thread blocked on the full queue.
-  p = train_lib.BlockPrefetcher(itertools.count(), 2)
+  p = inputs.BlockPrefetcher(itertools.count(), 2)
   assert next(iter(p)) == 0
   p.close()
   assert not p._thread.is_alive()  # pylint: disable=protected-access

@@ -1,19 +1,18 @@
 """The `word2vec` command line: train, eval, export, vocab. Flags are read only here."""
 import dataclasses
 import json
-import os
 
 from absl import flags
 from absl import logging
 
 from tf_embeddings.data import atomic
 from tf_embeddings.data import corpus as corpus_lib
-from tf_embeddings.data import embedding_formats
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.data.vocab import Vocabulary
 from tf_embeddings.flags import cluster_flags
 from tf_embeddings.flags import word2vec_flags
 from tf_embeddings.training import app as app_lib
+from tf_embeddings.word2vec import config as config_lib
 
 FLAGS = flags.FLAGS
 USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags] | word2vec server (TF_CONFIG)   "
@@ -28,46 +27,21 @@ def _train(config):
 
 def _eval(config):
   from tf_embeddings.word2vec import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
-  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
-  saved, vocab, model, heldout = train_lib.restore(config)
+  from tf_embeddings.word2vec import inputs  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import model as model_lib  # pylint: disable=import-outside-toplevel
+  saved, vocab, model = model_lib.restore(config.model_dir)
+  heldout = inputs.saved_heldout_ids(config.model_dir, saved.eval_fraction)
   saved = dataclasses.replace(saved, words=config.words or saved.words)
   evaluator = evaluate_lib.Evaluator(saved, vocab, heldout)
   figures = evaluator.run(model)
   evaluator.log(figures)
-  train_lib.run_dir(config.model_dir).save_eval(figures)
+  config_lib.run_dir(config.model_dir).save_eval(figures)
   print(json.dumps(figures, indent=2, sort_keys=True))
 
 
-# What each export format writes: one file, or a directory holding exactly these names.
-EXPORT_DIRECTORIES = {"projector": ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt"),
-                      "npy": ("vectors.npy", "vocab.txt")}
-
-
 def _export(config, fmt, output, overwrite):
-  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
-  if not output:
-    raise UserError("export needs --output=<file or directory>")
-  owned = EXPORT_DIRECTORIES.get(fmt)
-  directory = owned is not None
-  # Refused before the (slow) restore; replace_output checks again before renaming.
-  atomic.check_output(output.rstrip(os.sep), overwrite, directory, config.model_dir, owned)
-  _, vocab, model, _ = train_lib.restore(config)
-  # Rows by descending frequency; UNK (id 0, never trained) is left out.
-  words, vectors = vocab.words[1:], model.input_embeddings.numpy()[1:]
-
-  def build(path):
-    if fmt == "word2vec":
-      embedding_formats.save_word2vec_text(path, words, vectors)
-    elif fmt == "word2vec_binary":
-      embedding_formats.save_word2vec_binary(path, words, vectors)
-    elif fmt == "projector":
-      embedding_formats.save_projector(path, words, vectors, counts=vocab.counts[1:])
-    else:
-      embedding_formats.save_npy(path + os.sep, words, vectors)
-
-  atomic.replace_output(output, build, directory, overwrite, config.model_dir, owned)
-  logging.info("wrote %d vectors of dim %d as %s to %s", len(words), vectors.shape[1], fmt,
-               output)
+  from tf_embeddings.word2vec import export as export_lib  # pylint: disable=import-outside-toplevel
+  export_lib.export(config.model_dir, fmt, output, overwrite)
 
 
 def _vocab(config, output, overwrite):

@@ -153,4 +153,7 @@ def write_projector(rundir, config, vocab, vectors):
   only the rows written are read.
   """
   n = min(len(vocab), config.projector_words + 1)
-  rundir.write_projector(vocab.words[1:n], np.asarray(vectors[1:n]), counts=vocab.counts[1:n])
+  # A gather, not a slice: a variable that was updated sparsely copies itself whole on a
+  # dense read (a 1M x 300 table: +1.3 GB peak RSS at the end of training).
+  rows = tf.gather(vectors, tf.range(1, n)).numpy()
+  rundir.write_projector(vocab.words[1:n], rows, counts=vocab.counts[1:n])
