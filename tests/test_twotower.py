@@ -10,12 +10,13 @@ import pytest
 import tensorflow as tf
 
 from tf_embeddings.data import interactions as ilib
-from tf_embeddings.data import synthetic
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.twotower import config as config_lib
+from tf_embeddings.twotower import evaluate as evaluate_lib
 from tf_embeddings.twotower import inputs
 from tf_embeddings.twotower import metrics
 from tf_embeddings.twotower import model as model_lib
+from tf_embeddings.twotower import objective as objective_lib
 from tf_embeddings.twotower import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +100,7 @@ def test_id_only_tower_without_layers_is_the_normalised_table():
 
 
 def test_config_json_round_trip_and_compatibility(tmp_path):
-  rundir = train_lib.run_dir(str(tmp_path))
+  rundir = config_lib.run_dir(str(tmp_path))
   c = config_lib.Config(str(tmp_path), model=config_lib.ModelConfig(tower_layers=(16, 8)))
   rundir.save_config(c)
   assert rundir.load_config() == c
@@ -142,7 +143,7 @@ def _popularity_hit10(prepared):
 def test_inbatch_softmax_learns_planted_structure(tmp_path, prepared):
   config = _config(tmp_path, epochs=4)
   two_tower, _ = train_lib.train(config, prepared, resume=False)
-  got = train_lib.evaluate(two_tower, prepared, "test")
+  got = evaluate_lib.evaluate(two_tower, prepared, "test")
   # The synthetic users have planted tastes: a model that learns them must beat
   # most-popular clearly (here by 30%).
   assert got["hit@10"] > 1.3 * _popularity_hit10(prepared), got
@@ -169,7 +170,7 @@ def test_inbatch_softmax_learns_planted_structure(tmp_path, prepared):
 def test_every_retrieval_loss_trains(tmp_path, prepared, loss, extra):
   config = _config(tmp_path, loss=loss, epochs=1, **extra)
   two_tower, _ = train_lib.train(config, prepared, resume=False)
-  got = train_lib.evaluate(two_tower, prepared, "test")
+  got = evaluate_lib.evaluate(two_tower, prepared, "test")
   assert np.isfinite(got["cross_entropy"])
   assert got["hit@100"] > 0.3  # random ranking gives 100/300 = 0.33 only at hit@100
   assert got["hit@10"] > 0.034  # random: 10/300
@@ -182,7 +183,7 @@ def test_pointwise_losses_train_on_labels(tmp_path, loss):
   prepared = inputs.prepare(data, pointwise=True)
   assert set(np.unique(prepared.train.labels)) == {0.0, 1.0}
   two_tower, _ = train_lib.train(config, prepared, resume=False)
-  got = train_lib.evaluate(two_tower, prepared, "test")
+  got = evaluate_lib.evaluate(two_tower, prepared, "test")
   assert np.isfinite(got["cross_entropy"]) and got["hit@100"] > 0.3
 
 
@@ -242,7 +243,7 @@ def test_more_negatives_than_items_is_a_user_error(tmp_path, prepared):
 
 def test_eval_and_export_need_a_run(tmp_path):
   with pytest.raises(UserError, match="holds no two-tower run"):
-    train_lib.restore(str(tmp_path))
+    evaluate_lib.restore(str(tmp_path))
 
 
 def test_exported_query_model_gives_the_training_top_k_in_a_fresh_process(tmp_path, prepared):
@@ -329,7 +330,7 @@ def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model):
   config = _config(tmp_path, epochs=1)
   config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
   two_tower, _ = train_lib.train(config, prepared, resume=False)
-  got = train_lib.evaluate(two_tower, prepared, "test")
+  got = evaluate_lib.evaluate(two_tower, prepared, "test")
   assert got["hit@10"] > 0.034
   paths = export_lib.export(config.model_dir, str(tmp_path / "export"), k=5)
   loaded = tf.saved_model.load(paths["query_model"])
@@ -363,7 +364,7 @@ def test_per_item_inbatch_softmax_equals_the_library_loss(logq, history):
   log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
   variables = two_tower.trainable_variables
   with tf.GradientTape(persistent=True) as tape:
-    got = train_lib.make_loss_fn(config, two_tower, counts)(batch, 0)
+    got = objective_lib.Objective(config.train, two_tower, counts)(batch, 0)
     want = losses.in_batch_softmax_loss(
         two_tower.query_tower.embed_index(batch["user"], batch["item"] if history else None),
         two_tower.item_tower.embed_index(batch["item"]), 0.3,
@@ -388,7 +389,7 @@ def test_inbatch_softmax_under_xla_equals_the_library_loss(batch_size):
   batch = {"user": tf.constant(users, tf.int64), "item": tf.constant(items, tf.int64)}
   config = config_lib.Config("x", train=config_lib.TrainConfig(
       batch_size=batch_size, temperature=0.3, jit_compile=True))
-  loss_fn = train_lib.make_loss_fn(config, two_tower, counts)
+  loss_fn = objective_lib.Objective(config.train, two_tower, counts)
   variables = two_tower.trainable_variables
 
   @tf.function(jit_compile=True)
@@ -423,8 +424,8 @@ def test_mixed_negatives_loss_is_the_library_loss_on_the_steps_sample(logq):
   batch = {"user": tf.constant(users, tf.int64), "item": tf.constant(items, tf.int64)}
   config = config_lib.Config("x", train=config_lib.TrainConfig(
       batch_size=6, temperature=0.3, logq_correction=logq, mixed_negatives=5, seed=3))
-  got = train_lib.make_loss_fn(config, two_tower, counts)(batch, 4)
-  sampled = train_lib.mixed_negative_sample(5, 7, 4, 3)
+  got = objective_lib.Objective(config.train, two_tower, counts)(batch, 4)
+  sampled = objective_lib.mixed_negative_sample(5, 7, 4, 3)
   q = np.maximum(counts, 1) / counts.sum()
   log_e = np.log(6 * q + 5 / 7).astype(np.float32)
   want = losses.mixed_negatives_softmax_loss(
@@ -435,7 +436,7 @@ def test_mixed_negatives_loss_is_the_library_loss_on_the_steps_sample(logq):
       batch["item"], sampled)
   assert float(got) == pytest.approx(float(want), rel=1e-5)
   # The sample depends on the step, and stays in range.
-  other = train_lib.mixed_negative_sample(5, 7, 5, 3).numpy()
+  other = objective_lib.mixed_negative_sample(5, 7, 5, 3).numpy()
   assert not np.array_equal(sampled.numpy(), other) and other.min() >= 0 and other.max() < 7
 
 
@@ -488,9 +489,9 @@ def test_training_keeps_the_averaged_weights(tmp_path, prepared):
   assert shadow  # the averages are checkpointed (resume continues them)
   # The towers hold the averages at the end (what eval and export restore), and the last
   # eval scored them.
-  final = train_lib.evaluate_both(two_tower, prepared, "test", config.train.temperature)
+  final = evaluate_lib.evaluate_both(two_tower, prepared, "test", config.train.temperature)
   assert final["seen_excluded"]["hit@10"] == pytest.approx(last["seen_excluded"]["hit@10"])
-  _, _, restored = train_lib.restore(config.model_dir)
+  _, _, restored = evaluate_lib.restore(config.model_dir)
   np.testing.assert_allclose(restored.item_tower.id_table.numpy(),
                              two_tower.item_tower.id_table.numpy())
 
