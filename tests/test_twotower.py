@@ -114,6 +114,63 @@ def test_config_json_round_trip_and_compatibility(tmp_path):
   assert [k for k, _, _ in rundir.differences(c, shorter)] == ["train.epochs"]
 
 
+def _parse_flags(*args):
+  """The `Config` of `twotower train` with these flags (absl's global flags, restored)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.flags import twotower_flags  # pylint: disable=import-outside-toplevel
+  if "dataset" not in flags.FLAGS:
+    twotower_flags.define_twotower_flags()
+  with flagsaver.flagsaver():
+    flags.FLAGS([sys.argv[0], *args])
+    return twotower_flags.config_from_flags(flags.FLAGS)
+
+
+def test_flag_defaults_are_the_config_defaults():
+  # Every setting has its flag, and the flags' defaults are the dataclasses' (one place).
+  assert _parse_flags("--model_dir=r") == config_lib.Config("r") == config_lib.resolve("r")
+  got = _parse_flags("--model_dir=r", "--tower_layers=8,4", "--model_seed=3", "--loss=bce",
+                     "--user_feature_columns=a,b", "--min_rating=4")
+  assert got == config_lib.Config(
+      "r", config_lib.DataConfig(user_feature_columns=("a", "b"), min_rating=4.0),
+      config_lib.ModelConfig(tower_layers=(8, 4), seed=3), config_lib.TrainConfig(loss="bce"))
+
+
+def test_resolve_routes_settings_by_flag_name_and_refuses_what_cannot_go_together():
+  c = config_lib.resolve("r", tower_layers=["16"], item_feature_columns=["genre"],
+                         model_seed=5, seed=7, dataset="synthetic", epochs=3)
+  assert c.model.tower_layers == (16,) and c.model.seed == 5 and c.train.seed == 7
+  assert c.data.item_feature_columns == ("genre",) and c.data.dataset == "synthetic"
+  assert c.train.epochs == 3 and c.train.loss == config_lib.TrainConfig.loss
+  with pytest.raises(TypeError, match="no_such_setting"):
+    config_lib.resolve("r", no_such_setting=1)
+  for settings, message in (({"mixed_negatives": 4, "loss": "bce"}, "--mixed_negatives"),
+                            ({"optimizer": "sgd"}, "--weight_decay needs --optimizer=adam"),
+                            ({"use_ids": False, "use_features": False}, "need an input"),
+                            ({"dataset": "csv"}, "--data_path"),
+                            ({"temperature": 0.0}, "--temperature")):
+    with pytest.raises(UserError, match=message):
+      config_lib.resolve("r", **settings)
+
+
+def test_an_old_config_json_loads_to_the_values_it_trained_with(tmp_path):
+  # config.json as runs recorded it before --weight_decay and --average_momentum existed
+  # (lists for tuples, no such keys): they trained without either, and read back so.
+  old = dataclasses.asdict(config_lib.Config("elsewhere", SYNTH,
+                                             config_lib.ModelConfig(tower_layers=(16,))))
+  del old["train"]["weight_decay"], old["train"]["average_momentum"]
+  old["model"]["tower_layers"] = [16]
+  with open(tmp_path / "config.json", "w", encoding="utf-8") as f:
+    json.dump(old, f)
+  want = config_lib.resolve(str(tmp_path), dataset="synthetic", tower_layers=[16],
+                            weight_decay=0.0, average_momentum=0.0)
+  assert config_lib.read_config(str(tmp_path)) == want
+  # Resuming it with the same flags (the new defaults) is a change the run dir refuses.
+  now = config_lib.resolve(str(tmp_path), dataset="synthetic", tower_layers=[16])
+  assert sorted(k for k, _, _ in config_lib.run_dir(str(tmp_path)).differences(want, now)) == [
+      "train.average_momentum", "train.weight_decay"]
+
+
 # ----------------------------------------------------------------------------- training
 
 SYNTH = config_lib.DataConfig(dataset="synthetic")
@@ -295,6 +352,61 @@ print(json.dumps({{"a": a["item_ids"].numpy().astype(str).tolist(), "s": s,
   assert "unknown item id" in got["err"][1] and "no_such_item" in got["err"][1]
 
 
+def test_export_of_a_run_without_saved_tables_rebuilds_them_from_the_data(tmp_path,
+                                                                          prepared):
+  # Runs trained before tables.npz existed: the export reads the recorded data again and
+  # writes the same files as from the saved tables.
+  from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  config = _config(tmp_path, epochs=1)
+  config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                 use_history=True))
+  train_lib.train(config, prepared, resume=False)
+  tables = os.path.join(config.model_dir, inputs.TABLES_FILE)
+  saved, history = inputs.load_tables(tables)
+  np.testing.assert_array_equal(saved.item_ids, prepared.data.item_ids)
+  np.testing.assert_array_equal(saved.user_ids, prepared.data.user_ids)
+  assert saved.item_titles == prepared.data.item_titles
+  for got, want in zip(saved.user_features + saved.item_features,
+                       prepared.data.user_features + prepared.data.item_features):
+    assert (got.name, got.vocab) == (want.name, want.vocab)
+    np.testing.assert_array_equal(got.values, want.values)
+  for got, want in zip(history, ilib.seen_items(inputs.positives_only(prepared.train))):
+    np.testing.assert_array_equal(got, want)
+  new = export_lib.export(config.model_dir, str(tmp_path / "new"), k=5)
+  os.remove(tables)
+  old = export_lib.export(config.model_dir, str(tmp_path / "old"), k=5)
+  np.testing.assert_array_equal(np.load(old["item_embeddings"]),
+                                np.load(new["item_embeddings"]))
+  with open(old["metadata"], encoding="utf-8") as a, open(new["metadata"],
+                                                          encoding="utf-8") as b:
+    assert a.read() == b.read()
+  users = tf.constant(["u1", "u42"])
+  a, b = (tf.saved_model.load(p["query_model"]).signatures["serving_default"](user_id=users)
+          for p in (old, new))
+  np.testing.assert_array_equal(a["item_ids"].numpy(), b["item_ids"].numpy())
+
+
+def test_export_does_not_import_the_trainer():
+  # The modules of the package export.py imports, transitively, by reading their imports.
+  import ast  # pylint: disable=import-outside-toplevel
+  package = "tf_embeddings.twotower."
+  seen, todo = set(), ["export"]
+  while todo:
+    name = todo.pop()
+    if name in seen:
+      continue
+    seen.add(name)
+    with open(os.path.join(ROOT, "twotower", name + ".py"), encoding="utf-8") as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and node.module == package.rstrip("."):
+        todo += [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package):
+        todo.append(node.module[len(package):])
+  assert {"export", "model", "inputs", "config", "metrics"} <= seen
+  assert "train" not in seen
+
+
 def test_history_pooling_leaves_the_positive_out():
   # User 0 has items {0, 1, 2}; the query tower sees only its history (no id, no features).
   indptr, indices = np.array([0, 3]), np.array([0, 1, 2])
@@ -325,13 +437,15 @@ def test_item_bias_adds_to_the_dot_product():
 
 
 @pytest.mark.parametrize("model", [{"use_history": True}, {"item_bias": True}])
-def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model):
+def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model, monkeypatch):
   from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
   config = _config(tmp_path, epochs=1)
   config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
   two_tower, _ = train_lib.train(config, prepared, resume=False)
   got = evaluate_lib.evaluate(two_tower, prepared, "test")
   assert got["hit@10"] > 0.034
+  # The export builds from the run directory's saved tables (and histories), not the data.
+  monkeypatch.setattr(inputs, "load", lambda config: pytest.fail("export read the data"))
   paths = export_lib.export(config.model_dir, str(tmp_path / "export"), k=5)
   loaded = tf.saved_model.load(paths["query_model"])
   out = loaded.signatures["serving_default"](user_id=tf.constant(["u1"]))
