@@ -37,8 +37,10 @@ def define_twotower_flags():
   flags.DEFINE_string("label_column", d.label_column, "csv: rating/label column (optional).")
   flags.DEFINE_string("timestamp_column", d.timestamp_column, "csv: timestamp column.")
   flags.DEFINE_string("session_column", d.session_column, "csv: session id column (jrc).")
-  flags.DEFINE_list("user_feature_columns", [], "csv: user side-feature columns.")
-  flags.DEFINE_list("item_feature_columns", [], "csv: item side-feature columns.")
+  flags.DEFINE_list("user_feature_columns", list(d.user_feature_columns),
+                    "csv: user side-feature columns.")
+  flags.DEFINE_list("item_feature_columns", list(d.item_feature_columns),
+                    "csv: item side-feature columns.")
   flags.DEFINE_enum("split", d.split, list(config_lib.SPLITS),
                     "random: seeded 80/20 (TFRS tutorial); leave_last_out: last "
                     "interaction of each user by time.")
@@ -49,9 +51,9 @@ def define_twotower_flags():
                      "Carve a validation split from train (same protocol) and evaluate on "
                      "it during training; 0 = evaluate on the test split.",
                      lower_bound=0.0, upper_bound=0.9)
-  flags.DEFINE_float("min_rating", None, "Ratings >= this are positives (others dropped, "
-                     "or labelled 0 for pointwise losses); default: every interaction is a "
-                     "positive.")
+  flags.DEFINE_float("min_rating", d.min_rating, "Ratings >= this are positives (others "
+                     "dropped, or labelled 0 for pointwise losses); default: every "
+                     "interaction is a positive.")
   # Model.
   flags.DEFINE_integer("embedding_dim", m.embedding_dim, "Output size of both towers.",
                        lower_bound=1)
