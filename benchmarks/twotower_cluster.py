@@ -29,20 +29,17 @@ SETTINGS = {  # name: (strategy, (workers, ps) or None)
 
 def one(name, args):
   """Trains one setting in this process; prints a JSON line."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from tf_embeddings.flags import twotower_flags  # pylint: disable=import-outside-toplevel
   from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import config as config_lib  # pylint: disable=import-outside-toplevel
   from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
-  twotower_flags.define_twotower_flags()
   with tempfile.TemporaryDirectory() as tmp:
-    flags.FLAGS([sys.argv[0], f"--model_dir={tmp}/run", f"--dataset={args.dataset}",
-                 f"--epochs={args.epochs}", f"--batch_size={args.batch_size}",
-                 "--eval_every_epoch=false", "--checkpoint_every=1000000",
-                 f"--log_every={args.log_every}", "--average_momentum=0"])
-    config = twotower_flags.config_from_flags(flags.FLAGS)
+    config = config_lib.resolve(f"{tmp}/run", dataset=args.dataset, epochs=args.epochs,
+                                batch_size=args.batch_size, eval_every_epoch=False,
+                                checkpoint_every=1000000, log_every=args.log_every,
+                                average_momentum=0.0)
     strategy, cluster = SETTINGS[name]
     stats = {}
-    with distribute.distribution("twotower", "twotower", strategy,
+    with distribute.distribution("twotower", "tf_embeddings.twotower", strategy,
                                  ("default", "parameter_server"), 0, cluster) as dist:
       _, last = train_lib.train(config, stats=stats, dist=dist)
   print(json.dumps({"setting": name, "examples_per_sec": stats["examples_per_sec"],
@@ -66,7 +63,7 @@ def main():
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
   print(f"{args.dataset}, {args.epochs} epochs, batch {args.batch_size}, default model; "
         f"{os.cpu_count()} cores")
-  print(f"| setting | examples/sec | hit@100 |\n|---|---|---|")
+  print("| setting | examples/sec | hit@100 |\n|---|---|---|")
   for _ in range(args.repeats):
     for name in SETTINGS:
       res = subprocess.run([sys.executable, __file__, f"--one={name}", *sys.argv[1:]],

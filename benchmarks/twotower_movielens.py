@@ -183,12 +183,11 @@ def row(name, fig, rate=None):
 
 def train_two_tower(data_config, model_dir, prepared, split, seed, epochs=None):
   """The default-flag two-tower of one seed: (figures, examples/sec, wall seconds, epochs)."""
-  config = config_lib.Config(model_dir, data_config)
-  train = dataclasses.replace(config.train, eval_every_epoch=False, seed=seed)
+  settings = dict(dataclasses.asdict(data_config), eval_every_epoch=False, seed=seed,
+                  model_seed=seed)
   if epochs:
-    train = dataclasses.replace(train, epochs=epochs)
-  config = dataclasses.replace(config, train=train,
-                               model=dataclasses.replace(config.model, seed=seed))
+    settings["epochs"] = epochs
+  config = config_lib.resolve(model_dir, **settings)
   stats = {}
   start = time.monotonic()
   two_tower, _ = train_lib.train(config, prepared, resume=False, stats=stats)
@@ -256,13 +255,12 @@ def main():
                      f"wall; mean of {len(seeds)} seeds)", two_tower, float(np.mean(rates))))
     lines.append(row("twotower, default flags, worst seed per column", worst))
     if not args.skip_speed:
-      speed = config_lib.Config(
-          os.path.join(tmp, "speed"), data_config,
-          config_lib.ModelConfig(embedding_dim=32, tower_layers=(), use_features=False),
+      speed = config_lib.resolve(
+          os.path.join(tmp, "speed"), **dataclasses.asdict(data_config),
+          embedding_dim=32, tower_layers=(), use_features=False,
           # Learning rate 0.05: at 27 steps the default 0.01 is too slow (0.144 top-100).
-          dataclasses.replace(config_lib.TrainConfig(), batch_size=8192, learning_rate=0.05,
-                              epochs=args.speed_epochs, eval_every_epoch=False,
-                              temperature=0.2, weight_decay=0.0, average_momentum=0.0))
+          batch_size=8192, learning_rate=0.05, epochs=args.speed_epochs,
+          eval_every_epoch=False, temperature=0.2, weight_decay=0.0, average_momentum=0.0)
       stats = {}
       tt, _ = train_lib.train(speed, prepared, resume=False, stats=stats)
       fig = figures(tt.query_tower.embed_all(), tt.item_tower.embed_all(), prepared, split)

@@ -37,8 +37,10 @@ def define_twotower_flags():
   flags.DEFINE_string("label_column", d.label_column, "csv: rating/label column (optional).")
   flags.DEFINE_string("timestamp_column", d.timestamp_column, "csv: timestamp column.")
   flags.DEFINE_string("session_column", d.session_column, "csv: session id column (jrc).")
-  flags.DEFINE_list("user_feature_columns", [], "csv: user side-feature columns.")
-  flags.DEFINE_list("item_feature_columns", [], "csv: item side-feature columns.")
+  flags.DEFINE_list("user_feature_columns", list(d.user_feature_columns),
+                    "csv: user side-feature columns.")
+  flags.DEFINE_list("item_feature_columns", list(d.item_feature_columns),
+                    "csv: item side-feature columns.")
   flags.DEFINE_enum("split", d.split, list(config_lib.SPLITS),
                     "random: seeded 80/20 (TFRS tutorial); leave_last_out: last "
                     "interaction of each user by time.")
@@ -49,9 +51,9 @@ def define_twotower_flags():
                      "Carve a validation split from train (same protocol) and evaluate on "
                      "it during training; 0 = evaluate on the test split.",
                      lower_bound=0.0, upper_bound=0.9)
-  flags.DEFINE_float("min_rating", None, "Ratings >= this are positives (others dropped, "
-                     "or labelled 0 for pointwise losses); default: every interaction is a "
-                     "positive.")
+  flags.DEFINE_float("min_rating", d.min_rating, "Ratings >= this are positives (others "
+                     "dropped, or labelled 0 for pointwise losses); default: every "
+                     "interaction is a positive.")
   # Model.
   flags.DEFINE_integer("embedding_dim", m.embedding_dim, "Output size of both towers.",
                        lower_bound=1)
@@ -144,29 +146,6 @@ def _positive_ints(values):
 
 
 def config_from_flags(f):
-  """Builds the frozen `Config` from parsed flags."""
-  data = config_lib.DataConfig(
-      dataset=f.dataset, data_dir=f.data_dir, data_path=f.data_path,
-      user_column=f.user_column, item_column=f.item_column, label_column=f.label_column,
-      timestamp_column=f.timestamp_column, session_column=f.session_column,
-      user_feature_columns=tuple(f.user_feature_columns),
-      item_feature_columns=tuple(f.item_feature_columns), split=f.split,
-      test_fraction=f.test_fraction, split_seed=f.split_seed,
-      validation_fraction=f.validation_fraction, min_rating=f.min_rating)
-  model = config_lib.ModelConfig(
-      embedding_dim=f.embedding_dim, tower_layers=tuple(int(x) for x in f.tower_layers),
-      use_ids=f.use_ids, use_features=f.use_features, use_history=f.use_history,
-      item_bias=f.item_bias, normalize=f.normalize, seed=f.model_seed)
-  train = config_lib.TrainConfig(
-      loss=f.loss, temperature=f.temperature, logq_correction=f.logq_correction,
-      remove_accidental_hits=f.remove_accidental_hits, mixed_negatives=f.mixed_negatives,
-      num_negatives=f.num_negatives,
-      negative_sampler=f.negative_sampler, pos_weight=f.pos_weight,
-      focal_gamma=f.focal_gamma, focal_alpha=f.focal_alpha, jrc_alpha=f.jrc_alpha,
-      optimizer=f.optimizer, learning_rate=f.learning_rate, weight_decay=f.weight_decay,
-      average_momentum=f.average_momentum,
-      final_learning_rate_fraction=f.final_learning_rate_fraction, batch_size=f.batch_size,
-      epochs=f.epochs, seed=f.seed, checkpoint_every=f.checkpoint_every,
-      log_every=f.log_every, eval_every_epoch=f.eval_every_epoch,
-      include_seen=f.include_seen, jit_compile=f.jit_compile)
-  return config_lib.Config(model_dir=f.model_dir, data=data, model=model, train=train)
+  """The resolved `Config` of parsed flags (`twotower.config.resolve`)."""
+  return config_lib.resolve(f.model_dir, **{name: f[name].value
+                                            for name in config_lib.setting_names()})

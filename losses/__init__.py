@@ -16,6 +16,8 @@ from tf_embeddings.losses.primitives import softmax_cross_entropy
 from tf_embeddings.losses.primitives import sparse_softmax_cross_entropy
 from tf_embeddings.losses.primitives import stable_sigmoid_cross_entropy
 from tf_embeddings.losses.retrieval import in_batch_softmax_loss
+from tf_embeddings.losses.retrieval import in_batch_softmax_loss_per_item
+from tf_embeddings.losses.retrieval import in_batch_softmax_loss_per_user
 from tf_embeddings.losses.retrieval import info_nce_loss
 from tf_embeddings.losses.retrieval import mixed_negatives_softmax_loss
 from tf_embeddings.losses.retrieval import sigmoid_cross_entropy_loss
@@ -35,6 +37,8 @@ __all__ = [
     "full_sigmoid_loss",
     "full_softmax_loss",
     "in_batch_softmax_loss",
+    "in_batch_softmax_loss_per_item",
+    "in_batch_softmax_loss_per_user",
     "info_nce_loss",
     "jrc_loss",
     "l2_loss",

@@ -197,7 +197,7 @@ def test_twotower_export_never_deletes_what_it_did_not_write(tmp_path):
   recorded = config.train.temperature
   with pytest.raises(UserError, match=rf"--temperature=1.0 vs {recorded} in the run"):
     train_lib.train(hotter)
-  assert train_lib.read_config(config.model_dir).train.temperature == recorded
+  assert tt_config.read_config(config.model_dir).train.temperature == recorded
 
 
 # ---------------------------------------------------------------- the CLI contract

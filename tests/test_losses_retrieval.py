@@ -376,3 +376,77 @@ def test_mixed_negatives_without_samples_is_the_in_batch_loss():
                                             ids, np.zeros([0], np.int64))
   want = losses.in_batch_softmax_loss(q, c, 0.2, lq, ids)
   np.testing.assert_allclose(float(got), float(want), rtol=1e-12)
+
+
+# ------------------------------------- in-batch softmax per item / per user
+
+
+def _per_item_case(seed, b=12, n=7, d=4):
+  """Queries [b, d], every item's embedding [n, d], positives with duplicates, Q [n]."""
+  r = np.random.default_rng(seed)
+  q = r.normal(size=[b, d]).astype(np.float32)
+  c = r.normal(size=[n, d]).astype(np.float32)
+  ids = r.integers(0, n, size=[b])
+  prob = r.uniform(0.01, 0.5, size=[n]).astype(np.float32)
+  return q, c, ids, prob
+
+
+def test_per_item_golden():
+  # Two queries, two items, positives [0, 1], T = 1: the logits are I (as in
+  # test_in_batch_softmax_golden), each row log(e + 1) - 1 = 0.313262.
+  eye = tf.eye(2)
+  got = losses.in_batch_softmax_loss_per_item(eye, eye, tf.constant([0, 1], tf.int64), 1.0)
+  np.testing.assert_allclose(float(got), 0.313262, rtol=1e-5)
+  # Positives [0, 0]: item 1 is in no row's batch and item 0's second copy is an
+  # accidental hit: each row has only its positive left, loss 0.
+  got = losses.in_batch_softmax_loss_per_item(eye, eye, tf.constant([0, 0], tf.int64), 1.0)
+  np.testing.assert_allclose(float(got), 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed,b,n", [(0, 12, 7), (1, 5, 9), (2, 1, 3)])
+@pytest.mark.parametrize("log_q", [False, True])
+def test_per_item_is_the_in_batch_softmax_with_hits_removed(seed, b, n, log_q):
+  q, c, ids, prob = _per_item_case(seed, b, n)
+  got = losses.in_batch_softmax_loss_per_item(q, c, tf.constant(ids, tf.int64), 0.3,
+                                              prob if log_q else None)
+  want = np_in_batch(q.astype(np.float64), c[ids].astype(np.float64), 0.3,
+                     np.log(prob[ids]).astype(np.float64) if log_q else None, ids)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed,b,n", [(3, 12, 7), (4, 6, 10)])
+@pytest.mark.parametrize("log_q", [False, True])
+def test_per_user_is_the_in_batch_softmax_with_hits_removed(seed, b, n, log_q):
+  q, c, ids, prob = _per_item_case(seed, b, n)
+  # 4 distinct users; example i is user rows[i]: its query is user_emb[rows[i]].
+  r = np.random.default_rng(seed + 100)
+  user_emb = r.normal(size=[4, q.shape[1]]).astype(np.float32)
+  rows = r.integers(0, 4, size=[b]).astype(np.int32)
+  got = losses.in_batch_softmax_loss_per_user(
+      user_emb, rows, c, tf.constant(ids, tf.int64), 0.3,
+      np.log(prob) if log_q else None)
+  want = np_in_batch(user_emb[rows].astype(np.float64), c[ids].astype(np.float64), 0.3,
+                     np.log(prob[ids]).astype(np.float64) if log_q else None, ids)
+  np.testing.assert_allclose(float(got), want, rtol=1e-5)
+
+
+def test_per_item_and_per_user_gradients_are_the_in_batch_softmax_gradients():
+  q, c, ids, prob = _per_item_case(5, b=10, n=6)
+  rows = np.array([0, 1, 2, 0, 1, 2, 3, 3, 0, 1], np.int32)
+  user_emb = tf.constant(q[:4])
+  all_items = tf.constant(c)
+  ids_t = tf.constant(ids, tf.int64)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch([user_emb, all_items])
+    query = tf.gather(user_emb, rows)
+    want = losses.in_batch_softmax_loss(query, tf.gather(all_items, ids_t), 0.3,
+                                        np.log(prob[ids]), ids)
+    per_item = losses.in_batch_softmax_loss_per_item(query, all_items, ids_t, 0.3, prob)
+    per_user = losses.in_batch_softmax_loss_per_user(user_emb, rows, all_items, ids_t, 0.3,
+                                                     np.log(prob))
+  want_grads = tape.gradient(want, [user_emb, all_items])
+  for got in (per_item, per_user):
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+    for g, w in zip(tape.gradient(got, [user_emb, all_items]), want_grads):
+      g, w = tf.convert_to_tensor(g).numpy(), tf.convert_to_tensor(w).numpy()
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)

@@ -10,12 +10,13 @@ import pytest
 import tensorflow as tf
 
 from tf_embeddings.data import interactions as ilib
-from tf_embeddings.data import synthetic
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.twotower import config as config_lib
+from tf_embeddings.twotower import evaluate as evaluate_lib
 from tf_embeddings.twotower import inputs
 from tf_embeddings.twotower import metrics
 from tf_embeddings.twotower import model as model_lib
+from tf_embeddings.twotower import objective as objective_lib
 from tf_embeddings.twotower import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +100,7 @@ def test_id_only_tower_without_layers_is_the_normalised_table():
 
 
 def test_config_json_round_trip_and_compatibility(tmp_path):
-  rundir = train_lib.run_dir(str(tmp_path))
+  rundir = config_lib.run_dir(str(tmp_path))
   c = config_lib.Config(str(tmp_path), model=config_lib.ModelConfig(tower_layers=(16, 8)))
   rundir.save_config(c)
   assert rundir.load_config() == c
@@ -111,6 +112,63 @@ def test_config_json_round_trip_and_compatibility(tmp_path):
   assert not rundir.differences(c, longer)
   shorter = dataclasses.replace(c, train=dataclasses.replace(c.train, epochs=1))
   assert [k for k, _, _ in rundir.differences(c, shorter)] == ["train.epochs"]
+
+
+def _parse_flags(*args):
+  """The `Config` of `twotower train` with these flags (absl's global flags, restored)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from absl.testing import flagsaver  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.flags import twotower_flags  # pylint: disable=import-outside-toplevel
+  if "dataset" not in flags.FLAGS:
+    twotower_flags.define_twotower_flags()
+  with flagsaver.flagsaver():
+    flags.FLAGS([sys.argv[0], *args])
+    return twotower_flags.config_from_flags(flags.FLAGS)
+
+
+def test_flag_defaults_are_the_config_defaults():
+  # Every setting has its flag, and the flags' defaults are the dataclasses' (one place).
+  assert _parse_flags("--model_dir=r") == config_lib.Config("r") == config_lib.resolve("r")
+  got = _parse_flags("--model_dir=r", "--tower_layers=8,4", "--model_seed=3", "--loss=bce",
+                     "--user_feature_columns=a,b", "--min_rating=4")
+  assert got == config_lib.Config(
+      "r", config_lib.DataConfig(user_feature_columns=("a", "b"), min_rating=4.0),
+      config_lib.ModelConfig(tower_layers=(8, 4), seed=3), config_lib.TrainConfig(loss="bce"))
+
+
+def test_resolve_routes_settings_by_flag_name_and_refuses_what_cannot_go_together():
+  c = config_lib.resolve("r", tower_layers=["16"], item_feature_columns=["genre"],
+                         model_seed=5, seed=7, dataset="synthetic", epochs=3)
+  assert c.model.tower_layers == (16,) and c.model.seed == 5 and c.train.seed == 7
+  assert c.data.item_feature_columns == ("genre",) and c.data.dataset == "synthetic"
+  assert c.train.epochs == 3 and c.train.loss == config_lib.TrainConfig.loss
+  with pytest.raises(TypeError, match="no_such_setting"):
+    config_lib.resolve("r", no_such_setting=1)
+  for settings, message in (({"mixed_negatives": 4, "loss": "bce"}, "--mixed_negatives"),
+                            ({"optimizer": "sgd"}, "--weight_decay needs --optimizer=adam"),
+                            ({"use_ids": False, "use_features": False}, "need an input"),
+                            ({"dataset": "csv"}, "--data_path"),
+                            ({"temperature": 0.0}, "--temperature")):
+    with pytest.raises(UserError, match=message):
+      config_lib.resolve("r", **settings)
+
+
+def test_an_old_config_json_loads_to_the_values_it_trained_with(tmp_path):
+  # config.json as runs recorded it before --weight_decay and --average_momentum existed
+  # (lists for tuples, no such keys): they trained without either, and read back so.
+  old = dataclasses.asdict(config_lib.Config("elsewhere", SYNTH,
+                                             config_lib.ModelConfig(tower_layers=(16,))))
+  del old["train"]["weight_decay"], old["train"]["average_momentum"]
+  old["model"]["tower_layers"] = [16]
+  with open(tmp_path / "config.json", "w", encoding="utf-8") as f:
+    json.dump(old, f)
+  want = config_lib.resolve(str(tmp_path), dataset="synthetic", tower_layers=[16],
+                            weight_decay=0.0, average_momentum=0.0)
+  assert config_lib.read_config(str(tmp_path)) == want
+  # Resuming it with the same flags (the new defaults) is a change the run dir refuses.
+  now = config_lib.resolve(str(tmp_path), dataset="synthetic", tower_layers=[16])
+  assert sorted(k for k, _, _ in config_lib.run_dir(str(tmp_path)).differences(want, now)) == [
+      "train.average_momentum", "train.weight_decay"]
 
 
 # ----------------------------------------------------------------------------- training
@@ -142,7 +200,7 @@ def _popularity_hit10(prepared):
 def test_inbatch_softmax_learns_planted_structure(tmp_path, prepared):
   config = _config(tmp_path, epochs=4)
   two_tower, _ = train_lib.train(config, prepared, resume=False)
-  got = train_lib.evaluate(two_tower, prepared, "test")
+  got = evaluate_lib.evaluate(two_tower, prepared, "test")
   # The synthetic users have planted tastes: a model that learns them must beat
   # most-popular clearly (here by 30%).
   assert got["hit@10"] > 1.3 * _popularity_hit10(prepared), got
@@ -169,7 +227,7 @@ def test_inbatch_softmax_learns_planted_structure(tmp_path, prepared):
 def test_every_retrieval_loss_trains(tmp_path, prepared, loss, extra):
   config = _config(tmp_path, loss=loss, epochs=1, **extra)
   two_tower, _ = train_lib.train(config, prepared, resume=False)
-  got = train_lib.evaluate(two_tower, prepared, "test")
+  got = evaluate_lib.evaluate(two_tower, prepared, "test")
   assert np.isfinite(got["cross_entropy"])
   assert got["hit@100"] > 0.3  # random ranking gives 100/300 = 0.33 only at hit@100
   assert got["hit@10"] > 0.034  # random: 10/300
@@ -182,7 +240,7 @@ def test_pointwise_losses_train_on_labels(tmp_path, loss):
   prepared = inputs.prepare(data, pointwise=True)
   assert set(np.unique(prepared.train.labels)) == {0.0, 1.0}
   two_tower, _ = train_lib.train(config, prepared, resume=False)
-  got = train_lib.evaluate(two_tower, prepared, "test")
+  got = evaluate_lib.evaluate(two_tower, prepared, "test")
   assert np.isfinite(got["cross_entropy"]) and got["hit@100"] > 0.3
 
 
@@ -242,7 +300,7 @@ def test_more_negatives_than_items_is_a_user_error(tmp_path, prepared):
 
 def test_eval_and_export_need_a_run(tmp_path):
   with pytest.raises(UserError, match="holds no two-tower run"):
-    train_lib.restore(str(tmp_path))
+    evaluate_lib.restore(str(tmp_path))
 
 
 def test_exported_query_model_gives_the_training_top_k_in_a_fresh_process(tmp_path, prepared):
@@ -294,6 +352,61 @@ print(json.dumps({{"a": a["item_ids"].numpy().astype(str).tolist(), "s": s,
   assert "unknown item id" in got["err"][1] and "no_such_item" in got["err"][1]
 
 
+def test_export_of_a_run_without_saved_tables_rebuilds_them_from_the_data(tmp_path,
+                                                                          prepared):
+  # Runs trained before tables.npz existed: the export reads the recorded data again and
+  # writes the same files as from the saved tables.
+  from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
+  config = _config(tmp_path, epochs=1)
+  config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                 use_history=True))
+  train_lib.train(config, prepared, resume=False)
+  tables = os.path.join(config.model_dir, inputs.TABLES_FILE)
+  saved, history = inputs.load_tables(tables)
+  np.testing.assert_array_equal(saved.item_ids, prepared.data.item_ids)
+  np.testing.assert_array_equal(saved.user_ids, prepared.data.user_ids)
+  assert saved.item_titles == prepared.data.item_titles
+  for got, want in zip(saved.user_features + saved.item_features,
+                       prepared.data.user_features + prepared.data.item_features):
+    assert (got.name, got.vocab) == (want.name, want.vocab)
+    np.testing.assert_array_equal(got.values, want.values)
+  for got, want in zip(history, ilib.seen_items(inputs.positives_only(prepared.train))):
+    np.testing.assert_array_equal(got, want)
+  new = export_lib.export(config.model_dir, str(tmp_path / "new"), k=5)
+  os.remove(tables)
+  old = export_lib.export(config.model_dir, str(tmp_path / "old"), k=5)
+  np.testing.assert_array_equal(np.load(old["item_embeddings"]),
+                                np.load(new["item_embeddings"]))
+  with open(old["metadata"], encoding="utf-8") as a, open(new["metadata"],
+                                                          encoding="utf-8") as b:
+    assert a.read() == b.read()
+  users = tf.constant(["u1", "u42"])
+  a, b = (tf.saved_model.load(p["query_model"]).signatures["serving_default"](user_id=users)
+          for p in (old, new))
+  np.testing.assert_array_equal(a["item_ids"].numpy(), b["item_ids"].numpy())
+
+
+def test_export_does_not_import_the_trainer():
+  # The modules of the package export.py imports, transitively, by reading their imports.
+  import ast  # pylint: disable=import-outside-toplevel
+  package = "tf_embeddings.twotower."
+  seen, todo = set(), ["export"]
+  while todo:
+    name = todo.pop()
+    if name in seen:
+      continue
+    seen.add(name)
+    with open(os.path.join(ROOT, "twotower", name + ".py"), encoding="utf-8") as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and node.module == package.rstrip("."):
+        todo += [alias.name for alias in node.names]
+      elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package):
+        todo.append(node.module[len(package):])
+  assert {"export", "model", "inputs", "config", "metrics"} <= seen
+  assert "train" not in seen
+
+
 def test_history_pooling_leaves_the_positive_out():
   # User 0 has items {0, 1, 2}; the query tower sees only its history (no id, no features).
   indptr, indices = np.array([0, 3]), np.array([0, 1, 2])
@@ -324,13 +437,15 @@ def test_item_bias_adds_to_the_dot_product():
 
 
 @pytest.mark.parametrize("model", [{"use_history": True}, {"item_bias": True}])
-def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model):
+def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model, monkeypatch):
   from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
   config = _config(tmp_path, epochs=1)
   config = dataclasses.replace(config, model=dataclasses.replace(config.model, **model))
   two_tower, _ = train_lib.train(config, prepared, resume=False)
-  got = train_lib.evaluate(two_tower, prepared, "test")
+  got = evaluate_lib.evaluate(two_tower, prepared, "test")
   assert got["hit@10"] > 0.034
+  # The export builds from the run directory's saved tables (and histories), not the data.
+  monkeypatch.setattr(inputs, "load", lambda config: pytest.fail("export read the data"))
   paths = export_lib.export(config.model_dir, str(tmp_path / "export"), k=5)
   loaded = tf.saved_model.load(paths["query_model"])
   out = loaded.signatures["serving_default"](user_id=tf.constant(["u1"]))
@@ -363,7 +478,7 @@ def test_per_item_inbatch_softmax_equals_the_library_loss(logq, history):
   log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
   variables = two_tower.trainable_variables
   with tf.GradientTape(persistent=True) as tape:
-    got = train_lib.make_loss_fn(config, two_tower, counts)(batch, 0)
+    got = objective_lib.Objective(config.train, two_tower, counts)(batch, 0)
     want = losses.in_batch_softmax_loss(
         two_tower.query_tower.embed_index(batch["user"], batch["item"] if history else None),
         two_tower.item_tower.embed_index(batch["item"]), 0.3,
@@ -388,7 +503,7 @@ def test_inbatch_softmax_under_xla_equals_the_library_loss(batch_size):
   batch = {"user": tf.constant(users, tf.int64), "item": tf.constant(items, tf.int64)}
   config = config_lib.Config("x", train=config_lib.TrainConfig(
       batch_size=batch_size, temperature=0.3, jit_compile=True))
-  loss_fn = train_lib.make_loss_fn(config, two_tower, counts)
+  loss_fn = objective_lib.Objective(config.train, two_tower, counts)
   variables = two_tower.trainable_variables
 
   @tf.function(jit_compile=True)
@@ -423,8 +538,8 @@ def test_mixed_negatives_loss_is_the_library_loss_on_the_steps_sample(logq):
   batch = {"user": tf.constant(users, tf.int64), "item": tf.constant(items, tf.int64)}
   config = config_lib.Config("x", train=config_lib.TrainConfig(
       batch_size=6, temperature=0.3, logq_correction=logq, mixed_negatives=5, seed=3))
-  got = train_lib.make_loss_fn(config, two_tower, counts)(batch, 4)
-  sampled = train_lib.mixed_negative_sample(5, 7, 4, 3)
+  got = objective_lib.Objective(config.train, two_tower, counts)(batch, 4)
+  sampled = objective_lib.mixed_negative_sample(5, 7, 4, 3)
   q = np.maximum(counts, 1) / counts.sum()
   log_e = np.log(6 * q + 5 / 7).astype(np.float32)
   want = losses.mixed_negatives_softmax_loss(
@@ -435,7 +550,7 @@ def test_mixed_negatives_loss_is_the_library_loss_on_the_steps_sample(logq):
       batch["item"], sampled)
   assert float(got) == pytest.approx(float(want), rel=1e-5)
   # The sample depends on the step, and stays in range.
-  other = train_lib.mixed_negative_sample(5, 7, 5, 3).numpy()
+  other = objective_lib.mixed_negative_sample(5, 7, 5, 3).numpy()
   assert not np.array_equal(sampled.numpy(), other) and other.min() >= 0 and other.max() < 7
 
 
@@ -488,9 +603,9 @@ def test_training_keeps_the_averaged_weights(tmp_path, prepared):
   assert shadow  # the averages are checkpointed (resume continues them)
   # The towers hold the averages at the end (what eval and export restore), and the last
   # eval scored them.
-  final = train_lib.evaluate_both(two_tower, prepared, "test", config.train.temperature)
+  final = evaluate_lib.evaluate_both(two_tower, prepared, "test", config.train.temperature)
   assert final["seen_excluded"]["hit@10"] == pytest.approx(last["seen_excluded"]["hit@10"])
-  _, _, restored = train_lib.restore(config.model_dir)
+  _, _, restored = evaluate_lib.restore(config.model_dir)
   np.testing.assert_allclose(restored.item_tower.id_table.numpy(),
                              two_tower.item_tower.id_table.numpy())
 

@@ -1,96 +1,9 @@
-"""`twotower train|eval|export`: the two-tower retrieval app (thin absl entry point).
-
-  twotower train  --dataset=movielens-100k --loss=inbatch_softmax --model_dir=runs/tt
-  twotower eval   --model_dir=runs/tt
-  twotower export --model_dir=runs/tt --output=export/tt
-Flags are read here only; the library takes the frozen `Config` built from them.
-"""
-from absl import flags
-from absl import logging
-
-from tf_embeddings.data.errors import UserError
-from tf_embeddings.flags import cluster_flags
-from tf_embeddings.flags import twotower_flags
-from tf_embeddings.training import app
-
-twotower_flags.define_twotower_flags()
-FLAGS = flags.FLAGS
-
-USAGE = ("usage: twotower {train,eval,export} --model_dir=DIR [flags] | twotower server "
-         "(TF_CONFIG)  (twotower --helpshort for flags)")
-
-
-def _format(metrics):
-  keys = ["hit@1", "hit@5", "hit@10", "hit@50", "hit@100", "recall@10", "recall@100",
-          "ndcg@10", "mrr", "cross_entropy"]
-  return "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
-
-
-def main(argv):
-  """Dispatches the positional action."""
-  actions = list(argv[1:])
-  if len(actions) != 1 or actions[0] not in twotower_flags.ACTIONS:
-    raise UserError(f"expected one action, got {' '.join(actions) or 'none'}: {USAGE}")
-  action = actions[0]
-  if action == "server":
-    from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
-    distribute.serve()
-    return 0
-  if not FLAGS.model_dir:
-    raise UserError(f"--model_dir is required: {USAGE}")
-  # Heavy imports after flag parsing, so that --help and flag errors are fast.
-  app.import_tensorflow()
-  from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
-  from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
-  if action == "train":
-    config = twotower_flags.config_from_flags(FLAGS)
-    if FLAGS.strategy == "parameter_server" and config.train.average_momentum:
-      # Checked again in train(); here before any server is started.
-      raise UserError("--average_momentum (weight averaging, on by default) does not run on "
-                      "parameter-server clusters yet: pass --average_momentum=0 with "
-                      "--strategy=parameter_server")
-    from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
-    with distribute.distribution(
-        "twotower", "tf_embeddings.twotower", FLAGS.strategy, twotower_flags.STRATEGIES,
-        FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS),
-        FLAGS.cluster_timeout) as dist:
-      _, last = train_lib.train(config, resume=FLAGS.resume, dist=dist)
-    if last:
-      main_metrics = last["seen_included" if config.train.include_seen else "seen_excluded"]
-      print(f"trained {config.model_dir}: {_format(main_metrics)}")
-    return 0
-  if action == "eval":
-    config, prepared, two_tower = train_lib.restore(FLAGS.model_dir)
-    both = train_lib.evaluate_both(two_tower, prepared, FLAGS.eval_split,
-                                   config.train.temperature)
-    primary = "seen_included" if FLAGS.include_seen else "seen_excluded"
-    result = {"split": FLAGS.eval_split, "primary": primary, **both}
-    train_lib.run_dir(FLAGS.model_dir).save_eval(result)
-    for name in (primary, "seen_included" if primary == "seen_excluded" else "seen_excluded"):
-      print(f"{FLAGS.eval_split} ({name.replace('_', ' ')}): {_format(both[name])}")
-    return 0
-  if not FLAGS.output:
-    raise UserError("export needs --output=<directory>")
-  paths = export_lib.export(FLAGS.model_dir, FLAGS.output, FLAGS.top_k, FLAGS.overwrite)
-  for k, v in paths.items():
-    print(f"{k}: {v}")
-  return 0
-
-
-HELP = """usage: twotower ACTION --model_dir=DIR [--flags]
-
-actions:
-  train   learn the query and item towers from --dataset in --model_dir (run it again to
-          resume)
-  eval    evaluate the run in --model_dir against every item, write its eval.json
-  export  write item embeddings and a top-K query SavedModel to --output
-"""
+"""`twotower ACTION --flags` / `python -m tf_embeddings.twotower ACTION --flags`."""
+from tf_embeddings.twotower import app
 
 
 def run():
-  """Console-script entry point."""
-  logging.set_verbosity(logging.INFO)
-  app.run(main, usage=HELP, flag_module=twotower_flags.__name__)
+  app.run()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""Frozen configuration of a two-tower run, built once from flags.
+"""The configuration of a two-tower run: frozen dataclasses and the one `resolve()`.
 
-The resolved `Config` is written as `config.json` into the model directory
-(training/rundir.py); `twotower eval` and `twotower export` rebuild the data and the towers
-from it. What may differ when a run is resumed: twotower/train.py's FREE_FIELDS.
+`resolve(model_dir, **settings)` is where every setting gets its value: the flags
+(flags/twotower_flags.py) and the benchmarks call it with what they set, and every other
+setting takes the default of its dataclass field below. The resolved `Config` is written as
+`config.json` into the model directory (training/rundir.py) and is what `twotower eval`
+and `twotower export` read back (`read_config`); `FREE_FIELDS` may differ when a run is
+resumed. No TensorFlow here: `twotower --help` imports this module.
 """
 import dataclasses
 import typing
+
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.training import rundir as rundir_lib
 
 LOSSES = ("inbatch_softmax", "bce", "sampled_softmax", "info_nce", "weighted_ce", "focal",
           "jrc")
@@ -85,3 +91,86 @@ class Config:
   data: DataConfig = DataConfig()
   model: ModelConfig = ModelConfig()
   train: TrainConfig = TrainConfig()
+
+
+# The flag of a config field where it is not the field's name (`resolve` takes flag names).
+FLAG_NAMES = {"model.seed": "model_seed"}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+# Fields that hold tuples (flags and JSON give lists).
+_TUPLES = ("data.user_feature_columns", "data.item_feature_columns", "model.tower_layers")
+
+
+def flag_name(key):
+  """The flag of a dotted config field, e.g. "model.seed" -> "model_seed"."""
+  return FLAG_NAMES.get(key, key.rsplit(".", 1)[-1])
+
+
+def setting_names():
+  """{flag name: dotted config field} of every setting `resolve` takes."""
+  return {flag_name(f"{section}.{f.name}"): f"{section}.{f.name}"
+          for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
+
+
+def resolve(model_dir, **settings):
+  """The `Config` of a run: the given settings, and every other one at its default.
+
+  Args:
+    model_dir: the run directory.
+    **settings: by flag name (`setting_names()`: `loss="bce"`, `tower_layers=[64, 32]`,
+      `model_seed=3`, ...); lists become tuples, tower widths ints.
+
+  Returns:
+    The frozen `Config` (what config.json records).
+
+  Raises:
+    TypeError: a name that is no setting (a programming error, not a user's).
+    UserError: settings that cannot go together (the flags refuse them first).
+  """
+  names = setting_names()
+  unknown = sorted(set(settings) - set(names))
+  if unknown:
+    raise TypeError(f"resolve() got unknown settings: {', '.join(unknown)}")
+  sections = {section: {} for section in _SECTIONS}
+  for name, value in settings.items():
+    key = names[name]
+    if key in _TUPLES:
+      value = tuple(int(v) for v in value) if key == "model.tower_layers" else tuple(value)
+    section, field = key.split(".")
+    sections[section][field] = value
+  config = Config(model_dir=model_dir, **{section: _SECTIONS[section](**values)
+                                          for section, values in sections.items()})
+  _check(config)
+  return config
+
+
+def _check(config):
+  """The constraints between settings (also flag validators, so they fail before here)."""
+  d, m, t = config.data, config.model, config.train
+  if t.temperature <= 0:
+    raise UserError("--temperature must be > 0 (logits are divided by it)")
+  if d.dataset == "csv" and not d.data_path:
+    raise UserError("--dataset=csv needs --data_path=<file.csv or .tsv>")
+  if t.mixed_negatives and t.loss != "inbatch_softmax":
+    raise UserError("--mixed_negatives needs --loss=inbatch_softmax")
+  if t.weight_decay and t.optimizer != "adam":
+    raise UserError("--weight_decay needs --optimizer=adam (it is AdamW's decoupled decay)")
+  if not (m.use_ids or m.use_features):
+    raise UserError("the towers need an input: --use_ids or --use_features")
+
+
+# Settings that may change when a run is resumed (they do not change what was learned so
+# far: cadences, evaluation settings, where the data files are; more epochs extend the run).
+FREE_FIELDS = ("model_dir", "data.data_dir", "train.epochs", "train.checkpoint_every",
+               "train.log_every", "train.eval_every_epoch", "train.include_seen")
+
+
+def run_dir(model_dir):
+  """The `training.rundir.RunDir` of a two-tower run."""
+  return rundir_lib.RunDir(model_dir, Config, free=FREE_FIELDS, monotone=("train.epochs",),
+                           flag_name=flag_name)
+
+
+def read_config(model_dir):
+  """The `Config` of a run directory (UserError if there is none)."""
+  return run_dir(model_dir).load_config(
+      what="two-tower run", hint="train first with `twotower train --model_dir=...`")

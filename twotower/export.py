@@ -12,6 +12,11 @@ Output directory:
     score(user_id: string [B], item_id: string [B]) -> {scores: float32 [B]}.
   A user or item id unseen at training time fails with InvalidArgumentError
   "unknown user id" / "unknown item id".
+
+The export builds from the run directory alone: config.json, the last checkpoint and the
+vocabularies and feature tables training saved (tables.npz, twotower/inputs.py). It never
+re-reads the raw data, except for runs trained before tables.npz existed, whose tables are
+rebuilt from the recorded data settings as they were then (with a warning).
 """
 import os
 
@@ -19,9 +24,12 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_embeddings.data.atomic import atomic_save_npy, check_output, replace_output
+from tf_embeddings.data.atomic import atomic_save_npy, atomic_write, check_output
+from tf_embeddings.data.atomic import replace_output
+from tf_embeddings.twotower import config as config_lib
+from tf_embeddings.twotower import inputs
 from tf_embeddings.twotower import metrics
-from tf_embeddings.twotower import train as train_lib
+from tf_embeddings.twotower import model as model_lib
 
 
 class QueryModel(tf.Module):
@@ -97,6 +105,31 @@ class QueryModel(tf.Module):
 OUTPUT_NAMES = ("item_embeddings.npy", "metadata.tsv", "query_model")
 
 
+def saved_tables(model_dir, config):
+  """(data without rows, history CSR or None) the run's towers are built from.
+
+  From the run's tables.npz; a run trained before that file existed gets its tables
+  rebuilt from the data its config.json names (the only case that reads raw data).
+  """
+  path = config_lib.run_dir(model_dir).file(inputs.TABLES_FILE)
+  if os.path.exists(path):
+    return inputs.load_tables(path)
+  logging.warning("%s has no %s (trained before it was saved): rebuilding the vocabularies "
+                  "from the %s data", model_dir, inputs.TABLES_FILE, config.data.dataset)
+  prepared = inputs.prepare(config.data, config.train.loss in config_lib.POINTWISE_LOSSES)
+  return prepared.data, inputs.history(prepared) if config.model.use_history else None
+
+
+def write_metadata(path, data):
+  """Projector metadata: header `item_id<TAB>title`, one row per item."""
+  clean = lambda s: str(s).replace("\t", " ").replace("\n", " ")
+  titles = data.item_titles or [str(x) for x in data.item_ids]
+  with atomic_write(path) as f:
+    f.write("item_id\ttitle\n")
+    for iid, title in zip(data.item_ids, titles):
+      f.write(f"{clean(iid)}\t{clean(title)}\n")
+
+
 def export(model_dir, output, k=100, overwrite=False):
   """Exports the run in `model_dir` to the directory `output`. Returns the paths.
 
@@ -105,13 +138,14 @@ def export(model_dir, output, k=100, overwrite=False):
   `model_dir`. The export is built beside `output` and renamed over it.
   """
   check_output(output, overwrite, True, model_dir, OUTPUT_NAMES)  # before the slow restore
-  _, prepared, two_tower = train_lib.restore(model_dir)
-  data = prepared.data
+  config = config_lib.read_config(model_dir)
+  data, history = saved_tables(model_dir, config)
+  two_tower = model_lib.restore(config, data, history)
   item_emb = two_tower.item_tower.embed_all()
 
   def build(tmp):
     atomic_save_npy(os.path.join(tmp, "item_embeddings.npy"), item_emb)
-    train_lib.write_metadata(os.path.join(tmp, "metadata.tsv"), data)
+    write_metadata(os.path.join(tmp, "metadata.tsv"), data)
     module = QueryModel(two_tower.query_tower, data.user_ids, data.user_features,
                         data.item_ids, item_emb, k)
     tf.saved_model.save(module, os.path.join(tmp, "query_model"), signatures={

@@ -1,7 +1,10 @@
 """Loads the configured interactions and splits them: train / eval / test.
 
-`prepare(data_config)` is deterministic, so training, `twotower eval` and
-`twotower export` all see the same vocabularies and the same split.
+`prepare(data_config)` is deterministic, so training and `twotower eval` see the same
+vocabularies and the same split. Training also saves what the towers are built from (id
+vocabularies, side-feature tables, item titles, users' histories) in the run directory
+(`save_tables`), so that `twotower export` builds from saved state (`load_tables`) and
+never re-reads the raw data.
 """
 import dataclasses
 
@@ -9,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_embeddings.data import atomic
 from tf_embeddings.data import interactions as ilib
 from tf_embeddings.data import movielens
 from tf_embeddings.data import synthetic
@@ -49,6 +53,62 @@ def positives_only(data):
   if data.labels is None or not data.binary_labels:
     return data
   return data.subset(np.flatnonzero(data.labels > 0))
+
+
+def history(prepared):
+  """Users' histories: CSR (indptr, indices) of the positive items of the train split."""
+  return ilib.seen_items(positives_only(prepared.train))
+
+
+# The run directory's copy of what the towers are built from (`save_tables`).
+TABLES_FILE = "tables.npz"
+
+
+def save_tables(path, data, history_csr=None):
+  """Saves the vocabularies and side-feature tables of `data` to `path` (.npz, atomic).
+
+  Args:
+    path: file to write.
+    data: `Interactions` (its rows are not saved).
+    history_csr: None, or users' histories (indptr, indices) (--use_history).
+  """
+  arrays = {"name": np.asarray(str(data.name)),
+            "user_ids": np.asarray(data.user_ids).astype(str),
+            "item_ids": np.asarray(data.item_ids).astype(str)}
+  if data.item_titles is not None:
+    arrays["item_titles"] = np.asarray([str(t) for t in data.item_titles], dtype=str)
+  for side, features in (("user", data.user_features), ("item", data.item_features)):
+    arrays[f"{side}_features"] = np.asarray([f.name for f in features], dtype=str)
+    for k, f in enumerate(features):
+      arrays[f"{side}_feature_{k}_vocab"] = np.asarray(f.vocab, dtype=str)
+      arrays[f"{side}_feature_{k}_values"] = f.values
+  if history_csr is not None:
+    arrays["history_indptr"], arrays["history_indices"] = history_csr
+  with atomic.atomic_write(path, "wb") as f:
+    np.savez(f, **arrays)
+
+
+def load_tables(path):
+  """What `save_tables` wrote: (Interactions without rows, history CSR or None)."""
+  with np.load(path, allow_pickle=False) as z:
+    def features(side):
+      return tuple(
+          ilib.Feature(str(name), tuple(str(v) for v in z[f"{side}_feature_{k}_vocab"]),
+                       z[f"{side}_feature_{k}_values"])
+          for k, name in enumerate(z[f"{side}_features"]))
+
+    def ids(key):  # object arrays of str, as the readers make them
+      return np.array([str(x) for x in z[key]], dtype=object)
+
+    empty = np.zeros([0], np.int64)
+    data = ilib.Interactions(
+        name=str(z["name"]),
+        user_ids=ids("user_ids"), item_ids=ids("item_ids"), users=empty, items=empty,
+        user_features=features("user"), item_features=features("item"),
+        item_titles=[str(t) for t in z["item_titles"]] if "item_titles" in z else None)
+    history_csr = ((z["history_indptr"], z["history_indices"]) if "history_indptr" in z
+                   else None)
+  return data, history_csr
 
 
 def load(config):

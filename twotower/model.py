@@ -3,11 +3,16 @@
 A tower owns its entity's side-feature table, so it can embed an entity from
 its index alone (`embed_index`) during training and evaluation; the export
 maps raw strings to the same indices and calls `__call__` directly.
+`build_model` makes the `TwoTower` of a run's config, `restore` loads its last checkpoint.
 """
 import contextlib
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
+
+from tf_embeddings.data.errors import UserError
+from tf_embeddings.twotower import config as config_lib
 
 
 class Tower(tf.Module):
@@ -190,3 +195,60 @@ class TwoTower(tf.Module):
     super().__init__(name=name)
     self.query_tower = query_tower
     self.item_tower = item_tower
+
+
+def build_model(config, data, history=None, table_scope=contextlib.nullcontext):
+  """Builds the `TwoTower` of a `Config` over the vocabularies of `data`.
+
+  Args:
+    config: `Config`.
+    data: `Interactions` whose vocabularies and side features the towers embed (its
+      rows are not read).
+    history: users' histories, CSR (indptr, indices) of the training positives
+      (`inputs.history`; needed with model.use_history).
+    table_scope: context of the embedding tables' creation (`Distribution.tables`).
+  """
+  m = config.model
+  uf = feature_tables(data.user_features) if m.use_features else []
+  itf = feature_tables(data.item_features) if m.use_features else []
+  if not m.use_ids and not uf:
+    raise UserError("the query tower has no input: --use_ids=false needs user side features")
+  if not m.use_ids and not itf:
+    raise UserError("the item tower has no input: --use_ids=false needs item side features")
+  if m.use_history:
+    if history is None:
+      raise ValueError("build_model needs the users' histories for --use_history")
+    history = (*history, data.num_items)
+  else:
+    history = None
+  query = Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
+                seed=m.seed * 2 + 1, history=history,
+                bias_column="one" if m.item_bias else None, normalize=m.normalize,
+                name="query_tower", table_scope=table_scope)
+  item = Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
+               seed=m.seed * 2 + 2, bias_column="learned" if m.item_bias else None,
+               normalize=m.normalize, name="item_tower", table_scope=table_scope)
+  return TwoTower(query, item)
+
+
+def make_checkpoint(two_tower, optimizer=None, average=None):
+  """(tf.train.Checkpoint of the towers [+ optimizer, weight average], step variable)."""
+  step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
+  kw = {"query_tower": two_tower.query_tower, "item_tower": two_tower.item_tower, "step": step}
+  if optimizer is not None:
+    kw["optimizer"] = optimizer
+  if average is not None:
+    kw["weight_average"] = average
+  return tf.train.Checkpoint(**kw), step
+
+
+def restore(config, data, history=None):
+  """The `TwoTower` of a run at its last checkpoint (UserError if it has none)."""
+  two_tower = build_model(config, data, history)
+  ckpt, step = make_checkpoint(two_tower)
+  latest = config_lib.run_dir(config.model_dir).latest_checkpoint()
+  if latest is None:
+    raise UserError(f"{config.model_dir!r} has no checkpoint yet: train first")
+  ckpt.restore(latest).expect_partial()
+  logging.info("restored %s (step %d)", latest, int(step.numpy()))
+  return two_tower

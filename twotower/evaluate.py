@@ -1,0 +1,53 @@
+"""Evaluation of a two-tower run: every query of a split scored against ALL items.
+
+The metric math (chunked ranks, hit@K, recall@K, ndcg@10, mrr, full-softmax cross-entropy,
+streaming top-K) is twotower/metrics.py's; this module picks the split and the items to
+exclude (each user's training items, or none) and restores a run for `twotower eval`.
+"""
+from tf_embeddings.twotower import config as config_lib
+from tf_embeddings.twotower import inputs
+from tf_embeddings.twotower import metrics
+from tf_embeddings.twotower import model as model_lib
+
+# The figures of the one-line summary, in order.
+SUMMARY_KEYS = ("hit@1", "hit@5", "hit@10", "hit@50", "hit@100", "recall@10", "recall@100",
+                "ndcg@10", "mrr", "cross_entropy")
+
+
+def restore(model_dir):
+  """Rebuilds the data and the towers of a finished (or interrupted) run.
+
+  Returns:
+    (config, prepared, two_tower): the recorded `Config`, its `inputs.Prepared` data
+    (re-read and split as in training) and the towers at the last checkpoint.
+  """
+  config = config_lib.read_config(model_dir)
+  prepared = inputs.prepare(config.data, config.train.loss in config_lib.POINTWISE_LOSSES)
+  history = inputs.history(prepared) if config.model.use_history else None
+  two_tower = model_lib.restore(config, prepared.data, history)
+  return config, prepared, two_tower
+
+
+def evaluate(two_tower, prepared, split="test", include_seen=False, temperature=1.0):
+  """Full-corpus metrics of the towers on one split (see twotower/metrics.py)."""
+  data, seen = prepared.eval_split(split)
+  query = two_tower.query_tower.embed_all()
+  items = two_tower.item_tower.embed_all()
+  return metrics.evaluate(query, items, data.users, data.items,
+                          None if include_seen else seen, temperature)
+
+
+def evaluate_both(two_tower, prepared, split="test", temperature=1.0):
+  """{'seen_excluded': {...}, 'seen_included': {...}} for one split."""
+  data, seen = prepared.eval_split(split)
+  query = two_tower.query_tower.embed_all()
+  items = two_tower.item_tower.embed_all()
+  out = {}
+  for name, exclude in (("seen_excluded", seen), ("seen_included", None)):
+    out[name] = metrics.evaluate(query, items, data.users, data.items, exclude, temperature)
+  return out
+
+
+def summary(figures):
+  """One line of the figures of `metrics.evaluate`: "hit@1 0.0123  hit@5 ..."."""
+  return "  ".join(f"{k} {figures[k]:.4f}" for k in SUMMARY_KEYS if k in figures)

@@ -1,0 +1,187 @@
+"""The two-tower training objective: one loss object that owns the loss options.
+
+`Objective(train_config, two_tower, item_counts)(batch, step)` returns the scalar loss of
+one batch (TFRS `tasks/retrieval.py` habit). It embeds the batch once, divides the scores
+by the temperature once, and applies the configured named corrections before calling the
+pure functions of `losses/`:
+  logQ              subtract log Q(item), the item's share of the positive training stream
+                    (--logq_correction; mixed negatives: the log of each candidate's
+                    expected count under the mixture);
+  accidental hits   drop the negatives equal to the positive (--remove_accidental_hits);
+  mixed negatives   score every query against --mixed_negatives items drawn uniformly per
+                    step as well (Yang et al., WWW 2020);
+  history           leave the positive out of the user's pooled history (--use_history).
+The in-batch softmax takes the cheapest of three equal computations: the batch's [B, B]
+logits, [B, items] when the corpus is smaller than the batch, or [distinct users, items]
+when the query depends on the user only (`losses.in_batch_softmax_loss_per_item`,
+`losses.in_batch_softmax_loss_per_user`).
+"""
+import numpy as np
+import tensorflow as tf
+
+from tf_embeddings import losses
+from tf_embeddings.twotower import config as config_lib
+
+
+def negative_distribution(train_config, item_counts):
+  """Probabilities [num_items] the sampled-negative losses draw from."""
+  n = len(item_counts)
+  if train_config.negative_sampler == "uniform":
+    return losses.sampler_probabilities("uniform", n)
+  return losses.sampler_probabilities("unigram", n, unigrams=np.maximum(item_counts, 1e-3),
+                                      distortion=0.75)
+
+
+def mixed_negative_sample(num, num_items, step, seed):
+  """A step's uniformly drawn extra negatives: int64 [num] item indices (with replacement)."""
+  seeds = tf.stack([tf.cast(step, tf.int32), tf.constant(seed + 7919, tf.int32)])
+  return tf.random.stateless_uniform([num], seeds, 0, num_items, tf.int64)
+
+
+class Objective:
+  """The configured loss of a `TwoTower`: `objective(batch, step)` -> scalar float32.
+
+  Args:
+    train_config: `TrainConfig` (loss, temperature, corrections, negatives).
+    two_tower: `TwoTower`.
+    item_counts: int [num_items] item frequencies in the positive training stream
+      (logQ correction and popularity negatives).
+  """
+
+  def __init__(self, train_config, two_tower, item_counts):
+    t = self.config = train_config
+    self.query_tower, self.item_tower = two_tower.query_tower, two_tower.item_tower
+    self.num_items = self.item_tower.num_ids
+    self.temperature = t.temperature
+    # log Q(item): the item's share of the training stream, [num_items].
+    self.log_q = tf.constant(np.log(np.maximum(item_counts, 1) / max(item_counts.sum(), 1)),
+                             tf.float32)
+    # bce negatives: log-probabilities of every item, [1, num_items].
+    self.neg_logits = tf.constant(np.log(np.maximum(
+        negative_distribution(t, item_counts), 1e-30)).astype(np.float32)[None, :])
+    self.sampler = "uniform" if t.negative_sampler == "uniform" else "unigram"
+    self.unigrams = [float(x) for x in np.maximum(item_counts, 1e-3)]
+    self.all_ids = tf.range(self.num_items, dtype=tf.int64)
+    # Q(item) of the per-item softmax and its log for the per-user one (None: no logQ).
+    self.item_q = tf.exp(self.log_q) if t.logq_correction else None
+    self.log_item_q = tf.math.log(self.item_q) if t.logq_correction else None
+    # In-batch softmax over the distinct items of the batch instead of its B columns: the
+    # same loss when hits are removed, and cheaper when the corpus is smaller than the
+    # batch (MovieLens at batch 8192: 1,682 columns instead of 8,192).
+    self.per_item = (t.loss == "inbatch_softmax" and t.remove_accidental_hits
+                     and self.num_items < t.batch_size and not t.mixed_negatives)
+    # When the query of a user does not depend on the example (no history pooled without
+    # the positive), each distinct user's row of that softmax is computed once, too.
+    self.per_user = self.per_item and self.query_tower.history is None
+    # Under XLA shapes must be static: the rows of every user instead of the distinct ones
+    # (when there are fewer users than a batch), else the plain [B, B] loss (the per-item
+    # path's tf.nn.sampled_softmax_loss does not compile).
+    self.every_user = t.jit_compile
+    if t.jit_compile and not (self.per_user and self.query_tower.num_ids <= t.batch_size):
+      self.per_item = self.per_user = False
+
+  # ---------------------------------------------------------------- named corrections
+
+  def log_q_of(self, items):
+    """logQ correction of the given items: float32 [B], or None when it is off."""
+    return tf.gather(self.log_q, items) if self.config.logq_correction else None
+
+  def hit_ids(self, items):
+    """Ids for accidental-hit removal: `items`, or None when it is off."""
+    return items if self.config.remove_accidental_hits else None
+
+  def pair_scores(self, q, c):
+    """Score of each query with its own item, divided by the temperature: [B]."""
+    return tf.reduce_sum(q * c, -1) / self.temperature
+
+  # ---------------------------------------------------------------- the loss
+
+  def __call__(self, batch, step):
+    """The loss of one batch (dict of "user", "item", "label", "session": [B])."""
+    t = self.config
+    qt, it = self.query_tower, self.item_tower
+    users, items = batch["user"], batch["item"]
+    if t.loss == "inbatch_softmax" and self.per_user:
+      return self._per_user(users, items)
+    # The positive is left out of the user's history (it is the answer).
+    exclude = None
+    if qt.history is not None:
+      exclude = (tf.where(batch["label"] > 0, items, tf.constant(-1, items.dtype))
+                 if t.loss in config_lib.POINTWISE_LOSSES else items)
+    q = qt.embed_index(users, exclude)  # [B, D]
+    if t.loss == "inbatch_softmax" and self.per_item:
+      return losses.in_batch_softmax_loss_per_item(
+          q, it.embed_index(self.all_ids), items, self.temperature, self.item_q)
+    if t.loss == "inbatch_softmax" and t.mixed_negatives:
+      return self._mixed(q, items, step)
+    if t.loss == "inbatch_softmax":
+      c = it.embed_index(items)  # [B, D]
+      return losses.in_batch_softmax_loss(q, c, self.temperature, self.log_q_of(items),
+                                          self.hit_ids(items))
+    if t.loss == "info_nce":
+      c = it.embed_index(items)
+      return losses.info_nce_loss(tf.concat([q, c], 0), self.temperature)
+    if t.loss == "bce":
+      return self._bce(q, it.embed_index(items), step)
+    if t.loss == "sampled_softmax":
+      # The item tower over the whole corpus: [num_items, D] (fine up to ~1e5 items).
+      all_items = it.embed_index(tf.range(self.num_items))
+      return losses.sampled_softmax_loss(
+          all_items, tf.zeros([self.num_items]), items[:, None], q / self.temperature,
+          num_sampled=t.num_negatives, num_classes=self.num_items, sampler=self.sampler,
+          unigrams=self.unigrams if self.sampler == "unigram" else None,
+          remove_accidental_hits=t.remove_accidental_hits)
+    # Pointwise heads over labelled (user, item) rows.
+    logit = self.pair_scores(q, it.embed_index(items))  # [B]
+    labels = batch["label"]
+    if t.loss == "weighted_ce":
+      return losses.weighted_cross_entropy_loss(labels, logit, t.pos_weight)
+    if t.loss == "focal":
+      return losses.binary_focal_loss(labels, logit, t.focal_gamma, t.focal_alpha)
+    if t.loss == "jrc":
+      two = tf.stack([tf.zeros_like(logit), logit], -1)  # [B, 2]
+      return losses.jrc_loss(labels, two, batch["session"], t.jrc_alpha)
+    raise ValueError(f"unknown loss {t.loss!r}")
+
+  def _per_user(self, users, items):
+    """The in-batch softmax on [distinct users, items] logits (all users under XLA)."""
+    if self.every_user:
+      distinct, row = tf.range(self.query_tower.num_ids, dtype=users.dtype), tf.cast(
+          users, tf.int32)
+    else:
+      distinct, row = tf.unique(users, out_idx=tf.int32)               # [U], [B]
+    q = self.query_tower.embed_index(distinct)                         # [U, D]
+    return losses.in_batch_softmax_loss_per_user(
+        q, row, self.item_tower.embed_index(self.all_ids), items, self.temperature,
+        self.log_item_q)
+
+  def _mixed(self, q, items, step):
+    """In-batch items + `mixed_negatives` uniform items (Yang et al., WWW 2020).
+
+    logQ uses each candidate's expected count under the mixture, E_v = B Q(v) + M / N
+    (B in-batch draws from the stream, M uniform draws), for both kinds of column.
+    """
+    t, it = self.config, self.item_tower
+    sampled = mixed_negative_sample(t.mixed_negatives, self.num_items, step, t.seed)  # [M]
+    b = tf.cast(tf.shape(items)[0], tf.float32)
+    log_e = tf.math.log(b * tf.exp(self.log_q) + t.mixed_negatives / self.num_items)  # [N]
+    use_q = t.logq_correction
+    return losses.mixed_negatives_softmax_loss(
+        q, it.embed_index(items), it.embed_index(sampled), self.temperature,
+        item_log_q=tf.gather(log_e, items) if use_q else None,
+        sampled_log_q=tf.gather(log_e, sampled) if use_q else None,
+        item_ids=self.hit_ids(items), sampled_ids=self.hit_ids(sampled))
+
+  def _bce(self, q, c, step):
+    """Sigmoid cross-entropy of each positive and `num_negatives` drawn negatives."""
+    t = self.config
+    b = tf.shape(q)[0]
+    # Negatives per positive: [B, N] item indices.
+    seed = tf.stack([tf.cast(step, tf.int32), tf.constant(t.seed, tf.int32)])
+    neg = tf.random.stateless_categorical(tf.tile(self.neg_logits, [b, 1]), t.num_negatives,
+                                          seed)
+    nc = tf.reshape(self.item_tower.embed_index(tf.reshape(neg, [-1])),
+                    [b, t.num_negatives, -1])  # [B, N, D]
+    pos_logit = self.pair_scores(q, c)  # [B]
+    neg_logit = tf.einsum("bd,bnd->bn", q, nc) / self.temperature  # [B, N]
+    return losses.sigmoid_cross_entropy_loss(pos_logit, neg_logit)
