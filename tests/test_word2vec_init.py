@@ -41,3 +41,27 @@ def test_model_tables_start_as_word2vec_c_and_as_before():
   expected = tf.random.stateless_uniform([1001, 13], [3, 1], -half, half).numpy()
   np.testing.assert_array_equal(model.input_embeddings.numpy(), expected)
   assert not np.any(model.output_embeddings.numpy()) and not np.any(model.output_biases.numpy())
+
+
+def _tiny_config(vocab_size=1001, dim=13):
+  return model_lib.StepConfig(
+      model="skipgram", loss="nce", vocab_size=vocab_size, dim=dim, window=2, batch_size=8,
+      steps_per_call=1, num_sampled=2, group_size=4, sampler="uniform", distortion=0.75,
+      subtract_log_q=False, remove_accidental_hits=True, train_biases=False,
+      row_update="bounded")
+
+
+def test_model_built_from_a_checkpoint_holds_its_tables(tmp_path):
+  # The resume / eval path reads the tables from disk into the new model's variables (one
+  # copy each) instead of initialising and then restoring; the values must be the saved ones.
+  trained = model_lib.Word2Vec(_tiny_config(), seed=1)
+  trained.output_embeddings.assign(tf.random.stateless_normal([1001, 13], [9, 9]))
+  trained.output_biases.assign(tf.range(1001, dtype=tf.float32))
+  ckpt, _ = model_lib.make_checkpoint(trained)
+  path = ckpt.write(str(tmp_path / "ckpt"))
+  restored = model_lib.Word2Vec(_tiny_config(), seed=2, tables=model_lib.read_tables(path))
+  for name in model_lib.TABLES:
+    np.testing.assert_array_equal(getattr(restored, name).numpy(),
+                                  getattr(trained, name).numpy())
+  with pytest.raises(ValueError, match="input_embeddings has shape"):
+    model_lib.Word2Vec(_tiny_config(vocab_size=1000), tables=model_lib.read_tables(path))

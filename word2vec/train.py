@@ -76,7 +76,9 @@ def _train(config, rundir):
   has_checkpoint = rundir.prepare_train(config, config.resume, RUN_FILES)
   vocab, ids = inputs.prepare_data(config, require_cached=has_checkpoint, timings=timings)
   setup_start = time.monotonic()
-  model = model_lib.build_model(config, vocab)
+  # A resumed run's tables are read straight from its last checkpoint (one copy of each).
+  latest = rundir.latest_checkpoint() if has_checkpoint else None
+  model = model_lib.build_model(config, vocab, checkpoint=latest)
   train_ids, heldout_ids = inputs.split_ids(ids, config.eval_fraction)
   keep = pipeline.keep_probabilities(vocab.counts, config.subsample)
   stream = pipeline.BlockStream(train_ids, keep, config.model, config.window,
@@ -84,9 +86,10 @@ def _train(config, rundir):
                                 chunk_tokens=config.chunk_tokens)
   ckpt, state = model_lib.make_checkpoint(model)
   manager = checkpoint_manager(rundir, ckpt)
-  if has_checkpoint and manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-    logging.info("resumed from %s: epoch %d, chunk %d, step %d", manager.latest_checkpoint,
+  if latest:
+    # The position in the run; the tables came with the model.
+    tf.train.Checkpoint(**state).restore(latest).assert_existing_objects_matched()
+    logging.info("resumed from %s: epoch %d, chunk %d, step %d", latest,
                  int(state["epoch"]), int(state["next_chunk"]), int(state["step"]))
   # Recorded once the run is known to be compatible; nothing trained yet: as is.
   rundir.save_config(config, step=int(state["step"]),
