@@ -145,8 +145,9 @@ def prepare(config, pointwise=False):
     raise UserError(f"{data.name} has no interactions")
   if pointwise:
     if data.labels is None:
-      raise UserError("pointwise losses (weighted_ce, focal, jrc) need a label/rating column: "
-                      "set --label_column or use --loss=inbatch_softmax")
+      raise UserError(f"pointwise losses (weighted_ce, focal, jrc) need a label/rating column "
+                      f"and {data.name} has none: set --label_column, or use retrieval losses "
+                      "only (--loss, --tasks)")
     if config.min_rating is not None:
       labels = (data.labels >= config.min_rating).astype(np.float32)
     else:
