@@ -137,6 +137,17 @@ def prepared():
   return inputs.prepare(LABELLED, pointwise=True)
 
 
+def test_multi_task_rankings_exclude_every_training_row(prepared):
+  # The retrieval heads train on every row (label 0 too), so eval excludes them all; a
+  # single pointwise loss keeps excluding only the positives.
+  every = inputs.prepare(LABELLED, pointwise=True, seen_every_row=True)
+  for p, want in ((every, prepared.train), (prepared, inputs.positives_only(prepared.train))):
+    indptr, indices = p.seen_train
+    pairs = {(u, i) for u in range(len(indptr) - 1) for i in indices[indptr[u]:indptr[u + 1]]}
+    assert pairs == set(zip(want.users.tolist(), want.items.tolist()))
+  assert len(prepared.train) > len(inputs.positives_only(prepared.train))
+
+
 def _logged(model_dir, tag):
   """{step: value} of a scalar summary of train/."""
   out = {}

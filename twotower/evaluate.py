@@ -27,7 +27,8 @@ def restore(model_dir):
     (re-read and split as in training) and the towers at the last checkpoint.
   """
   config = config_lib.read_config(model_dir)
-  prepared = inputs.prepare(config.data, config_lib.labelled(config.train))
+  prepared = inputs.prepare(config.data, config_lib.labelled(config.train),
+                            seen_every_row=bool(config.train.tasks))
   history = inputs.history(prepared) if config.model.use_history else None
   two_tower = model_lib.restore(config, prepared.data, history)
   return config, prepared, two_tower

@@ -166,7 +166,7 @@ def _train(config, rundir, prepared, resume, stats, dist):
   pointwise = config_lib.labelled(t)
   has_checkpoint = rundir.prepare_train(config, resume, RUN_FILES)
   if prepared is None:
-    prepared = inputs.prepare(config.data, pointwise)
+    prepared = inputs.prepare(config.data, pointwise, seen_every_row=bool(t.tasks))
   _validate(config, prepared)
   train_data = prepared.train
   drop = bool({"inbatch_softmax", "info_nce"} & set(config_lib.task_names(t)))
