@@ -118,6 +118,23 @@ def define_twotower_flags():
                     "Keep each user's training items in the ranking (as TFRS "
                     "FactorizedTopK does); default: excluded.")
   flags.DEFINE_bool("jit_compile", t.jit_compile, "XLA-compile the train step.")
+  # Multi-task.
+  flags.DEFINE_list("tasks", list(t.tasks),
+                    "Multi-task: two or more heads over the same towers, named by their "
+                    f"losses ({', '.join(config_lib.LOSSES)}), e.g. inbatch_softmax,"
+                    "weighted_ce. Retrieval heads train on every interaction, pointwise heads "
+                    "(weighted_ce, focal, jrc) on the label (rating >= --min_rating). The "
+                    "loss is sum_k w_k L_k; --loss is the first task. Empty: one head, --loss.")
+  flags.DEFINE_list("task_weights", list(t.task_weights),
+                    "--tasks: fixed weight of each head (default: equal, summing to 1).")
+  flags.DEFINE_list("pareto_min_weights", list(t.pareto_min_weights),
+                    "--tasks: switch on the Pareto-efficient weights (PE-LTR, TorchEasyRec's "
+                    "use_pareto_loss_weight), with these minimum weights per head (sum <= 1); "
+                    "the weights sum to 1 and are recomputed every --pareto_every steps.")
+  flags.DEFINE_integer("pareto_every", t.pareto_every,
+                       "--pareto_min_weights: recompute the weights from the heads' gradients "
+                       "every N steps (each recompute costs one backward pass per head).",
+                       lower_bound=1)
 
   flags.register_validator("temperature", lambda v: v > 0,
                            message="--temperature must be > 0 (logits are divided by it)")
@@ -134,8 +151,19 @@ def define_twotower_flags():
       ["weight_decay", "optimizer"], lambda f: not f["weight_decay"] or f["optimizer"] == "adam",
       message="--weight_decay needs --optimizer=adam (it is AdamW's decoupled decay)")
   flags.register_multi_flags_validator(
+      ["tasks", "task_weights", "pareto_min_weights"], _tasks_valid,
+      message="invalid --tasks / --task_weights / --pareto_min_weights")
+  flags.register_multi_flags_validator(
       ["use_ids", "use_features"], lambda f: f["use_ids"] or f["use_features"],
       message="the towers need an input: --use_ids or --use_features")
+
+
+def _tasks_valid(f):
+  problem = config_lib.tasks_problem(f["tasks"] or (), f["task_weights"] or (),
+                                     f["pareto_min_weights"] or ())
+  if problem:
+    raise flags.ValidationError(problem)
+  return True
 
 
 def _positive_ints(values):

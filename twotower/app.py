@@ -42,19 +42,23 @@ def _train():
   if last:
     main_metrics = last["seen_included" if config.train.include_seen else "seen_excluded"]
     print(f"trained {config.model_dir}: {evaluate_lib.summary(main_metrics)}")
+    for name, figures in last.get("tasks", {}).items():
+      print(f"  {name}: {evaluate_lib.summary(figures)}")
 
 
 def _eval():
   from tf_embeddings.twotower import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
   config, prepared, two_tower = evaluate_lib.restore(FLAGS.model_dir)
   both = evaluate_lib.evaluate_both(two_tower, prepared, FLAGS.eval_split,
-                                    config.train.temperature)
+                                    config.train.temperature, config.train.tasks)
   primary = "seen_included" if FLAGS.include_seen else "seen_excluded"
   result = {"split": FLAGS.eval_split, "primary": primary, **both}
   config_lib.run_dir(FLAGS.model_dir).save_eval(result)
   for name in (primary, "seen_included" if primary == "seen_excluded" else "seen_excluded"):
     print(f"{FLAGS.eval_split} ({name.replace('_', ' ')}): "
           f"{evaluate_lib.summary(both[name])}")
+  for name, figures in both.get("tasks", {}).items():
+    print(f"{FLAGS.eval_split} ({name}): {evaluate_lib.summary(figures)}")
 
 
 def _export():

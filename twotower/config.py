@@ -83,6 +83,11 @@ class TrainConfig:
   eval_every_epoch: bool = True
   include_seen: bool = False
   jit_compile: bool = False
+  # Multi-task: two or more heads (names of LOSSES) over the same towers. Off when empty.
+  tasks: tuple = ()
+  task_weights: tuple = ()
+  pareto_min_weights: tuple = ()
+  pareto_every: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +102,64 @@ class Config:
 FLAG_NAMES = {"model.seed": "model_seed"}
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 # Fields that hold tuples (flags and JSON give lists).
-_TUPLES = ("data.user_feature_columns", "data.item_feature_columns", "model.tower_layers")
+_TUPLES = ("data.user_feature_columns", "data.item_feature_columns", "model.tower_layers",
+           "train.tasks", "train.task_weights", "train.pareto_min_weights")
+_FLOAT_TUPLES = ("train.task_weights", "train.pareto_min_weights")
+
+
+def task_names(train_config):
+  """The heads a run trains: --tasks, or the one --loss."""
+  return train_config.tasks or (train_config.loss,)
+
+
+def labelled(train_config):
+  """Whether a head trains on 0/1 labels (the data is then prepared with them)."""
+  return any(name in POINTWISE_LOSSES for name in task_names(train_config))
+
+
+def tasks_problem(tasks, task_weights=(), pareto_min_weights=()):
+  """What is wrong with these multi-task settings (one line), or None.
+
+  Args:
+    tasks: sequence of loss names (empty: one task, --loss).
+    task_weights: sequence of fixed weights (numbers or strings), or empty.
+    pareto_min_weights: sequence of PE-LTR minimum weights, or empty.
+  """
+  tasks = list(tasks)
+  if not tasks:
+    if task_weights or pareto_min_weights:
+      return "--task_weights and --pareto_min_weights need --tasks (two or more heads)"
+    return None
+  unknown = [name for name in tasks if name not in LOSSES]
+  if unknown:
+    return (f"unknown task {unknown[0]!r} in --tasks: the tasks are the losses "
+            f"{', '.join(LOSSES)}")
+  if len(tasks) < 2:
+    return f"--tasks names two or more heads, got {tasks[0]} alone: use --loss={tasks[0]}"
+  if len(set(tasks)) != len(tasks):
+    return f"--tasks names a head twice: {','.join(tasks)}"
+  if task_weights and pareto_min_weights:
+    return ("--task_weights (fixed) and --pareto_min_weights (Pareto weights) exclude each "
+            "other: pass one")
+  for flag, values in (("--task_weights", task_weights),
+                       ("--pareto_min_weights", pareto_min_weights)):
+    if not values:
+      continue
+    try:
+      numbers = [float(v) for v in values]
+    except ValueError:
+      return f"{flag} must be numbers, got {','.join(str(v) for v in values)}"
+    if len(numbers) != len(tasks):
+      return (f"{flag} has {len(numbers)} values for the {len(tasks)} tasks "
+              f"{','.join(tasks)}")
+    if any(not v >= 0 for v in numbers):
+      return f"{flag} must be >= 0, got {','.join(str(v) for v in values)}"
+    if flag == "--task_weights" and not sum(numbers) > 0:
+      return "--task_weights are all 0: give a head a positive weight"
+    if flag == "--pareto_min_weights" and sum(numbers) > 1 + 1e-9:
+      return (f"--pareto_min_weights sum to {sum(numbers):.6g} > 1: the Pareto weights sum "
+              "to 1, so their minimums must sum to at most 1")
+  return None
 
 
 def flag_name(key):
@@ -135,8 +197,21 @@ def resolve(model_dir, **settings):
     key = names[name]
     if key in _TUPLES:
       value = tuple(int(v) for v in value) if key == "model.tower_layers" else tuple(value)
+    if key in _FLOAT_TUPLES:
+      problem = tasks_problem(settings.get("tasks", ()), settings.get("task_weights", ()),
+                              settings.get("pareto_min_weights", ()))
+      if problem:
+        raise UserError(problem)
+      value = tuple(float(v) for v in value)
     section, field = key.split(".")
     sections[section][field] = value
+  train = sections["train"]
+  if train.get("tasks"):
+    # With --tasks, --loss is the first task; fixed weights default to equal ones that sum
+    # to 1, as the Pareto weights do.
+    train["loss"] = train["tasks"][0]
+    if not train.get("task_weights") and not train.get("pareto_min_weights"):
+      train["task_weights"] = (1.0 / len(train["tasks"]),) * len(train["tasks"])
   config = Config(model_dir=model_dir, **{section: _SECTIONS[section](**values)
                                           for section, values in sections.items()})
   _check(config)
@@ -150,7 +225,15 @@ def _check(config):
     raise UserError("--temperature must be > 0 (logits are divided by it)")
   if d.dataset == "csv" and not d.data_path:
     raise UserError("--dataset=csv needs --data_path=<file.csv or .tsv>")
-  if t.mixed_negatives and t.loss != "inbatch_softmax":
+  problem = tasks_problem(t.tasks, t.task_weights, t.pareto_min_weights)
+  if problem:
+    raise UserError(problem)
+  if t.pareto_every < 1:
+    raise UserError("--pareto_every must be >= 1")
+  if t.pareto_min_weights and t.jit_compile:
+    raise UserError("--pareto_min_weights does not run under --jit_compile (XLA does not "
+                    "compile the weights' solver): leave --jit_compile off")
+  if t.mixed_negatives and "inbatch_softmax" not in task_names(t):
     raise UserError("--mixed_negatives needs --loss=inbatch_softmax")
   if t.weight_decay and t.optimizer != "adam":
     raise UserError("--weight_decay needs --optimizer=adam (it is AdamW's decoupled decay)")

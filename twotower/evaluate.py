@@ -3,7 +3,12 @@
 The metric math (chunked ranks, hit@K, recall@K, ndcg@10, mrr, full-softmax cross-entropy,
 streaming top-K) is twotower/metrics.py's; this module picks the split and the items to
 exclude (each user's training items, or none) and restores a run for `twotower eval`.
+With --tasks, each pointwise head also gets its figures on the split's labelled rows (every
+row, label 0 or 1): `auc` of its score (the pair's score / temperature) and `logloss`, the
+binary cross-entropy of sigmoid(score).
 """
+import numpy as np
+
 from tf_embeddings.twotower import config as config_lib
 from tf_embeddings.twotower import inputs
 from tf_embeddings.twotower import metrics
@@ -11,7 +16,7 @@ from tf_embeddings.twotower import model as model_lib
 
 # The figures of the one-line summary, in order.
 SUMMARY_KEYS = ("hit@1", "hit@5", "hit@10", "hit@50", "hit@100", "recall@10", "recall@100",
-                "ndcg@10", "mrr", "cross_entropy")
+                "ndcg@10", "mrr", "cross_entropy", "auc", "logloss")
 
 
 def restore(model_dir):
@@ -22,7 +27,8 @@ def restore(model_dir):
     (re-read and split as in training) and the towers at the last checkpoint.
   """
   config = config_lib.read_config(model_dir)
-  prepared = inputs.prepare(config.data, config.train.loss in config_lib.POINTWISE_LOSSES)
+  prepared = inputs.prepare(config.data, config_lib.labelled(config.train),
+                            seen_every_row=bool(config.train.tasks))
   history = inputs.history(prepared) if config.model.use_history else None
   two_tower = model_lib.restore(config, prepared.data, history)
   return config, prepared, two_tower
@@ -37,15 +43,39 @@ def evaluate(two_tower, prepared, split="test", include_seen=False, temperature=
                           None if include_seen else seen, temperature)
 
 
-def evaluate_both(two_tower, prepared, split="test", temperature=1.0):
-  """{'seen_excluded': {...}, 'seen_included': {...}} for one split."""
+def evaluate_both(two_tower, prepared, split="test", temperature=1.0, tasks=()):
+  """{'seen_excluded': {...}, 'seen_included': {...}} for one split, and with `tasks`
+  (--tasks) {'tasks': {pointwise task: {'auc': ..., 'logloss': ...}}}."""
   data, seen = prepared.eval_split(split)
   query = two_tower.query_tower.embed_all()
   items = two_tower.item_tower.embed_all()
   out = {}
   for name, exclude in (("seen_excluded", seen), ("seen_included", None)):
     out[name] = metrics.evaluate(query, items, data.users, data.items, exclude, temperature)
+  pointwise = [name for name in tasks if name in config_lib.POINTWISE_LOSSES]
+  if pointwise:
+    rows = prepared.valid if split == "validation" else prepared.test
+    figures = pointwise_figures(query, items, rows, temperature)
+    out["tasks"] = {name: dict(figures) for name in pointwise}
   return out
+
+
+def pointwise_figures(query_emb, item_emb, rows, temperature):
+  """{'auc', 'logloss'} of the pair scores of labelled rows (`Interactions` with 0/1 labels).
+
+  Args:
+    query_emb: float32 [num_users, D].
+    item_emb: float32 [num_items, D].
+    rows: `Interactions` whose labels are 0/1.
+    temperature: divides the scores.
+  """
+  q = np.asarray(query_emb, np.float64)[rows.users]  # [n, D]
+  c = np.asarray(item_emb, np.float64)[rows.items]  # [n, D]
+  logit = np.einsum("nd,nd->n", q, c) / temperature  # [n]
+  z = rows.labels > 0
+  # -log sigmoid(x) = softplus(-x), computed stably.
+  logloss = np.mean(np.where(z, np.logaddexp(0.0, -logit), np.logaddexp(0.0, logit)))
+  return {"auc": metrics.auc(logit, z), "logloss": float(logloss)}
 
 
 def summary(figures):

@@ -116,7 +116,7 @@ def saved_tables(model_dir, config):
     return inputs.load_tables(path)
   logging.warning("%s has no %s (trained before it was saved): rebuilding the vocabularies "
                   "from the %s data", model_dir, inputs.TABLES_FILE, config.data.dataset)
-  prepared = inputs.prepare(config.data, config.train.loss in config_lib.POINTWISE_LOSSES)
+  prepared = inputs.prepare(config.data, config_lib.labelled(config.train))
   return prepared.data, inputs.history(prepared) if config.model.use_history else None
 
 

@@ -128,7 +128,7 @@ def load(config):
   raise UserError(f"unknown dataset {c.dataset!r}")
 
 
-def prepare(config, pointwise=False):
+def prepare(config, pointwise=False, seen_every_row=False):
   """Loads, filters and splits the data of a `DataConfig`.
 
   Args:
@@ -136,6 +136,8 @@ def prepare(config, pointwise=False):
     pointwise: the loss trains on labelled rows (positives and negatives):
       ratings >= min_rating become label 1, others 0, and all rows are kept.
       Otherwise rows below min_rating are dropped and every kept row is a positive.
+    seen_every_row: the items excluded from a user's ranking are all of the user's training
+      rows, labelled 0 too (--tasks: the retrieval heads train on every row).
 
   Returns:
     `Prepared`.
@@ -145,8 +147,9 @@ def prepare(config, pointwise=False):
     raise UserError(f"{data.name} has no interactions")
   if pointwise:
     if data.labels is None:
-      raise UserError("pointwise losses (weighted_ce, focal, jrc) need a label/rating column: "
-                      "set --label_column or use --loss=inbatch_softmax")
+      raise UserError(f"pointwise losses (weighted_ce, focal, jrc) need a label/rating column "
+                      f"and {data.name} has none: set --label_column, or use retrieval losses "
+                      "only (--loss, --tasks)")
     if config.min_rating is not None:
       labels = (data.labels >= config.min_rating).astype(np.float32)
     else:
@@ -168,8 +171,9 @@ def prepare(config, pointwise=False):
                data.name, data.num_users, data.num_items, len(train),
                0 if valid is None else len(valid), len(test))
   return Prepared(data=data, train=train, test=test, valid=valid,
-                  seen_train=ilib.seen_items(positives_only(train)),
-                  seen_all_train=ilib.seen_items(positives_only(full_train)))
+                  seen_train=ilib.seen_items(train if seen_every_row else positives_only(train)),
+                  seen_all_train=ilib.seen_items(full_train if seen_every_row
+                                                 else positives_only(full_train)))
 
 
 def epoch_dataset(train, batch_size, epoch, seed, skip_batches=0, drop_remainder=True):

@@ -15,6 +15,12 @@ The in-batch softmax takes the cheapest of three equal computations: the batch's
 logits, [B, items] when the corpus is smaller than the batch, or [distinct users, items]
 when the query depends on the user only (`losses.in_batch_softmax_loss_per_item`,
 `losses.in_batch_softmax_loss_per_user`).
+
+Multi-task (--tasks): `task_losses(batch, step)` returns one loss per head, each computed
+as the single-task loss of that name over the same towers (retrieval heads on every row of
+the batch, pointwise heads on the positive pair's score against the row's 0/1 label), and
+`TaskWeights` holds the weights of their sum: fixed, or PE-LTR's Pareto-efficient weights
+(`losses.pareto_loss_weights`) recomputed from the heads' gradients every N steps.
 """
 import numpy as np
 import tensorflow as tf
@@ -68,7 +74,8 @@ class Objective:
     # In-batch softmax over the distinct items of the batch instead of its B columns: the
     # same loss when hits are removed, and cheaper when the corpus is smaller than the
     # batch (MovieLens at batch 8192: 1,682 columns instead of 8,192).
-    self.per_item = (t.loss == "inbatch_softmax" and t.remove_accidental_hits
+    self.tasks = config_lib.task_names(t)
+    self.per_item = ("inbatch_softmax" in self.tasks and t.remove_accidental_hits
                      and self.num_items < t.batch_size and not t.mixed_negatives)
     # When the query of a user does not depend on the example (no history pooled without
     # the positive), each distinct user's row of that softmax is computed once, too.
@@ -98,32 +105,40 @@ class Objective:
 
   def __call__(self, batch, step):
     """The loss of one batch (dict of "user", "item", "label", "session": [B])."""
+    return self.task_loss(self.config.loss, batch, step)
+
+  def task_losses(self, batch, step):
+    """The loss of each head of --tasks on one batch: list of K scalar float32."""
+    return [self.task_loss(name, batch, step) for name in self.tasks]
+
+  def task_loss(self, loss, batch, step):
+    """The loss named `loss` (one of config.LOSSES) of one batch: scalar float32."""
     t = self.config
     qt, it = self.query_tower, self.item_tower
     users, items = batch["user"], batch["item"]
-    if t.loss == "inbatch_softmax" and self.per_user:
+    if loss == "inbatch_softmax" and self.per_user:
       return self._per_user(users, items)
     # The positive is left out of the user's history (it is the answer).
     exclude = None
     if qt.history is not None:
       exclude = (tf.where(batch["label"] > 0, items, tf.constant(-1, items.dtype))
-                 if t.loss in config_lib.POINTWISE_LOSSES else items)
+                 if loss in config_lib.POINTWISE_LOSSES else items)
     q = qt.embed_index(users, exclude)  # [B, D]
-    if t.loss == "inbatch_softmax" and self.per_item:
+    if loss == "inbatch_softmax" and self.per_item:
       return losses.in_batch_softmax_loss_per_item(
           q, it.embed_index(self.all_ids), items, self.temperature, self.item_q)
-    if t.loss == "inbatch_softmax" and t.mixed_negatives:
+    if loss == "inbatch_softmax" and t.mixed_negatives:
       return self._mixed(q, items, step)
-    if t.loss == "inbatch_softmax":
+    if loss == "inbatch_softmax":
       c = it.embed_index(items)  # [B, D]
       return losses.in_batch_softmax_loss(q, c, self.temperature, self.log_q_of(items),
                                           self.hit_ids(items))
-    if t.loss == "info_nce":
+    if loss == "info_nce":
       c = it.embed_index(items)
       return losses.info_nce_loss(tf.concat([q, c], 0), self.temperature)
-    if t.loss == "bce":
+    if loss == "bce":
       return self._bce(q, it.embed_index(items), step)
-    if t.loss == "sampled_softmax":
+    if loss == "sampled_softmax":
       # The item tower over the whole corpus: [num_items, D] (fine up to ~1e5 items).
       all_items = it.embed_index(tf.range(self.num_items))
       return losses.sampled_softmax_loss(
@@ -133,15 +148,7 @@ class Objective:
           remove_accidental_hits=t.remove_accidental_hits)
     # Pointwise heads over labelled (user, item) rows.
     logit = self.pair_scores(q, it.embed_index(items))  # [B]
-    labels = batch["label"]
-    if t.loss == "weighted_ce":
-      return losses.weighted_cross_entropy_loss(labels, logit, t.pos_weight)
-    if t.loss == "focal":
-      return losses.binary_focal_loss(labels, logit, t.focal_gamma, t.focal_alpha)
-    if t.loss == "jrc":
-      two = tf.stack([tf.zeros_like(logit), logit], -1)  # [B, 2]
-      return losses.jrc_loss(labels, two, batch["session"], t.jrc_alpha)
-    raise ValueError(f"unknown loss {t.loss!r}")
+    return pointwise_loss(t, loss, batch["label"], logit, batch["session"])
 
   def _per_user(self, users, items):
     """The in-batch softmax on [distinct users, items] logits (all users under XLA)."""
@@ -185,3 +192,66 @@ class Objective:
     pos_logit = self.pair_scores(q, c)  # [B]
     neg_logit = tf.einsum("bd,bnd->bn", q, nc) / self.temperature  # [B, N]
     return losses.sigmoid_cross_entropy_loss(pos_logit, neg_logit)
+
+
+def pointwise_loss(train_config, loss, labels, logit, sessions):
+  """A pointwise head's loss on pair scores.
+
+  Args:
+    train_config: `TrainConfig` (pos_weight, focal_gamma, focal_alpha, jrc_alpha).
+    loss: "weighted_ce", "focal" or "jrc".
+    labels: float32 [B] 0/1 labels.
+    logit: float32 [B] the pair's score divided by the temperature.
+    sessions: int [B] session of each row (jrc).
+
+  Returns:
+    Scalar float32, the mean over the batch.
+  """
+  t = train_config
+  if loss == "weighted_ce":
+    return losses.weighted_cross_entropy_loss(labels, logit, t.pos_weight)
+  if loss == "focal":
+    return losses.binary_focal_loss(labels, logit, t.focal_gamma, t.focal_alpha)
+  if loss == "jrc":
+    two = tf.stack([tf.zeros_like(logit), logit], -1)  # [B, 2]
+    return losses.jrc_loss(labels, two, sessions, t.jrc_alpha)
+  raise ValueError(f"unknown loss {loss!r}")
+
+
+class TaskWeights(tf.Module):
+  """The weights w [K] of the multi-task loss sum_k w_k L_k (checkpointed with the run).
+
+  Fixed (--task_weights), or Pareto-efficient (--pareto_min_weights): PE-LTR's weights,
+  w >= the minimums, sum w = 1, recomputed (`recompute`) from the heads' gradients of the
+  shared variables every --pareto_every steps and held in between.
+
+  Args:
+    train_config: `TrainConfig` with `tasks` and either `task_weights` or
+      `pareto_min_weights` (as `config.resolve` leaves it).
+  """
+
+  def __init__(self, train_config):
+    super().__init__(name="task_weights")
+    t = train_config
+    self.names = tuple(t.tasks)
+    self.pareto = bool(t.pareto_min_weights)
+    self.min_weights = tuple(t.pareto_min_weights)
+    if self.pareto:
+      slack = max(1.0 - sum(self.min_weights), 0.0)
+      initial = [c + slack / len(self.names) for c in self.min_weights]
+    else:
+      initial = list(t.task_weights)
+    # The weight of each head: [K].
+    self.weights = tf.Variable(np.asarray(initial, np.float32), trainable=False,
+                               name="weights")
+
+  def recompute(self, task_grads, variables):
+    """Sets the Pareto weights from the heads' gradients; returns them (float32 [K]).
+
+    Args:
+      task_grads: K lists of gradients, each aligned with `variables`.
+      variables: the shared variables (every trainable variable of the towers).
+    """
+    w = losses.pareto_loss_weights(task_grads, variables, self.min_weights)
+    self.weights.assign(w)
+    return w

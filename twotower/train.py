@@ -8,7 +8,9 @@ Layout of a model directory:
   checkpoints/       tf.train.Checkpoint files (towers, optimiser, step); runs made
                      before this name have ckpt/, still read
   train/, eval/      TensorBoard summaries (train/loss, train/learning_rate,
-                     train/examples_per_sec, eval/*, hparams); train/ also holds the
+                     train/examples_per_sec, eval/*, hparams; with --tasks also
+                     train/task_loss/<task>, train/task_weight/<task> and
+                     eval/<task>/auc, eval/<task>/logloss); train/ also holds the
                      projector files (item embeddings + titles)
   tables.npz         id vocabularies, side-feature tables, item titles (and users'
                      histories with --use_history): what `twotower export` builds from
@@ -16,6 +18,7 @@ Layout of a model directory:
   eval.json          written by `twotower eval`
 """
 import contextlib
+import functools
 import time
 
 import keras
@@ -129,10 +132,11 @@ class WeightAverage(tf.Module):
 def _validate(config, prepared):
   t = config.train
   n_items = prepared.data.num_items
-  if t.loss in ("bce", "sampled_softmax") and t.num_negatives >= n_items:
+  tasks = config_lib.task_names(t)
+  if {"bce", "sampled_softmax"} & set(tasks) and t.num_negatives >= n_items:
     raise UserError(f"--num_negatives={t.num_negatives} is not below the number of items "
                     f"({n_items}): use fewer negatives")
-  if len(prepared.train) < t.batch_size and t.loss in ("inbatch_softmax", "info_nce"):
+  if len(prepared.train) < t.batch_size and {"inbatch_softmax", "info_nce"} & set(tasks):
     raise UserError(f"--batch_size={t.batch_size} exceeds the {len(prepared.train)} training "
                     "interactions: use a smaller batch")
 
@@ -159,13 +163,13 @@ def train(config, prepared=None, resume=True, stats=None, dist=None):
 
 def _train(config, rundir, prepared, resume, stats, dist):
   t = config.train
-  pointwise = t.loss in config_lib.POINTWISE_LOSSES
+  pointwise = config_lib.labelled(t)
   has_checkpoint = rundir.prepare_train(config, resume, RUN_FILES)
   if prepared is None:
-    prepared = inputs.prepare(config.data, pointwise)
+    prepared = inputs.prepare(config.data, pointwise, seen_every_row=bool(t.tasks))
   _validate(config, prepared)
   train_data = prepared.train
-  drop = t.loss in ("inbatch_softmax", "info_nce")
+  drop = bool({"inbatch_softmax", "info_nce"} & set(config_lib.task_names(t)))
   steps_per_epoch = (len(train_data) // t.batch_size if drop
                      else -(-len(train_data) // t.batch_size))
   total_steps = max(steps_per_epoch * t.epochs, 1)
@@ -173,6 +177,9 @@ def _train(config, rundir, prepared, resume, stats, dist):
     raise UserError("--average_momentum (weight averaging) does not run on parameter-server "
                     "clusters yet: pass --average_momentum=0 with --strategy="
                     "parameter_server")
+  if dist.coordinator is not None and t.tasks:
+    raise UserError("--tasks (multi-task heads) does not run on parameter-server clusters "
+                    "yet: train it in one process")
   with dist.scope():
     history = inputs.history(prepared) if config.model.use_history else None
     two_tower = model_lib.build_model(config, prepared.data, history, dist.tables)
@@ -180,7 +187,8 @@ def _train(config, rundir, prepared, resume, stats, dist):
     variables = list(two_tower.trainable_variables)
     optimizer.build(variables)
     average = WeightAverage(variables, t.average_momentum) if t.average_momentum else None
-    ckpt, step_var = model_lib.make_checkpoint(two_tower, optimizer, average)
+    task_weights = objective_lib.TaskWeights(t) if t.tasks else None
+    ckpt, step_var = model_lib.make_checkpoint(two_tower, optimizer, average, task_weights)
   manager = rundir.checkpoint_manager(ckpt)
   # The optimizer's state is saved per table shard: a run resumes only in its own layout.
   recorded = (rundir.load_raw() or {}).get(TABLE_SHARDS_KEY, 1) if has_checkpoint else None
@@ -202,7 +210,9 @@ def _train(config, rundir, prepared, resume, stats, dist):
   # What the export builds from: the towers' vocabularies and tables (rewritten on resume:
   # the same data, as the recorded config).
   inputs.save_tables(rundir.file(inputs.TABLES_FILE), prepared.data, history)
-  loss_fn = objective_lib.Objective(t, two_tower, positives_counts(train_data))
+  # Retrieval heads of --tasks train on every row, labelled 0 or 1: logQ counts every row.
+  counts = train_data.item_counts() if t.tasks else positives_counts(train_data)
+  loss_fn = objective_lib.Objective(t, two_tower, counts)
 
   def step_fn(batch):
     with tf.GradientTape() as tape:
@@ -223,6 +233,15 @@ def _train(config, rundir, prepared, resume, stats, dist):
     return _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn,
                              step_var, schedule, manager, steps_per_epoch, total_steps, drop)
   train_step = tf.function(step_fn, autograph=False, jit_compile=t.jit_compile)
+  if task_weights is not None:
+    def multi_step_fn(batch, recompute):
+      return _multi_task_step(batch, loss_fn, task_weights, variables, optimizer, average,
+                              step_var, recompute)
+    train_step = tf.function(functools.partial(multi_step_fn, recompute=False),
+                             autograph=False, jit_compile=t.jit_compile)
+    pareto_step = tf.function(functools.partial(multi_step_fn, recompute=True),
+                              autograph=False)
+    task_means = [tf.keras.metrics.Mean(f"loss_{name}") for name in t.tasks]
 
   train_writer = rundir.summary_writer(rundir_lib.TRAIN_LOGS)
   eval_writer = rundir.summary_writer(rundir_lib.EVAL_LOGS)
@@ -238,7 +257,13 @@ def _train(config, rundir, prepared, resume, stats, dist):
     skip = step - epoch * steps_per_epoch
     tick = time.monotonic()
     for batch in inputs.epoch_dataset(train_data, t.batch_size, epoch, t.seed, skip, drop):
-      loss = train_step(batch)
+      if task_weights is None:
+        loss = train_step(batch)
+      else:
+        recompute = task_weights.pareto and step % t.pareto_every == 0
+        loss, task_values = (pareto_step if recompute else train_step)(batch)
+        for mean, value in zip(task_means, tf.unstack(task_values)):
+          mean.update_state(value)
       loss_mean.update_state(loss)
       step += 1
       n = int(batch["user"].shape[0])
@@ -255,6 +280,8 @@ def _train(config, rundir, prepared, resume, stats, dist):
           tf.summary.scalar("train/loss", value)
           tf.summary.scalar("train/learning_rate", float(schedule(step)))
           tf.summary.scalar("train/examples_per_sec", rate)
+          if task_weights is not None:
+            _task_summaries(t.tasks, task_means, task_weights)
         loss_mean.reset_state()
         progress.update(step * t.batch_size, loss=value)
       if step > start_step + 1:  # the first step traces the function
@@ -279,11 +306,45 @@ def _train(config, rundir, prepared, resume, stats, dist):
   return two_tower, last_eval
 
 
+def _multi_task_step(batch, loss_fn, task_weights, variables, optimizer, average, step_var,
+                     recompute):
+  """One step on sum_k w_k L_k of --tasks; `recompute` (a Python bool) first sets the Pareto
+  weights from the heads' gradients of every (shared) variable.
+
+  Returns:
+    (weighted loss: scalar, the heads' losses: float32 [K]).
+  """
+  with tf.GradientTape(persistent=recompute) as tape:
+    task_list = loss_fn.task_losses(batch, step_var)
+    task_losses = tf.stack(task_list)  # [K]
+  if recompute:
+    weights = task_weights.recompute([tape.gradient(l, variables) for l in task_list],
+                                     variables)
+  else:
+    weights = task_weights.weights.read_value()  # [K]
+  # d(sum_k w_k L_k) = sum_k w_k dL_k in one backward pass (w carries no gradient).
+  grads = tape.gradient(task_losses, variables, output_gradients=weights)
+  optimizer.apply_gradients(zip(grads, variables))
+  if average is not None:
+    average.update()
+  step_var.assign_add(1)
+  return tf.tensordot(weights, task_losses, 1), task_losses
+
+
+def _task_summaries(names, task_means, task_weights):
+  """train/task_loss/<task> (mean since the last log) and train/task_weight/<task> (now)."""
+  weights = task_weights.weights.numpy()
+  for name, mean, weight in zip(names, task_means, weights):
+    tf.summary.scalar(f"train/task_loss/{name}", float(mean.result()))
+    tf.summary.scalar(f"train/task_weight/{name}", float(weight))
+    mean.reset_state()
+
+
 def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch):
   """The full-corpus evaluation after an epoch: summaries and a log line; returns both."""
   t = config.train
   split = "validation" if prepared.valid is not None else "test"
-  both = evaluate_lib.evaluate_both(two_tower, prepared, split, t.temperature)
+  both = evaluate_lib.evaluate_both(two_tower, prepared, split, t.temperature, t.tasks)
   main = both["seen_included" if t.include_seen else "seen_excluded"]
   with eval_writer.as_default(step=step):
     for k, v in main.items():
@@ -291,9 +352,14 @@ def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch):
     for k, v in both["seen_included" if not t.include_seen else "seen_excluded"].items():
       tf.summary.scalar(f"eval_{'seen_included' if not t.include_seen else 'seen_excluded'}"
                         f"/{k}", v)
+    for name, figures in both.get("tasks", {}).items():
+      for k, v in figures.items():
+        tf.summary.scalar(f"eval/{name}/{k}", v)
   logging.info("epoch %d (%s): hit@10 %.4f hit@100 %.4f ndcg@10 %.4f mrr %.4f | seen "
                "included hit@100 %.4f", epoch + 1, split, main["hit@10"], main["hit@100"],
                main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
+  for name, figures in both.get("tasks", {}).items():
+    logging.info("epoch %d (%s): %s %s", epoch + 1, split, name, evaluate_lib.summary(figures))
   return both
 
 
