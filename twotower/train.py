@@ -294,6 +294,14 @@ def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch):
   logging.info("epoch %d (%s): hit@10 %.4f hit@100 %.4f ndcg@10 %.4f mrr %.4f | seen "
                "included hit@100 %.4f", epoch + 1, split, main["hit@10"], main["hit@100"],
                main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
+  if prepared.cold is not None:
+    both["cold_users"] = evaluate_lib.evaluate_cold(two_tower, prepared, t.temperature)
+    with eval_writer.as_default(step=step):
+      for k, v in both["cold_users"]["twotower"].items():
+        tf.summary.scalar(f"eval_cold_users/{k}", v)
+    logging.info("epoch %d cold users: %s | most-popular %s", epoch + 1,
+                 evaluate_lib.summary(both["cold_users"]["twotower"]),
+                 evaluate_lib.summary(both["cold_users"]["most_popular"]))
   return both
 
 
