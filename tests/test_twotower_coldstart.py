@@ -3,6 +3,8 @@ unknown user ids served through the export's feature path."""
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -119,6 +121,7 @@ def test_cold_users_are_scored_and_unknown_users_served_through_the_export(tmp_p
   counts = inputs.positives_only(cold_prepared.train).item_counts()
   position = np.empty(len(counts), np.int64)
   position[np.argsort(-counts, kind="stable")] = np.arange(len(counts))
+  assert "cross_entropy" not in cold["most_popular"]
   assert cold["most_popular"]["hit@10"] == pytest.approx(
       np.mean(position[cold_prepared.cold.items] < 10))
   # The two-tower figures: the OOV row + the users' own features, by index.
@@ -130,6 +133,15 @@ def test_cold_users_are_scored_and_unknown_users_served_through_the_export(tmp_p
   want = metrics.evaluate(query, two_tower.item_tower.embed_all(), rows,
                           cold_prepared.cold.items, None, config.train.temperature)
   assert cold["twotower"] == pytest.approx(want)
+
+  # `twotower eval` prints them and writes them to eval.json.
+  res = subprocess.run([sys.executable, "-m", "tf_embeddings.twotower", "eval",
+                        f"--model_dir={config.model_dir}"], capture_output=True, text=True,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), check=False)
+  assert res.returncode == 0, res.stderr
+  assert f"cold users (most-popular): hit@1 {cold['most_popular']['hit@1']:.4f}" in res.stdout
+  with open(os.path.join(config.model_dir, "eval.json")) as f:
+    assert json.load(f)["cold_users"]["twotower"] == pytest.approx(cold["twotower"])
 
   paths = export_lib.export(config.model_dir, str(tmp_path / "export"), k=10)
   m = tf.saved_model.load(paths["query_model"])

@@ -82,16 +82,18 @@ def most_popular_scores(item_counts):
 def evaluate_cold(two_tower, prepared, temperature=1.0):
   """Retrieval figures of the cold users (--cold_users), nothing excluded (they have no
   training items): {'twotower': {...}, 'most_popular': {...}}, most-popular counted on the
-  positives of the training split."""
+  positives of the training split (its scores are no logits: no cross-entropy)."""
   cold = prepared.cold
   users, rows = np.unique(cold.users, return_inverse=True)  # [U], [n]
   query = cold_query_embeddings(two_tower.query_tower, users)
   items = two_tower.item_tower.embed_all()
   counts = inputs.positives_only(prepared.train).item_counts()
   popular = most_popular_scores(counts)[:, None]  # [num_items, 1]
+  popular_figures = metrics.evaluate(np.ones([len(users), 1], np.float32), popular, rows,
+                                     cold.items, None)
+  del popular_figures["cross_entropy"]
   return {"twotower": metrics.evaluate(query, items, rows, cold.items, None, temperature),
-          "most_popular": metrics.evaluate(np.ones([len(users), 1], np.float32), popular,
-                                           rows, cold.items, None, temperature)}
+          "most_popular": popular_figures}
 
 
 def summary(figures):
