@@ -135,6 +135,17 @@ def define_twotower_flags():
                        "--pareto_min_weights: recompute the weights from the heads' gradients "
                        "every N steps (each recompute costs one backward pass per head).",
                        lower_bound=1)
+  # Cold start: users unseen at training time.
+  flags.DEFINE_bool("user_oov", m.user_oov, "One out-of-vocabulary row in the user id table: "
+                    "the export's serve_with_features serves unknown user ids through it and "
+                    "their side features.")
+  flags.DEFINE_float("id_dropout", t.id_dropout, "Training: replace each query's user id by "
+                     "the out-of-vocabulary id with this probability (the tower learns to "
+                     "rely on side features for new users).", lower_bound=0.0, upper_bound=1.0)
+  flags.DEFINE_float("cold_users", d.cold_users, "Hold every interaction of this share of "
+                     "users out of training; evaluation scores them (cold users) through the "
+                     "out-of-vocabulary id and their side features, beside most-popular.",
+                     lower_bound=0.0, upper_bound=0.9)
 
   flags.register_validator("temperature", lambda v: v > 0,
                            message="--temperature must be > 0 (logits are divided by it)")
@@ -156,6 +167,11 @@ def define_twotower_flags():
   flags.register_multi_flags_validator(
       ["use_ids", "use_features"], lambda f: f["use_ids"] or f["use_features"],
       message="the towers need an input: --use_ids or --use_features")
+  flags.register_multi_flags_validator(
+      ["id_dropout", "user_oov", "use_ids"], lambda f: not f["id_dropout"]
+      or (f["user_oov"] and f["use_ids"]),
+      message="--id_dropout needs --user_oov and --use_ids (it replaces user ids by the "
+      "out-of-vocabulary id)")
 
 
 def _tasks_valid(f):

@@ -56,6 +56,8 @@ def test_train_eval_export_end_to_end(tmp_path):
       "--model_dir=x"], "--weight_decay needs --optimizer=adam"),
     (["train", "--dataset=synthetic", "--average_momentum=1", "--model_dir=x"],
      "--average_momentum"),
+    (["train", "--dataset=synthetic", "--id_dropout=0.3", "--nouser_oov", "--model_dir=x"],
+     "--id_dropout needs --user_oov"),
     (["fly", "--model_dir=x"], "error: expected one action, got fly"),
     (["train"], "error: --model_dir is required"),
 ])

@@ -15,7 +15,6 @@ from tf_embeddings import losses
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.training import rundir as rundir_lib
 from tf_embeddings.twotower import config as config_lib
-from tf_embeddings.twotower import evaluate as evaluate_lib
 from tf_embeddings.twotower import inputs
 from tf_embeddings.twotower import metrics
 from tf_embeddings.twotower import model as model_lib

@@ -53,12 +53,17 @@ def _eval():
                                     config.train.temperature, config.train.tasks)
   primary = "seen_included" if FLAGS.include_seen else "seen_excluded"
   result = {"split": FLAGS.eval_split, "primary": primary, **both}
+  if prepared.cold is not None:
+    result["cold_users"] = evaluate_lib.evaluate_cold(two_tower, prepared,
+                                                      config.train.temperature)
   config_lib.run_dir(FLAGS.model_dir).save_eval(result)
   for name in (primary, "seen_included" if primary == "seen_excluded" else "seen_excluded"):
     print(f"{FLAGS.eval_split} ({name.replace('_', ' ')}): "
           f"{evaluate_lib.summary(both[name])}")
   for name, figures in both.get("tasks", {}).items():
     print(f"{FLAGS.eval_split} ({name}): {evaluate_lib.summary(figures)}")
+  for name, figures in result.get("cold_users", {}).items():
+    print(f"cold users ({name.replace('_', '-')}): {evaluate_lib.summary(figures)}")
 
 
 def _export():

@@ -38,11 +38,16 @@ class DataConfig:
   split_seed: int = 42
   validation_fraction: float = 0.0
   min_rating: float = None
+  # Share of users whose interactions are all held out of training (cold users, scored
+  # through the out-of-vocabulary user id and their side features).
+  cold_users: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Tower architecture."""
+  # Runs recorded before these fields existed were built without them.
+  LEGACY_DEFAULTS: typing.ClassVar[dict] = {"user_oov": False}
   embedding_dim: int = 32
   tower_layers: tuple = (64,)
   use_ids: bool = True
@@ -51,6 +56,9 @@ class ModelConfig:
   item_bias: bool = False
   normalize: bool = True
   seed: int = 0
+  # One more row in the user id table for ids unseen at training time (the export serves
+  # them through their side features; --id_dropout trains it).
+  user_oov: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +66,8 @@ class TrainConfig:
   """Loss, optimiser and schedule."""
   # Runs recorded before these fields existed trained without them: they resume so
   # (training.rundir.config_from_dict), and a new default never changes a recorded run.
-  LEGACY_DEFAULTS: typing.ClassVar[dict] = {"weight_decay": 0.0, "average_momentum": 0.0}
+  LEGACY_DEFAULTS: typing.ClassVar[dict] = {"weight_decay": 0.0, "average_momentum": 0.0,
+                                            "id_dropout": 0.0}
   loss: str = "inbatch_softmax"
   temperature: float = 0.1
   logq_correction: bool = True
@@ -88,6 +97,8 @@ class TrainConfig:
   task_weights: tuple = ()
   pareto_min_weights: tuple = ()
   pareto_every: int = 1
+  # Probability that a training query's user id is replaced by the out-of-vocabulary id.
+  id_dropout: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,6 +250,16 @@ def _check(config):
     raise UserError("--weight_decay needs --optimizer=adam (it is AdamW's decoupled decay)")
   if not (m.use_ids or m.use_features):
     raise UserError("the towers need an input: --use_ids or --use_features")
+  if not 0.0 <= t.id_dropout <= 1.0:
+    raise UserError("--id_dropout is a probability: 0 <= p <= 1")
+  if t.id_dropout and not (m.user_oov and m.use_ids):
+    raise UserError("--id_dropout needs --user_oov and --use_ids (it replaces user ids by "
+                    "the out-of-vocabulary id)")
+  if not 0.0 <= d.cold_users < 1.0:
+    raise UserError("--cold_users is a share of users: 0 <= f < 1")
+  if d.cold_users and m.use_ids and not m.user_oov:
+    raise UserError("--cold_users needs --user_oov (cold users are scored through the "
+                    "out-of-vocabulary user id)")
 
 
 # Settings that may change when a run is resumed (they do not change what was learned so

@@ -6,8 +6,11 @@ exclude (each user's training items, or none) and restores a run for `twotower e
 With --tasks, each pointwise head also gets its figures on the split's labelled rows (every
 row, label 0 or 1): `auc` of its score (the pair's score / temperature) and `logloss`, the
 binary cross-entropy of sigmoid(score).
+`evaluate_cold` scores the users held out of training (--cold_users) through the OOV user
+id and their side features, beside most-popular.
 """
 import numpy as np
+import tensorflow as tf
 
 from tf_embeddings.twotower import config as config_lib
 from tf_embeddings.twotower import inputs
@@ -76,6 +79,49 @@ def pointwise_figures(query_emb, item_emb, rows, temperature):
   # -log sigmoid(x) = softplus(-x), computed stably.
   logloss = np.mean(np.where(z, np.logaddexp(0.0, -logit), np.logaddexp(0.0, logit)))
   return {"auc": metrics.auc(logit, z), "logloss": float(logloss)}
+
+
+def cold_query_embeddings(query_tower, users):
+  """Query embeddings of users unseen in training: the OOV id + their side features.
+
+  Args:
+    query_tower: `model.Tower` (with its OOV row when it embeds ids).
+    users: int [U] user indices (their features are the tower's tables' rows).
+
+  Returns:
+    numpy float32 [U, D].
+  """
+  users = tf.constant(np.asarray(users, np.int64))
+  if not query_tower.use_ids:
+    return query_tower.embed_index(users).numpy()
+  oov = tf.fill(tf.shape(users), tf.constant(query_tower.oov_index, tf.int64))
+  return query_tower(oov, query_tower.entity_features(users)).numpy()
+
+
+def most_popular_scores(item_counts):
+  """Most-popular item scores float32 [num_items]: higher for more training positives,
+  ties broken by item index (so no two items tie: the ranks are not optimistic)."""
+  order = np.argsort(-np.asarray(item_counts), kind="stable")
+  scores = np.empty(len(order), np.float32)
+  scores[order] = np.arange(len(order), 0, -1)
+  return scores
+
+
+def evaluate_cold(two_tower, prepared, temperature=1.0):
+  """Retrieval figures of the cold users (--cold_users), nothing excluded (they have no
+  training items): {'twotower': {...}, 'most_popular': {...}}, most-popular counted on the
+  positives of the training split (its scores are no logits: no cross-entropy)."""
+  cold = prepared.cold
+  users, rows = np.unique(cold.users, return_inverse=True)  # [U], [n]
+  query = cold_query_embeddings(two_tower.query_tower, users)
+  items = two_tower.item_tower.embed_all()
+  counts = inputs.positives_only(prepared.train).item_counts()
+  popular = most_popular_scores(counts)[:, None]  # [num_items, 1]
+  popular_figures = metrics.evaluate(np.ones([len(users), 1], np.float32), popular, rows,
+                                     cold.items, None)
+  del popular_figures["cross_entropy"]
+  return {"twotower": metrics.evaluate(query, items, rows, cold.items, None, temperature),
+          "most_popular": popular_figures}
 
 
 def summary(figures):

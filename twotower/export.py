@@ -8,10 +8,12 @@ Output directory:
     serving_default(user_id: string [B]) -> {item_ids: string [B, K],
         scores: float32 [B, K]}; uses the user's side features seen in training.
     serve_with_features(user_id: string [B], <feature>: string [B], ...) -> same;
-        multi-valued features are '|'-separated.
+        multi-valued features are '|'-separated. A user id unseen at training time is
+        served through the out-of-vocabulary id row and the given features (runs trained
+        with --user_oov, the default; older runs refuse it as below).
     score(user_id: string [B], item_id: string [B]) -> {scores: float32 [B]}.
-  A user or item id unseen at training time fails with InvalidArgumentError
-  "unknown user id" / "unknown item id".
+  Elsewhere a user or item id unseen at training time fails with InvalidArgumentError
+  "unknown user id" / "unknown item id" (no features are known for it).
 
 The export builds from the run directory alone: config.json, the last checkpoint and the
 vocabularies and feature tables training saved (tables.npz, twotower/inputs.py). It never
@@ -94,7 +96,11 @@ class QueryModel(tf.Module):
     return self._top_k(self.tower.embed_index(idx))
 
   def _with_features(self, user_id, *features):
-    idx = self._index(user_id)
+    if self.tower.oov:
+      idx = self.user_table.lookup(user_id)  # [B], -1 = unseen at training time
+      idx = tf.where(idx < 0, tf.constant(self.tower.oov_index, tf.int64), idx)
+    else:  # a run trained before the OOV row existed
+      idx = self._index(user_id)
     values = []
     for table, width, raw in zip(self.feature_tables, self.feature_widths, features):
       tokens = tf.strings.split(raw, "|").to_tensor(default_value="", shape=[None, width])

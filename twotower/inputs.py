@@ -31,6 +31,8 @@ class Prepared:
       --validation_fraction).
     seen_train: CSR of items each user has in `train` (excluded in eval).
     seen_all_train: CSR of items in train + valid (excluded when testing).
+    cold: every interaction of the cold users (--cold_users), held out of train,
+      valid and test; None without --cold_users.
   """
   data: ilib.Interactions
   train: ilib.Interactions
@@ -38,6 +40,7 @@ class Prepared:
   valid: ilib.Interactions = None
   seen_train: tuple = None
   seen_all_train: tuple = None
+  cold: ilib.Interactions = None
 
   def eval_split(self, which):
     """(interactions, seen CSR) for 'test' or 'validation', positives only."""
@@ -46,6 +49,17 @@ class Prepared:
         raise UserError("there is no validation split: train with --validation_fraction > 0")
       return positives_only(self.valid), self.seen_train
     return positives_only(self.test), self.seen_all_train
+
+
+def cold_users(num_users, fraction, seed):
+  """The users held out of training by --cold_users: sorted int64 [round(fraction * n)]."""
+  n_cold = int(round(num_users * fraction))
+  return np.sort(np.random.RandomState([seed, 7]).permutation(num_users)[:n_cold])
+
+
+def without_users(data, users):
+  """`data` without the rows of `users` (int array of user indices)."""
+  return data.subset(np.flatnonzero(~np.isin(data.users, users)))
 
 
 def positives_only(data):
@@ -165,6 +179,20 @@ def prepare(config, pointwise=False, seen_every_row=False):
   if config.validation_fraction > 0:
     train, valid = ilib.split(train, config.split, config.validation_fraction,
                               config.split_seed + 1)
+  cold = None
+  if config.cold_users > 0:
+    # Split first, then drop the cold users' rows: the warm users' rows fall as they do
+    # without --cold_users.
+    users = cold_users(data.num_users, config.cold_users, config.split_seed)
+    cold = positives_only(data.subset(np.flatnonzero(np.isin(data.users, users))))
+    train, test, full_train = (without_users(x, users) for x in (train, test, full_train))
+    valid = None if valid is None else without_users(valid, users)
+    if not len(cold) or not len(train):
+      raise UserError(f"--cold_users={config.cold_users} leaves "
+                      f"{'no cold' if not len(cold) else 'no training'} interaction: "
+                      "choose another share")
+    logging.info("cold users: %d users held out of training (%d interactions)", len(users),
+                 len(cold))
   if not len(positives_only(test)):
     raise UserError("the test split has no positive interaction: lower --min_rating")
   logging.info("%s: %d users, %d items, %d train / %d valid / %d test interactions",
@@ -173,7 +201,8 @@ def prepare(config, pointwise=False, seen_every_row=False):
   return Prepared(data=data, train=train, test=test, valid=valid,
                   seen_train=ilib.seen_items(train if seen_every_row else positives_only(train)),
                   seen_all_train=ilib.seen_items(full_train if seen_every_row
-                                                 else positives_only(full_train)))
+                                                 else positives_only(full_train)),
+                  cold=cold)
 
 
 def epoch_dataset(train, batch_size, epoch, seed, skip_batches=0, drop_remainder=True):

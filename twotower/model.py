@@ -18,7 +18,8 @@ from tf_embeddings.twotower import config as config_lib
 class Tower(tf.Module):
   """One tower: embedding tables, concatenation, MLP, L2-normalised output.
 
-  Inputs of `__call__`: `ids` int [B] entity indices (0 <= id < num_ids) and
+  Inputs of `__call__`: `ids` int [B] entity indices (0 <= id < num_ids, or
+  `oov_index` = num_ids for an entity unseen at training time when `oov`) and
   `features`, a list of int [B, L_f] token indices per side feature (0 =
   padding, pooled by mean over non-padding tokens).
   Output: float32 [B, embedding_dim] with unit L2 norm (plus one bias
@@ -27,7 +28,7 @@ class Tower(tf.Module):
 
   def __init__(self, num_ids, feature_tables, embedding_dim, layers=(), use_ids=True,
                feature_dim=None, seed=0, history=None, bias_column=None, normalize=True,
-               name=None, table_scope=contextlib.nullcontext):
+               name=None, table_scope=contextlib.nullcontext, oov=False):
     """Builds the variables.
 
     Args:
@@ -52,11 +53,16 @@ class Tower(tf.Module):
       name: module name.
       table_scope: context in which the per-entity / per-token tables are created (under
         ParameterServerStrategy: sharded by rows over the parameter servers; the MLP is not).
+      oov: the id table has one more row, `oov_index`, for entities unseen at training
+        time (no side features or history of its own: the caller gives the features).
     """
     super().__init__(name=name)
     self.num_ids = int(num_ids)
     self.embedding_dim = int(embedding_dim)
     self.use_ids = bool(use_ids)
+    self.oov = bool(oov)
+    # Rows of the id table (and history): the entities, then the OOV row.
+    rows_total = self.num_ids + int(self.oov)
     feature_dim = int(feature_dim or embedding_dim)
     init = lambda shape, s, scale: tf.random.stateless_normal(shape, [seed, s]) * scale
     self.feature_names = [f[0] for f in feature_tables]
@@ -65,9 +71,12 @@ class Tower(tf.Module):
     in_dim = 0
     with table_scope():
       if self.use_ids:
-        # Id embeddings: [num_ids, embedding_dim].
-        self.id_table = tf.Variable(init([self.num_ids, self.embedding_dim], 1, 0.1),
-                                    name="id_embeddings")
+        # Id embeddings: [num_ids (+ 1 OOV row), embedding_dim]. The OOV row is drawn
+        # apart, so the entities' rows are those of a table without it.
+        table = init([self.num_ids, self.embedding_dim], 1, 0.1)
+        if self.oov:
+          table = tf.concat([table, init([1, self.embedding_dim], 3, 0.1)], 0)
+        self.id_table = tf.Variable(table, name="id_embeddings")
         in_dim += self.embedding_dim
       self.feature_embeddings = []
       for k, (fname, vocab_size, _) in enumerate(feature_tables):
@@ -78,12 +87,13 @@ class Tower(tf.Module):
       if history is not None:
         indptr, indices, num_items = history
         rows = np.repeat(np.arange(self.num_ids), np.diff(indptr))
-        # User x item history matrix: [num_ids, num_items], ones.
+        # User x item history matrix: [num_ids (+ 1 empty OOV row), num_items], ones.
         self.history = tf.sparse.SparseTensor(
             np.stack([rows, indices], 1).astype(np.int64), tf.ones([len(indices)]),
-            [self.num_ids, int(num_items)])
-        # Number of history items per entity: [num_ids].
-        self.history_len = tf.constant(np.diff(indptr).astype(np.float32))
+            [rows_total, int(num_items)])
+        # Number of history items per entity: [num_ids (+ 1)].
+        self.history_len = tf.constant(np.concatenate(
+            [np.diff(indptr), np.zeros(int(self.oov))]).astype(np.float32))
         self.history_table = tf.Variable(init([int(num_items), feature_dim], 50, 0.1),
                                          name="history_embeddings")
         in_dim += feature_dim
@@ -103,11 +113,25 @@ class Tower(tf.Module):
         self.biases.append(tf.Variable(tf.zeros([width]), name=f"b{k}"))
         in_dim = width
 
-  def __call__(self, ids, features, exclude_items=None):
-    """Embeds a batch; `exclude_items` int [B] leaves each row's item out of its history."""
+  def __call__(self, ids, features, exclude_items=None, drop_ids=None):
+    """Embeds a batch.
+
+    Args:
+      ids: int [B] entity indices.
+      features: list of int [B, L_f] token indices.
+      exclude_items: None, or int [B]: leaves each row's item out of its history.
+      drop_ids: None, or bool [B]: these rows embed the OOV id instead of their own
+        (id dropout; their features and history stay theirs).
+
+    Returns:
+      float32 [B, output_dim].
+    """
     parts = []
     if self.use_ids:
-      parts.append(lookup(self.id_table, ids))  # [B, D]
+      id_rows = ids
+      if drop_ids is not None:
+        id_rows = tf.where(drop_ids, tf.cast(self.oov_index, ids.dtype), ids)  # [B]
+      parts.append(lookup(self.id_table, id_rows))  # [B, D]
     for table, values in zip(self.feature_embeddings, features):
       emb = lookup(table, values)  # [B, L, F]
       mask = tf.cast(values > 0, emb.dtype)[..., None]  # [B, L, 1]
@@ -140,9 +164,16 @@ class Tower(tf.Module):
     """Side-feature token indices of entities `ids`: list of int32 [B, L_f]."""
     return [tf.gather(v, ids) for v in self.feature_values]
 
-  def embed_index(self, ids, exclude_items=None):
-    """Embeds entities by index: float32 [B, embedding_dim]."""
-    return self(ids, self.entity_features(ids), exclude_items)
+  def embed_index(self, ids, exclude_items=None, drop_ids=None):
+    """Embeds entities by index: float32 [B, embedding_dim] (`__call__`'s arguments)."""
+    return self(ids, self.entity_features(ids), exclude_items, drop_ids)
+
+  @property
+  def oov_index(self):
+    """The id-table row of entities unseen at training time (with `oov`)."""
+    if not self.oov:
+      raise ValueError(f"{self.name} has no out-of-vocabulary row")
+    return self.num_ids
 
   def embed_all(self, batch_size=65536):
     """Embeds every entity, in chunks: numpy float32 [num_ids, embedding_dim]."""
@@ -224,7 +255,7 @@ def build_model(config, data, history=None, table_scope=contextlib.nullcontext):
   query = Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
                 seed=m.seed * 2 + 1, history=history,
                 bias_column="one" if m.item_bias else None, normalize=m.normalize,
-                name="query_tower", table_scope=table_scope)
+                name="query_tower", table_scope=table_scope, oov=m.user_oov)
   item = Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
                seed=m.seed * 2 + 2, bias_column="learned" if m.item_bias else None,
                normalize=m.normalize, name="item_tower", table_scope=table_scope)

@@ -10,7 +10,9 @@ pure functions of `losses/`:
   accidental hits   drop the negatives equal to the positive (--remove_accidental_hits);
   mixed negatives   score every query against --mixed_negatives items drawn uniformly per
                     step as well (Yang et al., WWW 2020);
-  history           leave the positive out of the user's pooled history (--use_history).
+  history           leave the positive out of the user's pooled history (--use_history);
+  id dropout        replace a query's user id by the out-of-vocabulary id with probability
+                    --id_dropout (the query then depends on the example, not the user only).
 The in-batch softmax takes the cheapest of three equal computations: the batch's [B, B]
 logits, [B, items] when the corpus is smaller than the batch, or [distinct users, items]
 when the query depends on the user only (`losses.in_batch_softmax_loss_per_item`,
@@ -36,6 +38,13 @@ def negative_distribution(train_config, item_counts):
     return losses.sampler_probabilities("uniform", n)
   return losses.sampler_probabilities("unigram", n, unigrams=np.maximum(item_counts, 1e-3),
                                       distortion=0.75)
+
+
+def id_dropout_mask(batch_size, rate, step, seed):
+  """Which queries of a step embed the OOV user id: bool [batch_size], each True with
+  probability `rate`, drawn from (step, seed) so a resumed run repeats it."""
+  seeds = tf.stack([tf.cast(step, tf.int32), tf.constant(seed + 104729, tf.int32)])
+  return tf.random.stateless_uniform([batch_size], seeds) < rate
 
 
 def mixed_negative_sample(num, num_items, step, seed):
@@ -79,7 +88,8 @@ class Objective:
                      and self.num_items < t.batch_size and not t.mixed_negatives)
     # When the query of a user does not depend on the example (no history pooled without
     # the positive), each distinct user's row of that softmax is computed once, too.
-    self.per_user = self.per_item and self.query_tower.history is None
+    self.per_user = (self.per_item and self.query_tower.history is None
+                     and not t.id_dropout)
     # Under XLA shapes must be static: the rows of every user instead of the distinct ones
     # (when there are fewer users than a batch), else the plain [B, B] loss (the per-item
     # path's tf.nn.sampled_softmax_loss does not compile).
@@ -123,7 +133,9 @@ class Objective:
     if qt.history is not None:
       exclude = (tf.where(batch["label"] > 0, items, tf.constant(-1, items.dtype))
                  if loss in config_lib.POINTWISE_LOSSES else items)
-    q = qt.embed_index(users, exclude)  # [B, D]
+    drop = (id_dropout_mask(tf.shape(users)[0], t.id_dropout, step, t.seed)
+            if t.id_dropout else None)
+    q = qt.embed_index(users, exclude, drop)  # [B, D]
     if loss == "inbatch_softmax" and self.per_item:
       return losses.in_batch_softmax_loss_per_item(
           q, it.embed_index(self.all_ids), items, self.temperature, self.item_q)

@@ -360,6 +360,14 @@ def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch):
                main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
   for name, figures in both.get("tasks", {}).items():
     logging.info("epoch %d (%s): %s %s", epoch + 1, split, name, evaluate_lib.summary(figures))
+  if prepared.cold is not None:
+    both["cold_users"] = evaluate_lib.evaluate_cold(two_tower, prepared, t.temperature)
+    with eval_writer.as_default(step=step):
+      for k, v in both["cold_users"]["twotower"].items():
+        tf.summary.scalar(f"eval_cold_users/{k}", v)
+    logging.info("epoch %d cold users: %s | most-popular %s", epoch + 1,
+                 evaluate_lib.summary(both["cold_users"]["twotower"]),
+                 evaluate_lib.summary(both["cold_users"]["most_popular"]))
   return both
 
 
