@@ -32,13 +32,16 @@ def define_cluster_flags():
   flags.DEFINE_enum("strategy", "default", STRATEGIES,
                     "default: one process; parameter_server: this process coordinates "
                     "workers and parameter servers (TF_CONFIG, or --local_cluster), embedding "
-                    "tables sharded over the parameter servers; multi_worker, mirrored: "
-                    "not built yet.")
+                    "tables sharded over the parameter servers; multi_worker: "
+                    "synchronous MultiWorkerMirroredStrategy, every worker runs the same "
+                    "train (TF_CONFIG, or --local_cluster=workers:N); mirrored: "
+                    "MirroredStrategy over this machine's GPUs.")
   flags.DEFINE_integer("num_ps_shards", 0, "parameter_server: shards per embedding table "
                        "(0 = one per parameter server).", lower_bound=0)
   flags.DEFINE_string("local_cluster", "", "Start the cluster here as child processes on "
                       "loopback ports, e.g. workers:2,ps:1 (a demo; a real cluster runs "
-                      "`<app> server` with TF_CONFIG on each machine).")
+                      "`<app> server`, or with multi_worker `<app> train`, with TF_CONFIG "
+                      "on each machine).")
   flags.DEFINE_float("cluster_timeout", 60.0, "Seconds to wait for the cluster's servers "
                      "to answer.", lower_bound=0.0)
   flags.register_validator("local_cluster", _valid_local_cluster,

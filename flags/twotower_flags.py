@@ -6,7 +6,7 @@ from tf_embeddings.twotower import config as config_lib
 
 ACTIONS = ("train", "eval", "export", "server")
 # The strategies twotower implements (training/distribute.py).
-STRATEGIES = ("default", "parameter_server")
+STRATEGIES = ("default", "parameter_server", "multi_worker", "mirrored")
 
 
 def define_twotower_flags():

@@ -70,7 +70,7 @@ def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb,
 
 
 def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
-                          item_ids=None):
+                          item_ids=None, query_offset=0):
   """In-batch softmax: each query against every item of the batch.
 
   logits = query_emb @ item_emb^T / temperature, [B, B]; row i's label is
@@ -89,6 +89,10 @@ def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
       scalar tensor.
     item_log_q: optional float [B], log sampling probability of each item.
     item_ids: optional int or string [B], item identities for hit removal.
+    query_offset: int or scalar int tensor. With item_emb of C >= B rows (the
+      candidates of every replica, gathered), query i's positive is column
+      query_offset + i (and item_log_q, item_ids have C entries); 0 and C = B:
+      the plain [B, B] loss.
 
   Returns:
     Scalar float: mean over the B queries.
@@ -103,14 +107,16 @@ def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
   if item_log_q is not None:
     logits -= tf.reshape(primitives.cast_like(item_log_q, dtype), [1, -1])
   batch_size = tf.shape(logits)[0]
+  # Column of each query's positive: [B].
+  labels = tf.range(batch_size) + tf.cast(query_offset, tf.int32)
   if item_ids is not None:
     item_ids = tf.reshape(item_ids, [-1])
-    same_item = tf.equal(item_ids[:, None], item_ids[None, :])
-    not_diagonal = tf.logical_not(tf.eye(batch_size, dtype=tf.bool))
+    own_ids = tf.gather(item_ids, labels)  # [B]
+    same_item = tf.equal(own_ids[:, None], item_ids[None, :])
+    not_diagonal = tf.not_equal(labels[:, None], tf.range(tf.shape(logits)[1])[None, :])
     logits = tf.where(
         tf.logical_and(same_item, not_diagonal),
         tf.constant(primitives.large_negative(dtype), dtype), logits)
-  labels = tf.range(batch_size)
   return tf.reduce_mean(primitives.sparse_softmax_cross_entropy(labels, logits))
 
 

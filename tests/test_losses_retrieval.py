@@ -170,6 +170,26 @@ def test_in_batch_softmax_numpy(b, d, t):
         rtol=1e-9)
 
 
+def test_in_batch_softmax_query_offset_is_a_slice_of_the_whole_batch():
+  """Queries [o, o + b) against all C candidates (the gathered batch of every replica):
+  the mean of their rows of the whole batch's loss; the slices' means average to it."""
+  r = np.random.default_rng(24)
+  q, i = r.normal(size=[6, 3]), r.normal(size=[6, 3])
+  log_q = np.log(r.uniform(0.01, 1.0, size=[6]))
+  ids = np.array([3, 1, 3, 2, 1, 3])
+  whole = losses.in_batch_softmax_loss(q, i, 0.4, log_q, ids).numpy()
+  parts = [losses.in_batch_softmax_loss(q[o:o + 2], i, 0.4, log_q, ids,
+                                        query_offset=o).numpy() for o in (0, 2, 4)]
+  np.testing.assert_allclose(np.mean(parts), whole, rtol=1e-10)
+  logits = q @ i.T / 0.4 - log_q[None, :]
+  rows = []
+  for row in (2, 3):
+    keep = [c for c in range(6) if c == row or ids[c] != ids[row]]
+    rows.append(np_softmax_xent_rows(logits[row:row + 1, keep],
+                                     np.array([keep.index(row)]))[0])
+  np.testing.assert_allclose(parts[1], np.mean(rows), rtol=1e-10)
+
+
 def test_in_batch_accidental_hit_equals_deleting_the_column():
   r = np.random.default_rng(21)
   q, i = r.normal(size=[4, 3]), r.normal(size=[4, 3])

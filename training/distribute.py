@@ -4,14 +4,21 @@
   parameter_server  ParameterServerStrategy: this process is the chief (coordinator); the
                     embedding tables are ShardedVariables over the parameter servers; a
                     ClusterCoordinator schedules steps on the workers (asynchronous)
-  multi_worker, mirrored: named so that an app can refuse them in one line (not built yet)
+  multi_worker      MultiWorkerMirroredStrategy: every worker runs the same train
+                    (synchronous all-reduce); worker 0 (or the chief) writes the run
+                    directory, the others write to temporary directories they remove
+  mirrored          MirroredStrategy over this machine's devices (its GPUs; one CPU
+                    replica without)
 
-A real cluster follows TensorFlow's convention: every process gets TF_CONFIG; workers and
-parameter servers run `<app> server`, the chief runs `<app> train --strategy=...`.
-`--local_cluster=workers:N,ps:M` starts those servers as child processes of the chief on free
-loopback ports (a demo, and what the tests use), waits until they answer and stops them
-all when the chief ends, on error and on Ctrl-C too; a child also dies with a chief killed
-by -9 (PR_SET_PDEATHSIG).
+A real cluster follows TensorFlow's convention: every process gets TF_CONFIG. Under
+parameter_server, workers and parameter servers run `<app> server`, the chief runs
+`<app> train --strategy=...`; `--local_cluster=workers:N,ps:M` starts those servers as child
+processes of the chief on free loopback ports (a demo, and what the tests use), waits until
+they answer and stops them all when the chief ends, on error and on Ctrl-C too; a child also
+dies with a chief killed by -9 (PR_SET_PDEATHSIG). Under multi_worker every worker runs
+`<app> train --strategy=multi_worker` with its TF_CONFIG; `--local_cluster=workers:N` runs
+N such trains as children (`run_local_workers`) and passes worker 0's output and exit status
+through.
 """
 import contextlib
 import ctypes
@@ -312,17 +319,24 @@ class Distribution:
   """
 
   def __init__(self, kind, strategy, coordinator=None, num_workers=1, partitioner=None,
-               cluster=None):
+               cluster=None, is_chief=True):
     self.kind = kind
     self.strategy = strategy
     self.coordinator = coordinator
     self.num_workers = num_workers
     self.cluster = cluster or {}
+    self.is_chief = is_chief
     self._partitioner = partitioner
 
   @property
   def distributed(self):
     return self.kind != "default"
+
+  @property
+  def replicated(self):
+    """Synchronous replicas (multi_worker, mirrored): each step's batch is split over
+    `strategy.num_replicas_in_sync` replicas and their gradients summed."""
+    return self.kind in ("multi_worker", "mirrored")
 
   @property
   def table_shards(self):
@@ -400,6 +414,16 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
                         "it and rerun the same command to resume from the last "
                         "checkpoint") from None
     return
+  if local_cluster:
+    raise UserError(f"--strategy={strategy} runs no --local_cluster here: "
+                    + ("the app starts its workers itself (run_local_workers)"
+                       if strategy == "multi_worker" else "it uses this machine's devices"))
+  if strategy == "mirrored":
+    yield _mirrored()
+    return
+  if strategy == "multi_worker":
+    yield _multi_worker(app_name, cluster_timeout)
+    return
   raise UserError(f"--strategy={strategy} is not implemented")  # pragma: no cover
 
 
@@ -415,3 +439,156 @@ def _parameter_server(cluster, task_type, index, num_ps_shards):
                len(cluster["worker"]), len(cluster["ps"]), partitioner.num_shards)
   return Distribution("parameter_server", strategy, coordinator, len(cluster["worker"]),
                       partitioner, cluster)
+
+
+def _mirrored():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  gpus = tf.config.list_logical_devices("GPU")
+  # MirroredStrategy's own default: every GPU, else the CPU (one replica).
+  strategy = tf.distribute.MirroredStrategy()
+  logging.info("mirrored: %d replicas (%s)", strategy.num_replicas_in_sync,
+               ", ".join(strategy.extended.worker_devices) if gpus else "no GPU: the CPU")
+  return Distribution("mirrored", strategy)
+
+
+def _multi_worker(app_name, cluster_timeout):
+  """MultiWorkerMirroredStrategy for this TF_CONFIG task (after every peer answered)."""
+  cluster, task_type, index = parse_tf_config(os.environ.get("TF_CONFIG", ""))
+  if "ps" in cluster:
+    raise UserError("TF_CONFIG: --strategy=multi_worker takes no \"ps\" job (that is "
+                    "--strategy=parameter_server)")
+  if task_type not in ("worker", "chief") or "worker" not in cluster:
+    raise UserError(f"TF_CONFIG: --strategy=multi_worker needs a \"worker\" job and runs "
+                    f"on its workers (and chief), not on a {task_type!r} task")
+  me = f"{task_type}:{index}"
+  peers = {f"{job}:{i}": a for job in ("chief", "worker") for i, a in
+           enumerate(cluster.get(job, ())) if f"{job}:{i}" != me}
+  rendezvous(cluster[task_type][index], peers, cluster_timeout, app_name)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+      tf.train.ClusterSpec(cluster), task_type=task_type, task_id=index, rpc_layer="grpc")
+  strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+  # TensorFlow's rule: the chief, or worker 0 when the cluster has none.
+  is_chief = task_type == "chief" or ("chief" not in cluster and index == 0)
+  workers = sum(len(cluster.get(job, ())) for job in ("chief", "worker"))
+  logging.info("multi_worker: %d workers, %d replicas; this is %s%s", workers,
+               strategy.num_replicas_in_sync, me, " (chief)" if is_chief else "")
+  return Distribution("multi_worker", strategy, num_workers=workers, cluster=cluster,
+                      is_chief=is_chief)
+
+
+def rendezvous(own_address, peers, timeout, app_name="<app>"):
+  """Waits until every peer's address answers, answering on our own meanwhile.
+
+  MultiWorkerMirroredStrategy's constructor waits for its peers without a timeout and
+  without releasing the interpreter (no Python thread or signal handler runs until it
+  returns), so the wait happens here first: this process listens on its own port (a plain
+  socket, closed before TensorFlow binds it) and polls the peers', which answer through
+  theirs or, once past this point, through TensorFlow's server.
+  """
+  port = int(own_address.rpartition(":")[2])
+  listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+  listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    listener.bind(("", port))
+  except OSError as e:
+    listener.close()
+    raise UserError(f"cannot listen on port {port} of {own_address} ({e.strerror}): is "
+                    "another process using it?") from None
+  listener.listen(64)
+  listener.setblocking(False)
+  stop = threading.Event()
+
+  def answer():
+    while not stop.is_set():
+      try:
+        conn, _ = listener.accept()
+        conn.close()
+      except BlockingIOError:
+        time.sleep(0.05)
+      except OSError:
+        return
+
+  thread = threading.Thread(target=answer, daemon=True)
+  thread.start()
+  try:
+    try:
+      wait_for_cluster(peers, timeout)
+    except UserError:
+      shown = ", ".join(f"{n} at {a}" for n, a in sorted(peers.items()) if not _answers(a))
+      raise UserError(f"the cluster did not answer within {timeout:g}s ({shown}): run "
+                      f"`{app_name} train --strategy=multi_worker` there with its TF_CONFIG, "
+                      "or raise --cluster_timeout") from None
+    time.sleep(1.0)  # peers polling us see us before the port changes hands
+  finally:
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def run_local_workers(app_module, workers, timeout, argv=None):
+  """`--strategy=multi_worker --local_cluster=workers:N`: runs N copies of this train
+  command as child processes, worker i with its TF_CONFIG on free loopback ports; worker 0
+  is the chief and writes to the terminal, the others to log files. Returns worker 0's exit
+  status; a worker that fails first ends the others (one line naming it); the children die
+  with this process (Ctrl-C, kill -9 too).
+
+  Args:
+    app_module: e.g. "tf_embeddings.twotower".
+    workers: N >= 1.
+    timeout: --cluster_timeout (each worker waits that long for the others).
+    argv: the command's arguments (default sys.argv[1:]); `--local_cluster=` is appended
+      so that the children train as cluster members.
+  """
+  if workers < 1:
+    raise UserError("--local_cluster needs at least one worker (workers:N, N >= 1)")
+  argv = list(sys.argv[1:] if argv is None else argv) + ["--local_cluster="]
+  cluster = {"worker": [f"localhost:{p}" for p in free_ports(workers)]}
+  log_dir = tempfile.mkdtemp(prefix="local-workers-")
+  tasks = []
+  try:
+    for i in range(workers):
+      env = dict(os.environ, TF_CONFIG=json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": i}}))
+      log_path = os.path.join(log_dir, f"worker-{i}.log")
+      with open(log_path, "ab") as log:
+        out = {} if i == 0 else {"stdout": log, "stderr": subprocess.STDOUT}
+        process = subprocess.Popen(  # pylint: disable=consider-using-with
+            [sys.executable, "-m", app_module, *argv], env=env, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent, start_new_session=True, **out)
+      tasks.append(_Task(f"worker:{i}", process, log_path))
+    logging.info("local cluster: %d workers %s (worker 0 here; logs of the others in %s)",
+                 workers, json.dumps(cluster), log_dir)
+    while True:
+      rc = tasks[0].process.poll()
+      if rc is not None:
+        if rc != 0:
+          return rc  # worker 0 wrote its own error line
+        break
+      for task in tasks[1:]:
+        if task.process.poll() not in (None, 0):
+          task.check_alive()  # raises, naming the worker and its last line
+      time.sleep(0.2)
+    # Worker 0 is done: the others end with the same last step.
+    deadline = time.monotonic() + 60
+    for task in tasks[1:]:
+      try:
+        task.process.wait(max(deadline - time.monotonic(), 0.1))
+      except subprocess.TimeoutExpired:
+        logging.warning("%s did not end with worker 0: stopping it", task.name)
+      if task.process.poll() not in (None, 0):
+        task.check_alive()
+    return 0
+  finally:
+    for task in tasks:
+      if task.process.poll() is None:
+        with contextlib.suppress(OSError):
+          task.process.terminate()
+    for task in tasks:
+      try:
+        task.process.wait(10)
+      except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):
+          task.process.kill()
+        task.process.wait()
+    shutil.rmtree(log_dir, ignore_errors=True)

@@ -29,6 +29,17 @@ def _train():
   from tf_embeddings.twotower import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
   from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
   config = twotower_flags.config_from_flags(FLAGS)
+  if FLAGS.strategy == "multi_worker" and FLAGS.local_cluster:
+    # Every worker runs this same train (worker 0 writes the run): this process starts
+    # them and passes worker 0's output and exit status through.
+    workers, ps = cluster_flags.local_cluster(FLAGS)
+    if ps:
+      raise UserError("--strategy=multi_worker has no parameter servers: use "
+                      "--local_cluster=workers:N")
+    rc = distribute.run_local_workers("tf_embeddings.twotower", workers, FLAGS.cluster_timeout)
+    if rc:
+      raise SystemExit(rc)
+    return
   if FLAGS.strategy == "parameter_server" and config.train.average_momentum:
     # Checked again in train(); here before any server is started.
     raise UserError("--average_momentum (weight averaging, on by default) does not run on "

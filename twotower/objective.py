@@ -63,8 +63,12 @@ class Objective:
       (logQ correction and popularity negatives).
   """
 
-  def __init__(self, train_config, two_tower, item_counts):
+  def __init__(self, train_config, two_tower, item_counts, replicas=False):
     t = self.config = train_config
+    # Called in each replica of a synchronous strategy (`replicas`): the in-batch softmax
+    # gathers the candidates of every replica, and each replica returns its share of the
+    # global batch's mean (the replicas' losses and gradients are summed).
+    self.replicas = replicas
     self.query_tower, self.item_tower = two_tower.query_tower, two_tower.item_tower
     self.num_items = self.item_tower.num_ids
     self.temperature = t.temperature
@@ -95,6 +99,8 @@ class Objective:
     # path's tf.nn.sampled_softmax_loss does not compile).
     self.every_user = t.jit_compile
     if t.jit_compile and not (self.per_user and self.query_tower.num_ids <= t.batch_size):
+      self.per_item = self.per_user = False
+    if replicas:
       self.per_item = self.per_user = False
 
   # ---------------------------------------------------------------- named corrections
@@ -143,6 +149,8 @@ class Objective:
       return self._mixed(q, items, step)
     if loss == "inbatch_softmax":
       c = it.embed_index(items)  # [B, D]
+      if self.replicas:
+        return self._gathered(q, c, items)
       return losses.in_batch_softmax_loss(q, c, self.temperature, self.log_q_of(items),
                                           self.hit_ids(items))
     if loss == "info_nce":
@@ -161,6 +169,25 @@ class Objective:
     # Pointwise heads over labelled (user, item) rows.
     logit = self.pair_scores(q, it.embed_index(items))  # [B]
     return pointwise_loss(t, loss, batch["label"], logit, batch["session"])
+
+  def _gathered(self, q, c, items):
+    """The in-batch softmax of this replica's queries against the candidates of every
+    replica (TFRS `Retrieval` across replicas): its share of the global batch's loss."""
+    ctx = tf.distribute.get_replica_context()
+    n = ctx.num_replicas_in_sync
+    # all_gather needs its inputs placed: with one device per worker
+    # MultiWorkerMirroredStrategy sets no device scope ("destinations can not be empty");
+    # with several, each replica runs under its device's scope.
+    local = ctx.strategy.extended.worker_devices
+    if len(local) == 1:
+      with tf.device(local[0]):
+        c, items = tf.identity(c), tf.identity(items)
+    all_c = ctx.all_gather(c, axis=0)          # [n * B, D], replica r's rows at r * B
+    all_items = ctx.all_gather(items, axis=0)  # [n * B]
+    offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(items)[0]
+    return losses.in_batch_softmax_loss(
+        q, all_c, self.temperature, self.log_q_of(all_items), self.hit_ids(all_items),
+        query_offset=offset) / n
 
   def _per_user(self, users, items):
     """The in-batch softmax on [distinct users, items] logits (all users under XLA)."""

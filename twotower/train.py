@@ -18,7 +18,10 @@ Layout of a model directory:
   eval.json          written by `twotower eval`
 """
 import contextlib
+import dataclasses
 import functools
+import shutil
+import tempfile
 import time
 
 import keras
@@ -152,18 +155,99 @@ def train(config, prepared=None, resume=True, stats=None, dist=None):
       from the end of the first step: no tracing, no evaluation) and "steps".
     dist: `training.distribute.Distribution` (default: one process). Under
       parameter_server the tables are sharded over the parameter servers and the workers
-      run the steps; the checkpoints are the same as a single process's.
+      run the steps; the checkpoints are the same as a single process's. Under
+      multi_worker and mirrored every replica trains on its slice of each batch; a
+      non-chief worker writes to a temporary directory it removes (TensorFlow's pattern)
+      and starts from the chief's state.
 
   Returns:
     (two_tower, last eval metrics dict or {}).
   """
+  dist = dist or distribute.default()
+  if not dist.is_chief:
+    scratch = tempfile.mkdtemp(prefix="twotower-worker-")
+    try:
+      config = dataclasses.replace(config, model_dir=scratch)
+      with config_lib.run_dir(scratch).training() as rundir:
+        return _train(config, rundir, prepared, False, stats, dist)
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
   with config_lib.run_dir(config.model_dir).training() as rundir:
-    return _train(config, rundir, prepared, resume, stats, dist or distribute.default())
+    return _train(config, rundir, prepared, resume, stats, dist)
+
+
+def _check_replicated(config, dist):
+  """UserError for what synchronous replicas (multi_worker, mirrored) do not run."""
+  t = config.train
+  if t.loss != "inbatch_softmax" or t.mixed_negatives:
+    raise UserError(f"--strategy={dist.kind} trains --loss=inbatch_softmax without "
+                    "--mixed_negatives only (its candidates are gathered from every "
+                    f"replica); --loss={t.loss}"
+                    f"{' with --mixed_negatives' if t.mixed_negatives else ''} is not built "
+                    "for replicas: use --strategy=default or parameter_server")
+  if t.jit_compile:
+    raise UserError(f"--jit_compile does not run under --strategy={dist.kind} yet: leave it "
+                    "off")
+  if t.tasks or t.id_dropout:
+    flag = "--tasks" if t.tasks else "--id_dropout"
+    raise UserError(f"{flag} does not run under --strategy={dist.kind} yet: use "
+                    "--strategy=default")
+  n = dist.strategy.num_replicas_in_sync
+  if t.batch_size % n:
+    raise UserError(f"--batch_size={t.batch_size} does not split over the {n} replicas of "
+                    f"--strategy={dist.kind}: use a multiple of {n} (it is the global batch)")
+
+
+def _sync_from_chief(strategy, variables):
+  """Every worker takes the chief's values of `variables` (after the chief restored a
+  checkpoint that the other workers never read): one all-reduce of the chief's values."""
+  # Keras variables (the optimizer's) wrap a tf.Variable: sync that one.
+  variables = [v.value if isinstance(v, keras.Variable) else v for v in variables]
+  variables = list({id(v): v for v in variables}.values())
+
+  @tf.function(autograph=False)
+  def gather():
+    def replica_fn():
+      ctx = tf.distribute.get_replica_context()
+      first = tf.equal(ctx.replica_id_in_sync_group, 0)
+      mine = [tf.where(first, tf.cast(v, tf.float64), tf.zeros(v.shape, tf.float64))
+              for v in variables]
+      return ctx.all_reduce(tf.distribute.ReduceOp.SUM, mine)
+    return strategy.run(replica_fn)
+
+  values = gather()
+  for v, x in zip(variables, values):
+    v.assign(tf.cast(strategy.experimental_local_results(x)[0], v.dtype))
+
+
+def _replicated_step(strategy, replica_fn, batch_size, after=None):
+  """The train step of synchronous replicas: a global batch of `batch_size` rows -> each
+  replica its slice (`replica_fn` returns its share of the loss), then `after()` once in
+  cross-replica context; returns the global batch's loss."""
+  n = strategy.num_replicas_in_sync
+  b = batch_size // n
+
+  @tf.function(autograph=False)
+  def step(per_replica):
+    shares = strategy.run(replica_fn, args=(per_replica,))
+    if after is not None:
+      after()
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, shares, axis=None)
+
+  def run(batch):
+    def value_fn(ctx):
+      r = ctx.replica_id_in_sync_group
+      return {k: v[r * b:(r + 1) * b] for k, v in batch.items()}
+    return step(strategy.experimental_distribute_values_from_function(value_fn))
+
+  return run
 
 
 def _train(config, rundir, prepared, resume, stats, dist):
   t = config.train
   pointwise = config_lib.labelled(t)
+  if dist.replicated:
+    _check_replicated(config, dist)
   has_checkpoint = rundir.prepare_train(config, resume, RUN_FILES)
   if prepared is None:
     prepared = inputs.prepare(config.data, pointwise, seen_every_row=bool(t.tasks))
@@ -210,9 +294,12 @@ def _train(config, rundir, prepared, resume, stats, dist):
   # What the export builds from: the towers' vocabularies and tables (rewritten on resume:
   # the same data, as the recorded config).
   inputs.save_tables(rundir.file(inputs.TABLES_FILE), prepared.data, history)
+  if dist.kind == "multi_worker":
+    _sync_from_chief(dist.strategy, [*two_tower.variables, *optimizer.variables, step_var,
+                                     *(average.variables if average is not None else ())])
   # Retrieval heads of --tasks train on every row, labelled 0 or 1: logQ counts every row.
   counts = train_data.item_counts() if t.tasks else positives_counts(train_data)
-  loss_fn = objective_lib.Objective(t, two_tower, counts)
+  loss_fn = objective_lib.Objective(t, two_tower, counts, replicas=dist.replicated)
 
   def step_fn(batch):
     with tf.GradientTape() as tape:
@@ -232,7 +319,22 @@ def _train(config, rundir, prepared, resume, stats, dist):
                       "cannot schedule an XLA function there): leave it off")
     return _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn,
                              step_var, schedule, manager, steps_per_epoch, total_steps, drop)
-  train_step = tf.function(step_fn, autograph=False, jit_compile=t.jit_compile)
+  if dist.replicated:
+    def replica_fn(batch):
+      with tf.GradientTape() as tape:
+        loss = loss_fn(batch, step_var)  # this replica's share of the batch's loss
+      grads = tape.gradient(loss, variables)
+      optimizer.apply_gradients(zip(grads, variables))  # summed over the replicas
+      return loss
+
+    def after():
+      if average is not None:
+        average.update()
+      step_var.assign_add(1)
+
+    train_step = _replicated_step(dist.strategy, replica_fn, t.batch_size, after)
+  else:
+    train_step = tf.function(step_fn, autograph=False, jit_compile=t.jit_compile)
   if task_weights is not None:
     def multi_step_fn(batch, recompute):
       return _multi_task_step(batch, loss_fn, task_weights, variables, optimizer, average,
@@ -292,7 +394,7 @@ def _train(config, rundir, prepared, resume, stats, dist):
       if step % t.checkpoint_every == 0:
         manager.save(checkpoint_number=step)
         tick = time.monotonic()
-    if t.eval_every_epoch or epoch == t.epochs - 1:
+    if (t.eval_every_epoch or epoch == t.epochs - 1) and dist.is_chief:
       with average.swapped() if average is not None else contextlib.nullcontext():
         last_eval = _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch)
   if average is not None:
