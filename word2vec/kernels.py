@@ -629,11 +629,10 @@ def block_on_rows(config, rows, inputs, lengths, targets, sampled, true_log_q,
     (mean loss of the block, the three row tensors after it).
   """
   c = config
-  n = rows[0].shape[0]
 
   def body(i, total, input_rows, output_rows, bias_rows):
     tables = Tables(LocalTable(input_rows), LocalTable(output_rows), LocalTable(bias_rows),
-                    LocalTable(tf.zeros([n])) if c.row_update == "bounded" else None)
+                    LocalTable(tf.zeros_like(bias_rows)) if c.row_update == "bounded" else None)
     loss = minibatch_sgd(config, tables, window)(
         inputs[i], lengths[i], targets[i], sampled[i], true_log_q[i], sampled_log_q[i], lrs[i])
     return (i + 1, total + loss, tables.input_embeddings.value,

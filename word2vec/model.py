@@ -303,7 +303,7 @@ class Word2Vec(tf.Module):
     # A fixed number of rows (one compiled program): unique ids padded with 0.
     capacity = kernels.rows_per_block(c, inputs.shape[1])
     count = tf.size(unique)
-    ids = tf.pad(unique, [[0, capacity - count]])
+    ids = tf.reshape(tf.pad(unique, [[0, capacity - count]]), [capacity])
     tables = (self.input_embeddings, self.output_embeddings, self.output_biases)
     before = [gather_rows(t, ids) for t in tables]
     loss, after = self._compiled_rows(before, local_inputs, lengths, local_targets,
@@ -361,14 +361,15 @@ def step_config(config, vocab_size):
       train_biases=config.train_biases, row_update=config.row_update)
 
 
-def build_model(config, vocab):
-  """A new Word2Vec of the run's Config over its Vocabulary (UserError if too small)."""
+def build_model(config, vocab, table_scope=None):
+  """A new Word2Vec of the run's Config over its Vocabulary (UserError if too small);
+  table_scope as for `Word2Vec`."""
   if config.num_sampled >= len(vocab) - 1:
     raise UserError(f"the vocabulary has {len(vocab) - 1} words besides UNK, not more than "
                     f"--num_sampled={config.num_sampled}: lower --num_sampled or "
                     "--min_count, or use a bigger corpus")
   return Word2Vec(step_config(config, len(vocab)), unigram_counts=vocab.counts,
-                  seed=config.seed)
+                  seed=config.seed, table_scope=table_scope)
 
 
 def make_checkpoint(model):
