@@ -70,6 +70,9 @@ def main(argv):
     app_lib.import_tensorflow()
   if action == "train":
     from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
+    if FLAGS.strategy == "parameter_server":
+      from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+      train_lib.check_cluster_config(config)  # before any server is started
     with distribute.distribution(
         "word2vec", "tf_embeddings.word2vec", FLAGS.strategy, word2vec_flags.STRATEGIES,
         FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS),

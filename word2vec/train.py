@@ -129,6 +129,14 @@ class ClusterBlocks:
     return done
 
 
+def check_cluster_config(config):
+  """Raises UserError for what does not run on parameter-server workers."""
+  if config.sampler not in model_lib.IN_GRAPH_SAMPLERS:
+    raise UserError(f"--sampler={config.sampler} does not run on parameter-server workers "
+                    "(its state lives in one process): use "
+                    f"{' or '.join('--sampler=' + s for s in model_lib.IN_GRAPH_SAMPLERS)}")
+
+
 def _log_table_shards(model):
   for name in ("input_embeddings", "output_embeddings", "output_biases"):
     table = getattr(model, name)
@@ -141,10 +149,8 @@ def _train(config, rundir, dist):
   call_start = time.monotonic()
   timings = dict.fromkeys(PHASES, 0.0)
   timings["startup"] = seconds_since_process_start() or 0.0
-  if dist.coordinator is not None and config.sampler not in model_lib.IN_GRAPH_SAMPLERS:
-    raise UserError(f"--sampler={config.sampler} does not run on parameter-server workers "
-                    "(its state lives in one process): use "
-                    f"{' or '.join('--sampler=' + s for s in model_lib.IN_GRAPH_SAMPLERS)}")
+  if dist.coordinator is not None:
+    check_cluster_config(config)
   has_checkpoint = rundir.prepare_train(config, config.resume, RUN_FILES)
   vocab, ids = inputs.prepare_data(config, require_cached=has_checkpoint, timings=timings)
   setup_start = time.monotonic()
