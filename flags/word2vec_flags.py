@@ -8,7 +8,7 @@ from tf_embeddings.word2vec.config import LOSSES, MODELS, ROW_UPDATES, SAMPLERS,
 
 ACTIONS = ("train", "eval", "export", "vocab", "server")
 # The strategies word2vec implements (training/distribute.py).
-STRATEGIES = ("default",)
+STRATEGIES = ("default", "parameter_server")
 EXPORT_FORMATS = ("word2vec", "word2vec_binary", "projector", "npy")
 
 

@@ -91,8 +91,11 @@ def test_free_ports_are_distinct():
     ("twotower", ["train", "--model_dir=x", "--strategy=parameter_server",
                   "--local_cluster=workers:0,ps:1", "--average_momentum=0"], {},
      "--local_cluster=workers:0,ps:1: needs at least one worker"),
-    ("word2vec", ["train", "--strategy=parameter_server", "--model_dir=x"], {},
-     "word2vec does not support --strategy=parameter_server yet"),
+    ("word2vec", ["train", "--strategy=multi_worker", "--model_dir=x"], {},
+     "word2vec does not support --strategy=multi_worker yet"),
+    ("word2vec", ["train", "--strategy=parameter_server", "--model_dir=x",
+                  "--sampler=learned_unigram", "--local_cluster=workers:1,ps:1"], {},
+     "--sampler=learned_unigram does not run on parameter-server workers"),
     ("twotower", ["train", "--model_dir=x", "--strategy=parameter_server",
                   "--local_cluster=workers:1,ps:1"], {},
      "--average_momentum (weight averaging, on by default) does not run on parameter-server"),
@@ -280,3 +283,87 @@ def test_killed_worker_is_survived_killed_ps_resumes(tmp_path):
   assert step >= 40  # at least epoch 1's checkpoints (46 steps an epoch)
   assert "epoch 4 (" in res.stderr and _hit100(res.stdout) > 0.6
   assert not wait_gone(mark)
+
+
+# ----------------------------------------------------------------------------- word2vec
+
+
+def _topic_corpus(path, n_tokens=20000, seed=0):
+  """Lines of 6-12 words of one topic (its word plus a suffix: kingalpha, kingbeta, ...),
+  30% fillers: a word's nearest neighbours should be its topic's words."""
+  topics = ("king", "queen", "paris", "france", "river", "music", "apple", "engine")
+  suffixes = ("alpha", "beta", "gamma", "delta", "omega", "sigma")
+  fillers = ("the", "of", "and", "a", "to", "in", "is")
+  rng = np.random.default_rng(seed)
+  words = []
+  while len(words) < n_tokens:
+    topic = topics[rng.integers(len(topics))]
+    for _ in range(rng.integers(6, 13)):
+      words.append(topic + suffixes[rng.integers(len(suffixes))] if rng.random() < 0.7
+                   else fillers[rng.integers(len(fillers))])
+  with open(path, "w", encoding="utf-8") as f:
+    for i in range(0, n_tokens, 20):
+      f.write(" ".join(words[i:i + 20]) + "\n")
+
+
+def _topic_purity(words, vectors, k=5):
+  """Mean fraction of the k nearest neighbours (cosine) of each topic word in its topic."""
+  unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+  topic = [w[:-5] if w.endswith(("alpha", "gamma", "delta", "omega", "sigma")) else
+           w[:-4] if w.endswith("beta") else None for w in words]
+  sims = unit @ unit.T
+  np.fill_diagonal(sims, -2)
+  scores = [np.mean([topic[j] == t for j in np.argsort(-sims[i])[:k]])
+            for i, t in enumerate(topic) if t]
+  return float(np.mean(scores))
+
+
+# CBOW + sampled softmax: biases trained too; one compiled program (skip-gram has one per
+# reduced window), so the workers start training at once.
+W2V_FIELDS = dict(model="cbow", embedding_dim=16, batch_size=64, steps_per_call=4,
+                  chunk_tokens=2000, epochs=3, eval_examples=64, words=("kingalpha",))
+W2V = [f"--{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in W2V_FIELDS.items()]
+
+
+def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
+  """2 workers + 2 parameter servers: the tables are split over both servers, the run
+  finishes within noise of one process on the same text, and its checkpoint restores into
+  one process (the same held-out loss) and exports; no server is left behind."""
+  from tf_embeddings.word2vec import config as config_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import export as export_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import inputs  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import model as model_lib  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+  corpus = str(tmp_path / "corpus.txt")
+  _topic_corpus(corpus)
+  mark = uuid.uuid4().hex
+  run = str(tmp_path / "ps")
+  res = app("word2vec", "train", f"--corpus={corpus}", f"--model_dir={run}", *W2V,
+            "--strategy=parameter_server", "--local_cluster=workers:2,ps:2",
+            env={"TEST_MARK": mark}, timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  for table in ("input_embeddings", "output_embeddings", "output_biases"):
+    assert (f"{table} in 2 shards on /job:ps/replica:0/task:0, /job:ps/replica:0/task:1"
+            in res.stderr), res.stderr[-3000:]
+  assert not wait_gone(mark), "server processes outlived the chief"
+  out = res.stdout
+  cluster = json.loads(out)["heldout_full_softmax_loss"]
+  # The same text in one process (the library entry, in this process).
+  single = train_lib.train(config_lib.Config(model_dir=str(tmp_path / "one"), corpus=corpus,
+                                             **W2V_FIELDS))["heldout_full_softmax_loss"]
+  assert abs(cluster - single) < 0.15, (cluster, single)
+  # `word2vec eval` in one process: the sharded tables restore whole, the same figure.
+  saved, vocab, model = model_lib.restore(run)
+  evaluator = evaluate_lib.Evaluator(saved, vocab,
+                                     inputs.saved_heldout_ids(run, saved.eval_fraction))
+  assert abs(evaluator.run(model)["heldout_full_softmax_loss"] - cluster) < 1e-4
+  out_dir = str(tmp_path / "npy")
+  export_lib.export(run, "npy", out_dir, overwrite=False)
+  vectors = np.load(os.path.join(out_dir, "vectors.npy"))
+  with open(os.path.join(out_dir, "vocab.txt"), encoding="utf-8") as f:
+    words = f.read().split()
+  assert vectors.shape == (len(vocab) - 1, 16)
+  # Topic words next to their topic (an untrained table: about 0.1).
+  assert _topic_purity(words, vectors) > 0.8
+

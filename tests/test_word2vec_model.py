@@ -968,3 +968,43 @@ def test_config_choice_lists_match_the_library():
   from tf_embeddings.word2vec import model as model_lib
   assert config_lib.SAMPLERS == samplers_lib.SAMPLERS
   assert set(model_lib.IN_GRAPH_SAMPLERS) < set(config_lib.SAMPLERS)
+
+
+@pytest.mark.parametrize("model,loss,row_update,vocab", [
+    ("skipgram", "nce", "bounded", 2000),          # fewer rows gathered than the vocabulary
+    ("cbow", "sampled_softmax", "sum", 300),       # every row gathered, biases trained
+])
+def test_block_on_gathered_rows_equals_the_block_on_the_tables(model, loss, row_update, vocab):
+  """What a parameter-server worker runs (`train_block_on_rows`: the rows a block touches
+  gathered, the compiled block on them, their change added back) moves the tables as
+  `train_block` does on the whole tables, and leaves every other row as it was."""
+  from tf_embeddings.word2vec import model as model_lib  # pylint: disable=import-outside-toplevel
+  sampled_softmax = loss == "sampled_softmax"
+  config = model_lib.StepConfig(
+      model=model, loss=loss, vocab_size=vocab, dim=8, window=3, batch_size=32,
+      steps_per_call=4, num_sampled=5, group_size=8, subtract_log_q=sampled_softmax,
+      train_biases=sampled_softmax, row_update=row_update)
+  counts = np.random.default_rng(0).integers(1, 100, vocab)
+  ids = np.random.default_rng(1).integers(1, vocab, 5000).astype(np.int32)
+  stream = pipeline.BlockStream(ids, np.ones(vocab), model, 3, 32, 4, 1, chunk_tokens=5000)
+  block = next(stream.blocks(0))
+  args = [tf.constant(block[k]) for k in ("inputs", "lengths", "targets")]
+  lrs = tf.constant([0.5, 0.4, 0.3, 0.2])
+  whole, rows = (model_lib.Word2Vec(config, unigram_counts=counts, seed=3) for _ in range(2))
+  for m in (whole, rows):
+    randomise(m, 4, scale=0.2)
+  before = table_values(whole)
+  # 1 + steps * (text 32 + 2 * 3, centres 32, negatives 4 groups * (6 offsets) * 5).
+  touched = 1 + 4 * (38 + 32 + (120 if model == "skipgram" else 20))
+  assert model_lib.kernels.rows_per_block(config, block["inputs"].shape[1]) == min(vocab,
+                                                                                  touched)
+  loss_whole = whole.train_block(*args, lrs, 42)
+  loss_rows = rows.train_block_on_rows(*args, lrs, tf.constant(42, tf.int64),
+                                       window=whole.block_window(block["lengths"]))
+  assert_close(float(loss_rows), float(loss_whole), rtol=1e-6)
+  after = table_values(whole)
+  assert np.abs(after[0] - before[0]).max() > 1e-3  # the block did train
+  for name, b, want, got in zip(["input", "output", "bias"], before, after, table_values(rows)):
+    assert_close(got, want, rtol=1e-5, atol=1e-6, what=name)
+    untouched = np.all(want == b, axis=tuple(range(1, b.ndim)))
+    np.testing.assert_array_equal(got[untouched], b[untouched])

@@ -592,3 +592,21 @@ def run_local_workers(app_module, workers, timeout, argv=None):
           task.process.kill()
         task.process.wait()
     shutil.rmtree(log_dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def gather_rows(table, ids):
+  """tf.gather(table, ids) of 1-D ids for a tf.Variable or a ShardedVariable.
+
+  A ShardedVariable is read with tf.nn.embedding_lookup over its shards ("div", as the
+  strategy splits the rows): `tf.gather` on the ShardedVariable itself returns the rows of
+  ids spanning shards grouped by shard, not in the order of the ids (TF 2.21; the towers'
+  `twotower.model.lookup` reads their tables the same way).
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  shards = getattr(table, "variables", None)
+  if not isinstance(shards, (list, tuple)):
+    return tf.gather(table, ids)
+  return tf.nn.embedding_lookup(list(shards), ids)

@@ -19,9 +19,9 @@ USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags] | word2vec server 
          "(word2vec --helpfull lists every flag)")
 
 
-def _train(config):
+def _train(config, dist):
   from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
-  figures = train_lib.train(config)
+  figures = train_lib.train(config, dist)
   print(json.dumps(figures, indent=2, sort_keys=True))
 
 
@@ -70,10 +70,14 @@ def main(argv):
     app_lib.import_tensorflow()
   if action == "train":
     from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
+    if FLAGS.strategy == "parameter_server":
+      from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
+      train_lib.check_cluster_config(config)  # before any server is started
     with distribute.distribution(
         "word2vec", "tf_embeddings.word2vec", FLAGS.strategy, word2vec_flags.STRATEGIES,
-        FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS), FLAGS.cluster_timeout):
-      _train(config)
+        FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS),
+        FLAGS.cluster_timeout) as dist:
+      _train(config, dist)
   elif action == "eval":
     _eval(config)
   elif action == "export":

@@ -554,13 +554,17 @@ def block(config, tables, inputs, lengths, targets, sampled, true_log_q, sampled
   `window` (a Python int, skip-gram only): the largest reduced window of the block;
   default the maximum.
   """
-  c = config
-  if c.model == "skipgram":
-    sgd = functools.partial(skipgram_window_sgd, config, tables, window or c.window)
-  else:
-    sgd = functools.partial(cbow_window_sgd, config, tables)
-  return sgd_loop(c.steps_per_call, sgd, inputs, lengths, targets, sampled, true_log_q,
-                  sampled_log_q, lrs)
+  return sgd_loop(config.steps_per_call, minibatch_sgd(config, tables, window), inputs,
+                  lengths, targets, sampled, true_log_q, sampled_log_q, lrs)
+
+
+def minibatch_sgd(config, tables, window=None):
+  """The SGD step of one minibatch of runs on `tables`: sgd(inputs, lengths, targets,
+  sampled, true_log_q, sampled_log_q, lr) -> mean loss (`skipgram_window_sgd` with the
+  static window, default the maximum, or `cbow_window_sgd`)."""
+  if config.model == "skipgram":
+    return functools.partial(skipgram_window_sgd, config, tables, window or config.window)
+  return functools.partial(cbow_window_sgd, config, tables)
 
 
 def sgd_loop(steps, sgd, inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs):
@@ -573,6 +577,79 @@ def sgd_loop(steps, sgd, inputs, lengths, targets, sampled, true_log_q, sampled_
 
   _, total = tf.while_loop(lambda i, _: i < steps, body, (0, tf.constant(0.0)))
   return total / steps
+
+
+class LocalTable:
+  """A table held as a tensor, with the methods the kernels call on a tf.Variable
+  (gather through `sparse_read`, `scatter_add`, `scatter_sub`, `scatter_update` of
+  IndexedSlices, duplicate rows summed as the variable's), each of which replaces `value`
+  by the updated tensor: the kernels run unchanged on rows gathered from tables that live
+  elsewhere (`block_on_rows`)."""
+
+  def __init__(self, value):
+    self.value = value
+
+  @property
+  def shape(self):
+    return self.value.shape
+
+  def sparse_read(self, indices, name=None):
+    return tf.gather(self.value, indices, name=name)
+
+  def _scatter(self, op, delta):
+    self.value = op(self.value, tf.expand_dims(delta.indices, -1), delta.values)
+
+  def scatter_add(self, delta):
+    self._scatter(tf.tensor_scatter_nd_add, delta)
+
+  def scatter_sub(self, delta):
+    self._scatter(tf.tensor_scatter_nd_sub, delta)
+
+  def scatter_update(self, delta):
+    self._scatter(tf.tensor_scatter_nd_update, delta)
+
+
+def block_on_rows(config, rows, inputs, lengths, targets, sampled, true_log_q,
+                  sampled_log_q, lrs, window=None):
+  """`block` on the rows of the tables that the block touches, held as tensors.
+
+  The ids of inputs, targets and sampled index `rows` (remapped from the vocabulary,
+  id 0 staying 0: it marks "no word"); the block's minibatches run one after the other on
+  the updated rows, exactly as `block` runs them on the whole tables (the bounded row
+  update's scratch counts are zero between steps, so a local zero vector stands for them).
+  Compilable with XLA: what a parameter-server worker runs between gathering the rows from
+  the parameter servers and adding their change back (word2vec/model.py).
+
+  Args:
+    rows: (input rows [n, dim], output rows [n, dim], bias rows [n]) float32.
+    inputs, lengths, targets, sampled, true_log_q, sampled_log_q, lrs, window: as for
+      `block`, ids in 0..n-1.
+
+  Returns:
+    (mean loss of the block, the three row tensors after it).
+  """
+  c = config
+
+  def body(i, total, input_rows, output_rows, bias_rows):
+    tables = Tables(LocalTable(input_rows), LocalTable(output_rows), LocalTable(bias_rows),
+                    LocalTable(tf.zeros_like(bias_rows)) if c.row_update == "bounded" else None)
+    loss = minibatch_sgd(config, tables, window)(
+        inputs[i], lengths[i], targets[i], sampled[i], true_log_q[i], sampled_log_q[i], lrs[i])
+    return (i + 1, total + loss, tables.input_embeddings.value,
+            tables.output_embeddings.value, tables.output_biases.value)
+
+  _, total, *after = tf.while_loop(lambda i, *_: i < c.steps_per_call, body,
+                                   (0, tf.constant(0.0), *rows))
+  return total / c.steps_per_call, tuple(after)
+
+
+def rows_per_block(config, width):
+  """The most distinct table rows one block of runs `width` ids wide can touch
+  (`block_on_rows`): id 0, its text, its centres and its negatives, at most the
+  vocabulary."""
+  c = config
+  touched = 1 + c.steps_per_call * (width + c.batch_size + c.negative_groups * c.num_sampled)
+  return min(c.vocab_size, touched)
 
 
 def sample_targets(config, inputs, targets):

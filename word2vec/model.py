@@ -8,12 +8,15 @@ minibatches in one `tf.while_loop`) is word2vec/kernels.py, functions over the t
 `Word2Vec` holds the XLA compilation boundaries (one `tf.function(jit_compile=True)` per
 block program) and thin methods that call the kernels.
 """
+import contextlib
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
 
 from tf_embeddings.data.errors import UserError
+from tf_embeddings.training.distribute import gather_rows
 from tf_embeddings.word2vec import config as config_lib
 from tf_embeddings.word2vec import inputs
 from tf_embeddings.word2vec import kernels
@@ -128,7 +131,7 @@ class StepConfig:
 class Word2Vec(tf.Module):
   """The three word2vec tables and the compiled training call."""
 
-  def __init__(self, config, unigram_counts=None, seed=0, tables=None):
+  def __init__(self, config, unigram_counts=None, seed=0, tables=None, table_scope=None):
     """Creates the variables.
 
     Args:
@@ -138,6 +141,9 @@ class Word2Vec(tf.Module):
       seed: int, seeds the initialisation and the sampler.
       tables: optional {name: tensor} of the TABLES (`read_tables`): the variables start
         from these tensors (their buffers, no copy) instead of the initialisation.
+      table_scope: optional context manager the three tables are created in (a
+        parameter-server strategy's `Distribution.tables`: ShardedVariables; they are then
+        trained with `train_block_on_rows`).
     """
     super().__init__(name="word2vec")
     c = config
@@ -156,13 +162,15 @@ class Word2Vec(tf.Module):
           raise ValueError(f"{name} has shape {tables[name].shape.as_list()}, the model "
                            f"{shape}")
     initial = tables or {name: tf.zeros(shape) for name, shape in shapes.items()}
-    # Input vectors, the exported embeddings: [vocab_size, dim].
-    self.input_embeddings = tf.Variable(initial["input_embeddings"], name="input_embeddings")
-    # Output vectors of NCE / sampled softmax: [vocab_size, dim].
-    self.output_embeddings = tf.Variable(initial["output_embeddings"],
-                                         name="output_embeddings")
-    # Output biases: [vocab_size].
-    self.output_biases = tf.Variable(initial["output_biases"], name="output_biases")
+    with table_scope() if table_scope else contextlib.nullcontext():
+      # Input vectors, the exported embeddings: [vocab_size, dim].
+      self.input_embeddings = tf.Variable(initial["input_embeddings"],
+                                          name="input_embeddings")
+      # Output vectors of NCE / sampled softmax: [vocab_size, dim].
+      self.output_embeddings = tf.Variable(initial["output_embeddings"],
+                                           name="output_embeddings")
+      # Output biases: [vocab_size].
+      self.output_biases = tf.Variable(initial["output_biases"], name="output_biases")
     # The variables must hold the only references to their buffers before the first
     # scatter, which otherwise copies the whole table (copy on write): +1.2 GB RSS for a
     # 1M x 300 table when the fill below ran while `initial` still held its zeros.
@@ -191,6 +199,11 @@ class Word2Vec(tf.Module):
       self._sampler = kernels.sampler_tables(c, self._unigrams)
       self._compiled_train = tf.function(self._sample_and_block, jit_compile=True,
                                          autograph=False)
+      # The parameter-server path (`train_block_on_rows`): the draws, and the block on
+      # gathered rows, compiled apart (between them the rows are gathered).
+      self._compiled_draw = tf.function(self._draw, jit_compile=True, autograph=False)
+      self._compiled_rows = tf.function(
+          functools.partial(kernels.block_on_rows, c), jit_compile=True, autograph=False)
     else:
       # learned_unigram keeps state in its op kernel: it runs outside XLA, in one graph so
       # that its kernel is built once.
@@ -275,6 +288,46 @@ class Word2Vec(tf.Module):
     return self._compiled_block(inputs, lengths, targets, sampled, true_log_q,
                                 sampled_log_q, lrs, window)
 
+  def _draw(self, inputs, targets, step):
+    return kernels.draw(self.config, self._sampler, self.seed,
+                        self._sample_targets(inputs, targets), step)
+
+  def train_block_on_rows(self, inputs, lengths, targets, lrs, step, window=None):
+    """`train_block` for tables that live elsewhere (ShardedVariables on parameter
+    servers): reads the rows the block touches, runs the compiled block on them
+    (`kernels.block_on_rows`) and adds their change back to the tables (asynchronous
+    SGD: another worker's change to the same rows in the meantime is kept, Hogwild).
+
+    The same updates as `train_block` on the same tables (up to float rounding): the
+    same draws, the same kernels. Traced inside the function a worker runs (a
+    `jit_compile=True` function cannot be scheduled on a worker; one it calls can), with
+    the args of `train_block` as tensors: step an int64 scalar, window a Python int.
+
+    Returns:
+      Scalar float32, mean per-example training loss of the block.
+    """
+    c = self.config
+    if c.sampler not in IN_GRAPH_SAMPLERS:
+      raise ValueError(f"train_block_on_rows draws in the graph: not with --sampler={c.sampler}")
+    sampled, true_log_q, sampled_log_q = self._compiled_draw(inputs, targets, step)
+    # Every id of the block, 0 first so that it stays 0 ("no word") once remapped.
+    parts = [tf.zeros([1], tf.int32), inputs, targets, sampled]
+    unique, local = tf.unique(tf.concat([tf.reshape(p, [-1]) for p in parts], 0))
+    sizes = [int(np.prod(p.shape)) for p in parts]
+    _, local_inputs, local_targets, local_sampled = (
+        tf.reshape(x, p.shape) for x, p in zip(tf.split(local, sizes), parts))
+    # A fixed number of rows (one compiled program): unique ids padded with 0.
+    capacity = kernels.rows_per_block(c, inputs.shape[1])
+    count = tf.size(unique)
+    ids = tf.reshape(tf.pad(unique, [[0, capacity - count]]), [capacity])
+    tables = (self.input_embeddings, self.output_embeddings, self.output_biases)
+    before = [gather_rows(t, ids) for t in tables]
+    loss, after = self._compiled_rows(before, local_inputs, lengths, local_targets,
+                                      local_sampled, true_log_q, sampled_log_q, lrs, window)
+    for table, old, new in zip(tables[:3 if c.train_biases else 2], before, after):
+      table.scatter_add(tf.IndexedSlices((new - old)[:count], unique))
+    return loss
+
   def block_window(self, lengths):
     """The compiled program a block runs: for skip-gram runs its largest reduced window (one
     program per window; the pipeline draws one per block), else None (one program)."""
@@ -324,15 +377,16 @@ def step_config(config, vocab_size):
       train_biases=config.train_biases, row_update=config.row_update)
 
 
-def build_model(config, vocab, checkpoint=None):
+def build_model(config, vocab, checkpoint=None, table_scope=None):
   """A new Word2Vec of the run's Config over its Vocabulary (UserError if too small), its
-  tables read from `checkpoint` (a path) if given."""
+  tables read from `checkpoint` (a path) if given; table_scope as for `Word2Vec`."""
   if config.num_sampled >= len(vocab) - 1:
     raise UserError(f"the vocabulary has {len(vocab) - 1} words besides UNK, not more than "
                     f"--num_sampled={config.num_sampled}: lower --num_sampled or "
                     "--min_count, or use a bigger corpus")
   return Word2Vec(step_config(config, len(vocab)), unigram_counts=vocab.counts,
-                  seed=config.seed, tables=read_tables(checkpoint) if checkpoint else None)
+                  seed=config.seed, tables=read_tables(checkpoint) if checkpoint else None,
+                  table_scope=table_scope)
 
 
 # The checkpointed tables (`make_checkpoint`), by attribute name.

@@ -1,5 +1,14 @@
 """Training a word2vec run: the loop (inputs.py's blocks -> model.py's compiled SGD ->
-summaries, checkpoints, evaluation), run directory set-up and timings."""
+summaries, checkpoints, evaluation), run directory set-up and timings.
+
+Under --strategy=parameter_server (training/distribute.py) the tables are ShardedVariables
+on the parameter servers and this process, the chief, makes the blocks as in one process
+and schedules each on a worker (`ClusterBlocks`), which reads the rows the block touches,
+runs the compiled block on them and adds their change back (`Word2Vec.train_block_on_rows`,
+asynchronous: Hogwild, as word2vec is trained); the chief joins the workers before every
+checkpoint and evaluation, and evaluates on a copy of the tables in this process.
+"""
+import collections
 import json
 import os
 import time
@@ -11,6 +20,7 @@ from absl import logging
 from tf_embeddings.data import pipeline
 from tf_embeddings.data.atomic import atomic_write
 from tf_embeddings.data.errors import UserError
+from tf_embeddings.training import distribute
 from tf_embeddings.training import rundir as rundir_lib
 from tf_embeddings.training.progress import Progress, StepTimer
 from tf_embeddings.word2vec import config as config_lib
@@ -51,15 +61,19 @@ def checkpoint_manager(rundir, ckpt):
 
 
 
-def train(config):
+def train(config, dist=None):
   """Trains (or resumes) the run in config.model_dir. Returns the final eval figures.
 
   The run directory is locked for the whole call (a second trainer is refused). A run
   directory this call created is removed again if training fails before the run is set up
   (config.json written): a bad corpus or flag leaves nothing behind.
+
+  dist: `training.distribute.Distribution` (default: one process). Under parameter_server
+  the workers train the blocks this process makes; the checkpoints are a single
+  process's (the tables whole), so eval, export and resuming read them in either layout.
   """
   with config_lib.run_dir(config.model_dir).training() as rundir:
-    return _train(config, rundir)
+    return _train(config, rundir, dist or distribute.default())
 
 
 def evaluates_after(config, epoch):
@@ -69,16 +83,90 @@ def evaluates_after(config, epoch):
   return epoch + 1 == config.epochs or (every > 0 and (epoch + 1) % every == 0)
 
 
-def _train(config, rundir):
+class ClusterBlocks:
+  """Schedules blocks on the workers of a parameter-server cluster and hands back their
+  losses in the order scheduled, keeping at most `in_flight` blocks unfetched.
+
+  One worker function per skip-gram window (the compiled program is per window, as in one
+  process); each block's step seeds its negatives, so a block draws what it would draw
+  in one process whichever worker runs it. A block whose worker dies is run again by the
+  coordinator on another one (its change may then be added twice: asynchronous SGD).
+  """
+
+  def __init__(self, dist, model, in_flight):
+    self.strategy, self.coordinator = dist.strategy, dist.coordinator
+    self.model = model
+    self.in_flight = in_flight
+    self.pending = collections.deque()
+    self._functions = {}
+
+  def _function(self, window):
+    if window not in self._functions:
+      train_block = lambda *args: self.model.train_block_on_rows(*args, window=window)
+
+      @tf.function(autograph=False)
+      def worker_block(inputs, lengths, targets, lrs, step):
+        return self.strategy.run(train_block, args=(inputs, lengths, targets, lrs, step))
+
+      self._functions[window] = worker_block
+    return self._functions[window]
+
+  def schedule(self, block, lrs, step, info):
+    """Schedules `block` (of train_block's args) on a worker; `info` comes back with it."""
+    function = self._function(self.model.block_window(block["lengths"]))
+    args = (block["inputs"], block["lengths"], block["targets"], tf.constant(lrs, tf.float32),
+            tf.constant(step, tf.int64))
+    self.pending.append((self.coordinator.schedule(function, args=args), info))
+
+  def finished(self, join=False):
+    """[(loss, info)] of the oldest blocks beyond `in_flight` (join: of every block)."""
+    if join:
+      self.coordinator.join()
+    done = []
+    while self.pending and (join or len(self.pending) > self.in_flight):
+      remote, info = self.pending.popleft()
+      done.append((float(remote.fetch()), info))
+    return done
+
+
+def check_cluster_config(config):
+  """Raises UserError for what does not run on parameter-server workers."""
+  if config.sampler not in model_lib.IN_GRAPH_SAMPLERS:
+    raise UserError(f"--sampler={config.sampler} does not run on parameter-server workers "
+                    "(its state lives in one process): use "
+                    f"{' or '.join('--sampler=' + s for s in model_lib.IN_GRAPH_SAMPLERS)}")
+
+
+def _log_table_shards(model):
+  for name in ("input_embeddings", "output_embeddings", "output_biases"):
+    table = getattr(model, name)
+    shards = getattr(table, "variables", None) or [table]
+    logging.info("%s in %d shard%s on %s", name, len(shards), "s" if len(shards) > 1 else "",
+                 ", ".join(s.device.split("/device")[0] for s in shards))
+
+
+def _train(config, rundir, dist):
   call_start = time.monotonic()
   timings = dict.fromkeys(PHASES, 0.0)
   timings["startup"] = seconds_since_process_start() or 0.0
+  if dist.coordinator is not None:
+    check_cluster_config(config)
   has_checkpoint = rundir.prepare_train(config, config.resume, RUN_FILES)
   vocab, ids = inputs.prepare_data(config, require_cached=has_checkpoint, timings=timings)
   setup_start = time.monotonic()
-  # A resumed run's tables are read straight from its last checkpoint (one copy of each).
   latest = rundir.latest_checkpoint() if has_checkpoint else None
-  model = model_lib.build_model(config, vocab, checkpoint=latest)
+  with dist.scope():
+    if dist.distributed:
+      # Sharded tables start from the initialisation and are restored below.
+      model = model_lib.build_model(config, vocab, table_scope=dist.tables)
+    else:
+      # A resumed run's tables are read straight from its last checkpoint (one copy each).
+      model = model_lib.build_model(config, vocab, checkpoint=latest)
+  cluster = None
+  local = None  # on a cluster, the copy of the tables evaluation reads (`evaluated_model`)
+  if dist.coordinator is not None:
+    _log_table_shards(model)
+    cluster = ClusterBlocks(dist, model, in_flight=4 * dist.num_workers)
   train_ids, heldout_ids = inputs.split_ids(ids, config.eval_fraction)
   keep = pipeline.keep_probabilities(vocab.counts, config.subsample)
   stream = pipeline.BlockStream(train_ids, keep, config.model, config.window,
@@ -87,8 +175,9 @@ def _train(config, rundir):
   ckpt, state = model_lib.make_checkpoint(model)
   manager = checkpoint_manager(rundir, ckpt)
   if latest:
-    # The position in the run; the tables came with the model.
-    tf.train.Checkpoint(**state).restore(latest).assert_existing_objects_matched()
+    # The position in the run; in one process the tables came with the model.
+    restored = ckpt if dist.distributed else tf.train.Checkpoint(**state)
+    restored.restore(latest).assert_existing_objects_matched()
     logging.info("resumed from %s: epoch %d, chunk %d, step %d", latest,
                  int(state["epoch"]), int(state["next_chunk"]), int(state["step"]))
   # Recorded once the run is known to be compatible; nothing trained yet: as is.
@@ -120,14 +209,61 @@ def _train(config, rundir):
   step_timer = StepTimer()
   loss_sum, loss_count = 0.0, 0
   figures = {}
-  trained_blocks = 0
   last_summary = time.monotonic()
   eval_total = 0.0
   train_start = time.monotonic()
   start_done = done
+  recorded = 0
+
+  def record(loss, at_step, at_done, lr, compiled=False):
+    """The loss of the block that ended at step `at_step`, `at_done` words into the run,
+    whose last learning rate was `lr`: the divergence check, the progress line and the
+    summaries."""
+    nonlocal loss_sum, loss_count, last_summary, recorded
+    if not np.isfinite(loss):
+      raise UserError(
+          f"the training loss became {loss} at step {at_step}: the "
+          f"updates diverged; lower --learning_rate (now {lr0}) or --batch_size (now "
+          f"{config.batch_size}), then rerun with --resume=false")
+    loss_sum += loss
+    loss_count += 1
+    recorded += 1
+    if compiled:
+      progress.rebase(at_done)
+    rate = progress.update(at_done, loss)
+    now = time.monotonic()
+    if now - last_summary >= config.summary_every_secs or recorded == 1:
+      last_summary = now
+      with writer.as_default(step=at_step):
+        tf.summary.scalar("train/loss", loss_sum / loss_count)
+        tf.summary.scalar("train/learning_rate", lr)
+        if rate > 0:  # none yet after the first block (its time is compilation)
+          tf.summary.scalar("train/words_per_sec", rate)
+      loss_sum, loss_count = 0.0, 0
+
+  def drain():
+    """Waits for every scheduled block (a cluster's) and records their losses."""
+    if cluster is not None:
+      for loss, info in cluster.finished(join=True):
+        record(loss, *info)
+
+  def evaluated_model():
+    """The model evaluation reads: this one, or on a cluster a copy of the tables here."""
+    nonlocal local
+    if cluster is None:
+      return model
+    if local is None:
+      local = model_lib.build_model(config, vocab)
+    for mine, theirs in zip((local.input_embeddings, local.output_embeddings,
+                             local.output_biases), (model.input_embeddings,
+                                                    model.output_embeddings,
+                                                    model.output_biases)):
+      mine.assign(tf.convert_to_tensor(theirs))
+    return local
 
   def save(epoch, next_chunk):
     nonlocal last_ckpt_step, last_ckpt_time
+    drain()
     save_start = time.monotonic()
     last_ckpt_step = step
     state["epoch"].assign(epoch)
@@ -148,6 +284,7 @@ def _train(config, rundir):
     """Checkpoint (after the last epoch, or when one is due) and evaluation (see
     evaluates_after); returns seconds spent evaluating."""
     nonlocal figures
+    drain()
     if step == 0:  # checked before saving: a rerun must not resume from nothing learned
       raise UserError(
           f"the training corpus ({stream.num_tokens} tokens) gives fewer examples than one "
@@ -158,7 +295,7 @@ def _train(config, rundir):
     if not evaluates_after(config, epoch):
       return 0.0
     eval_start = time.monotonic()
-    figures = evaluator.run(model)
+    figures = evaluator.run(evaluated_model())
     evaluator.log(figures)
     with writer.as_default(step=step):
       for name, value in evaluate_lib.scalars(figures).items():
@@ -178,36 +315,25 @@ def _train(config, rundir):
         current += 1
       new_done = block_epoch * tokens_per_epoch + float(block["tokens"])
       lrs = schedule(np.linspace(done, new_done, config.steps_per_call, endpoint=False))
-      block_start = time.monotonic()
-      loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
-                               tf.constant(lrs, tf.float32), step)
-      trained_blocks += 1
-      loss = float(loss)  # The one host sync of the block.
-      # A block that compiled (the first of its shape: of skip-gram's reduced window) is left
-      # out of the rate and the ETA: they are measured from the block after it.
-      compiled = step_timer.add(time.monotonic() - block_start,
-                                key=model.block_window(block["lengths"]))
-      step += config.steps_per_call
-      if not np.isfinite(loss):
-        raise UserError(
-            f"the training loss became {loss} at step {step}: the "
-            f"updates diverged; lower --learning_rate (now {lr0}) or --batch_size (now "
-            f"{config.batch_size}), then rerun with --resume=false")
-      done = new_done
-      loss_sum += loss
-      loss_count += 1
-      if compiled:
-        progress.rebase(done)
-      rate = progress.update(done, loss)
-      now = time.monotonic()
-      if now - last_summary >= config.summary_every_secs or trained_blocks == 1:
-        last_summary = now
-        with writer.as_default(step=step):
-          tf.summary.scalar("train/loss", loss_sum / loss_count)
-          tf.summary.scalar("train/learning_rate", float(lrs[-1]))
-          if rate > 0:  # none yet after the first block (its time is compilation)
-            tf.summary.scalar("train/words_per_sec", rate)
-        loss_sum, loss_count = 0.0, 0
+      if cluster is not None:
+        cluster.schedule(block, lrs, step,
+                         (step + config.steps_per_call, new_done, float(lrs[-1])))
+        step += config.steps_per_call
+        done = new_done
+        for loss, info in cluster.finished():
+          record(loss, *info)
+      else:
+        block_start = time.monotonic()
+        loss = model.train_block(block["inputs"], block["lengths"], block["targets"],
+                                 tf.constant(lrs, tf.float32), step)
+        loss = float(loss)  # The one host sync of the block.
+        # A block that compiled (the first of its shape: of skip-gram's reduced window) is
+        # left out of the rate and the ETA: they are measured from the block after it.
+        compiled = step_timer.add(time.monotonic() - block_start,
+                                  key=model.block_window(block["lengths"]))
+        step += config.steps_per_call
+        done = new_done
+        record(loss, step, done, float(lrs[-1]), compiled)
       if bool(block["chunk_done"]) and checkpoint_due():
         save(block_epoch, int(block["chunk"]) + 1)
   finally:
@@ -217,15 +343,16 @@ def _train(config, rundir):
     current += 1
   progress.update(done, force=True)
   train_seconds = time.monotonic() - train_start - eval_total
+  drain()
   if not figures:
     eval_start = time.monotonic()
-    figures = evaluator.run(model)
+    figures = evaluator.run(evaluated_model())
     evaluator.log(figures)
     eval_total += time.monotonic() - eval_start
   figures["train_seconds"] = train_seconds
   figures["train_words_per_sec"] = (done - start_done) / max(train_seconds, 1e-9)
   export_start = time.monotonic()
-  evaluate_lib.write_projector(rundir, config, vocab, model.input_embeddings)
+  evaluate_lib.write_projector(rundir, config, vocab, evaluated_model().input_embeddings)
   rundir.save_eval(figures)
   writer.flush()
   timings["compilation"] = step_timer.compilation
