@@ -1,8 +1,8 @@
 """word2vec's fused SGD step: functions over explicit tables (the hot kernel of the app).
 
-Why a fused step and not `GradientTape` over `tf.nn.nce_loss`: measured on this 2-core machine,
-the tape over `tf.nn.nce_loss` with plain sparse SGD runs at about 0.4M pairs/s and diverges
-at large batches, because every example of the batch shares the same sampled rows and their
+Why a fused step and not `GradientTape` over `tf.nn.nce_loss`: the tape over
+`tf.nn.nce_loss` with plain sparse SGD measured 2-4x slower (DESIGN.md; figures in the README's
+benchmark section) and diverges at large batches, because every example of the batch shares the same sampled rows and their
 summed gradients overshoot. The fused step computes exactly the logits of
 `tf.nn.nce_loss` / `tf.nn.sampled_softmax_loss` (true logit w.x + b - log Q, sampled logits
 likewise, accidental hits removed; `head`) and applies the hand-derived gradients with
@@ -381,7 +381,7 @@ def skipgram_window_sgd(config, tables, r, ids, reduced, centres, sampled, true_
     lr: scalar learning rate.
     r: (first argument) static window of the step, at least every centre's reduced
       window; one compiled block per value (an XLA conditional over the value copied the
-      tables: 0.91M pairs/s instead of 2.3M).
+      tables: measured 2.5x slower).
 
   Returns:
     Scalar, the mean loss over the real pairs.
