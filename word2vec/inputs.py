@@ -78,7 +78,6 @@ def prepare_data(config, require_cached=False, timings=None):
   if meta is not None:
     logging.info("the corpus or the data flags changed: rebuilding %s and %s", vocab_path,
                  ids_path)
-  logging.info("corpus: %s", corpus.describe())
   with contextlib.suppress(FileNotFoundError):
     os.remove(meta_path)  # vocab and ids are reused only once both are complete
   # One tokenisation pass counts the words and writes their provisional ids (data/vocab.py
