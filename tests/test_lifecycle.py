@@ -204,7 +204,7 @@ def test_twotower_export_never_deletes_what_it_did_not_write(tmp_path):
 
 # Runs `word2vec ARGS` for each case in a child forked from one process that imported the
 # app (and TensorFlow) once: each case is the console script's entry point in a fresh
-# process, its stderr and exit status what `python -m word2vec ARGS` gives.
+# process, its stderr and exit status what `python -m tf_embeddings.word2vec ARGS` gives.
 FORKED = """
 import json, os, sys
 from tf_embeddings.word2vec import __main__ as entry
