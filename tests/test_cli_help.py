@@ -56,8 +56,8 @@ def test_help_lists_actions_and_flags_without_tensorflow(app, arg):
      "--tf_xla_auto_jit=2 --tf_xla_persistent_cache_directory={cache}/xla"),
 ])
 def test_word2vec_keeps_compiled_programs_in_the_cache(tmp_path, env, expect):
-  # `python -m tf_embeddings.word2vec` sets TF_XLA_FLAGS before TensorFlow is imported, unless the user
-  # named a cache directory or turned it off.
+  # `python -m tf_embeddings.word2vec` sets TF_XLA_FLAGS before TensorFlow is imported,
+  # unless the user named a cache directory or turned it off.
   probe = ("import os, sys; sys.argv = ['word2vec', '--help']\n"
            "import tf_embeddings.word2vec.__main__\n"
            "print('FLAGS=' + os.environ.get('TF_XLA_FLAGS', ''))\n")

@@ -1,8 +1,8 @@
 """The `word2vec` command line end to end: train -> eval -> export -> vocab, resume, a killed
 run, the flagfiles in flags/, and every user mistake ending in one `error:` line.
 
-Each test runs the app as a user does, `python -m tf_embeddings.word2vec ACTION --flags` in its own process
-(see LAUNCHER for how most of them skip re-importing TensorFlow), on a tiny generated corpus
+Each test runs the app as a user does, `python -m tf_embeddings.word2vec ACTION --flags` in its
+own process (see LAUNCHER for how most of them skip re-importing TensorFlow), on a tiny generated corpus
 with planted structure: 8 topics of 6 words each ("kingalpha" ... "kingsigma") plus 7 filler
 words; a sentence stays in one topic, so after training a word's nearest neighbours are mostly
 words of its topic. A run takes seconds (most of it importing
@@ -69,8 +69,8 @@ def word2vec(*args, cwd):
 # under 2 minutes, most commands run in a process forked from a launcher that has imported
 # `word2vec.__main__` once: the child changes directory, points fds 1 and 2 at files, sets
 # sys.argv and calls the console script's entry point, `word2vec.__main__.run()`, exactly as
-# `python -m tf_embeddings.word2vec` does after its imports; its exit status is the command's. The training
-# runs of the `runs` fixture, --helpfull (whose text names the __main__ module) and the run that
+# `python -m tf_embeddings.word2vec` does after its imports; its exit status is the command's.
+# The training runs of the `runs` fixture, --helpfull (whose text names the __main__ module) and the run that
 # is killed are plain `python -m tf_embeddings.word2vec` subprocesses.
 LAUNCHER = r"""
 import json, os, signal, sys, traceback
