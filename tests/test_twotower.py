@@ -18,6 +18,7 @@ from tf_embeddings.twotower import metrics
 from tf_embeddings.twotower import model as model_lib
 from tf_embeddings.twotower import objective as objective_lib
 from tf_embeddings.twotower import train as train_lib
+from twotower_interrupt import interrupt_second_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -257,20 +258,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, prepared, monkeypatch,
   want = tf.train.load_variable(os.path.join(full.model_dir, "checkpoints", "ckpt-92"),
                                 "item_tower/id_table/.ATTRIBUTES/VARIABLE_VALUE")
   cut = _config(tmp_path, "cut", epochs=2, average_momentum=average)
-  real = inputs.epoch_dataset
-
-  def dies_in_epoch_2(train, batch_size, epoch, seed, skip_batches=0, drop_remainder=True):
-    ds = real(train, batch_size, epoch, seed, skip_batches, drop_remainder)
-    if epoch == 1:
-      def killed():
-        for k, b in enumerate(ds):
-          if k == 15:  # after step 46 + 15 = 61; last checkpoint at step 60
-            raise KeyboardInterrupt
-          yield b
-      return killed()
-    return ds
-
-  monkeypatch.setattr(inputs, "epoch_dataset", dies_in_epoch_2)
+  # Interrupted after step 46 + 15 = 61; last checkpoint at step 60.
+  real = interrupt_second_epoch(monkeypatch, inputs, 15)
   with pytest.raises(KeyboardInterrupt):
     train_lib.train(cut, prepared, resume=True)
   assert tf.train.latest_checkpoint(os.path.join(cut.model_dir, "checkpoints")).endswith("ckpt-60")

@@ -20,6 +20,7 @@ from tf_embeddings.twotower import metrics
 from tf_embeddings.twotower import model as model_lib
 from tf_embeddings.twotower import objective as objective_lib
 from tf_embeddings.twotower import train as train_lib
+from twotower_interrupt import interrupt_second_epoch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LABELLED = config_lib.DataConfig(dataset="synthetic", min_rating=4.0)
@@ -252,21 +253,9 @@ def test_killed_multi_task_run_resumes_to_the_same_weights(tmp_path, prepared, m
   want = tf.train.load_variable(last, "item_tower/id_table/.ATTRIBUTES/VARIABLE_VALUE")
   want_w = tf.train.load_variable(last, "task_weights/weights/.ATTRIBUTES/VARIABLE_VALUE")
   cut = _config(tmp_path, "cut", **settings)
-  real = inputs.epoch_dataset
-  per_epoch = steps // 2
-
-  def dies_in_epoch_2(train, batch_size, epoch, seed, skip_batches=0, drop_remainder=True):
-    ds = real(train, batch_size, epoch, seed, skip_batches, drop_remainder)
-    if epoch == 1:
-      def killed():
-        for k, b in enumerate(ds):
-          if per_epoch + k == 63:  # steps 61, 62, 63 done; last checkpoint at step 60
-            raise KeyboardInterrupt
-          yield b
-      return killed()
-    return ds
-
-  monkeypatch.setattr(inputs, "epoch_dataset", dies_in_epoch_2)
+  # Steps 61, 62, 63 done (the second epoch starts at step steps / 2); last checkpoint at
+  # step 60.
+  real = interrupt_second_epoch(monkeypatch, inputs, 63 - steps // 2)
   with pytest.raises(KeyboardInterrupt):
     train_lib.train(cut, prepared, resume=True)
   assert tf.train.latest_checkpoint(os.path.join(cut.model_dir, "checkpoints")).endswith("ckpt-60")
