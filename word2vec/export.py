@@ -40,7 +40,7 @@ def export(model_dir, fmt, output, overwrite):
   # Only the input table, read from the checkpoint into numpy (no model, one copy of the
   # table; a tensor's .numpy() copied it: a 1.2 GB table peaked at 3.1 GB, now 1.9 GB).
   table = tf.train.load_checkpoint(latest).get_tensor(
-      "input_embeddings/.ATTRIBUTES/VARIABLE_VALUE")
+      model_lib.checkpoint_key("input_embeddings"))
   if table.shape[0] != len(vocab):
     raise UserError(f"--model_dir={model_dir}: its checkpoint has {table.shape[0]} rows but "
                     f"vocab.tsv {len(vocab)} words: the run directory was changed by hand; "

@@ -393,6 +393,11 @@ def build_model(config, vocab, checkpoint=None, table_scope=None):
 TABLES = ("input_embeddings", "output_embeddings", "output_biases")
 
 
+def checkpoint_key(name):
+  """The key of table `name` (one of TABLES) in a `make_checkpoint` checkpoint."""
+  return f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 def read_tables(checkpoint, names=TABLES):
   """{name: tensor} of the tables in `checkpoint` (a path), read from disk into tensors.
 
@@ -401,7 +406,7 @@ def read_tables(checkpoint, names=TABLES):
   TensorFlow's CPU allocator keeps the old ones (a 1M-word dim-300 run: 6.8 GB of RSS to
   evaluate 2.4 GB of tables).
   """
-  keys = [f"{name}/.ATTRIBUTES/VARIABLE_VALUE" for name in names]
+  keys = [checkpoint_key(name) for name in names]
   values = tf.raw_ops.RestoreV2(prefix=checkpoint, tensor_names=keys,
                                 shape_and_slices=[""] * len(keys),
                                 dtypes=[tf.float32] * len(keys))
