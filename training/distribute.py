@@ -598,15 +598,21 @@ def run_local_workers(app_module, workers, timeout, argv=None):
 
 
 def gather_rows(table, ids):
-  """tf.gather(table, ids) of 1-D ids for a tf.Variable or a ShardedVariable.
+  """tf.gather(table, ids) for a tf.Variable or a ShardedVariable, ids of any rank.
 
-  A ShardedVariable is read with tf.nn.embedding_lookup over its shards ("div", as the
-  strategy splits the rows): `tf.gather` on the ShardedVariable itself returns the rows of
-  ids spanning shards grouped by shard, not in the order of the ids (TF 2.21; the towers'
-  `twotower.model.lookup` reads their tables the same way).
+  A ShardedVariable (a table under ParameterServerStrategy) is read shard by shard with
+  tf.nn.embedding_lookup over its shards ("div": the first shards hold one row more, as
+  the strategy splits them): `tf.gather` on the ShardedVariable itself returns the rows of
+  ids spanning shards in shard order, not in the order of ids (TF 2.21: ids [7, 2, 9, 0] of
+  a 10-row table in 2 shards give rows [2, 0, 7, 9]; tests/test_distribute.py), and takes
+  1-D ids only. Both apps read their tables through this.
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   shards = getattr(table, "variables", None)
   if not isinstance(shards, (list, tuple)):
     return tf.gather(table, ids)
-  return tf.nn.embedding_lookup(list(shards), ids)
+  flat = tf.reshape(ids, [-1])
+  rows = tf.nn.embedding_lookup(list(shards), flat)
+  if ids.shape.rank == 1:
+    return rows
+  return tf.reshape(rows, tf.concat([tf.shape(ids), tf.shape(rows)[1:]], 0))

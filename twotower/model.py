@@ -12,6 +12,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_embeddings.data.errors import UserError
+from tf_embeddings.training.distribute import gather_rows
 from tf_embeddings.twotower import config as config_lib
 
 
@@ -131,9 +132,9 @@ class Tower(tf.Module):
       id_rows = ids
       if drop_ids is not None:
         id_rows = tf.where(drop_ids, tf.cast(self.oov_index, ids.dtype), ids)  # [B]
-      parts.append(lookup(self.id_table, id_rows))  # [B, D]
+      parts.append(gather_rows(self.id_table, id_rows))  # [B, D]
     for table, values in zip(self.feature_embeddings, features):
-      emb = lookup(table, values)  # [B, L, F]
+      emb = gather_rows(table, values)  # [B, L, F]
       mask = tf.cast(values > 0, emb.dtype)[..., None]  # [B, L, 1]
       parts.append(tf.reduce_sum(emb * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0))
     if self.history is not None:
@@ -143,7 +144,7 @@ class Tower(tf.Module):
       if exclude_items is not None:
         # -1 = nothing to leave out (e.g. a negative-labelled row).
         keep = tf.cast(exclude_items >= 0, sums.dtype)  # [B]
-        sums -= lookup(self.history_table, tf.maximum(exclude_items, 0)) * keep[:, None]
+        sums -= gather_rows(self.history_table, tf.maximum(exclude_items, 0)) * keep[:, None]
         count -= keep
       parts.append(sums / tf.maximum(count, 1.0)[:, None])
     x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
@@ -157,7 +158,7 @@ class Tower(tf.Module):
     if self.bias_column == "one":
       x = tf.concat([x, tf.ones_like(x[:, :1])], -1)
     elif self.bias_column == "learned":
-      x = tf.concat([x, lookup(self.bias_table, ids)], -1)
+      x = tf.concat([x, gather_rows(self.bias_table, ids)], -1)
     return x
 
   def entity_features(self, ids):
@@ -186,26 +187,6 @@ class Tower(tf.Module):
   @property
   def output_dim(self):
     return self.embedding_dim + (1 if self.bias_column else 0)
-
-
-def lookup(table, ids):
-  """tf.gather(table, ids) for a tf.Variable or a ShardedVariable, ids of any rank.
-
-  A ShardedVariable (a table under ParameterServerStrategy) is read shard by shard with
-  tf.nn.embedding_lookup over its shards ("div": the first shards hold one row more, as
-  the strategy splits them): `tf.gather` on the ShardedVariable itself returns the rows of
-  ids spanning shards in shard order, not in the order of ids (TF 2.21: ids [7, 2, 9, 0] of
-  a 10-row table in 2 shards give rows [2, 0, 7, 9]; tests/test_distribute.py), and takes
-  1-D ids only.
-  """
-  shards = getattr(table, "variables", None)
-  if not isinstance(shards, (list, tuple)):
-    return tf.gather(table, ids)
-  flat = tf.reshape(ids, [-1])
-  rows = tf.nn.embedding_lookup(list(shards), flat)
-  if ids.shape.rank == 1:
-    return rows
-  return tf.reshape(rows, tf.concat([tf.shape(ids), tf.shape(rows)[1:]], 0))
 
 
 def feature_tables(features, selected=None):
