@@ -4,11 +4,11 @@ About one skip-gram run in four on the 2-core dev machine took 40 s instead of 1
 (211k words/s on the SOTU+Brown benchmark corpus) with the compiled step and the data
 pipeline at their usual times. This script trains the same configuration several times in
 one process and splits each run's training time into: the compiled block (train_block,
-including the host sync of its loss), waiting for the next block from tf.data, checkpoint
+including the host sync of its loss), waiting for the next block, checkpoint
 saves, evaluation (excluded from the training time), and the rest (the Python loop). With
 a tf.data prefetch buffer of a chunk of blocks the rest was 20 s in those runs (the
 teardown of its iterator); the look-ahead is now a thread (word2vec/inputs.py
-BlockPrefetcher) and tf.data holds 2 blocks.
+BlockPrefetcher), which the loop now reads directly (no tf.data).
 
     .venv/bin/python benchmarks/word2vec_loop_timing.py --corpus=PATH [--runs=6]
         [--model=skipgram] [--epochs=3]
@@ -47,14 +47,17 @@ def _instrument():
     return loss
 
   model_lib.Word2Vec.train_block = train_block
-  dataset = inputs.block_dataset
+  prefetcher = inputs.block_prefetcher
 
   class Timed:
-    def __init__(self, ds):
-      self.ds = ds
+    def __init__(self, blocks):
+      self.blocks = blocks
+
+    def close(self):
+      self.blocks.close()
 
     def __iter__(self):
-      it = iter(self.ds)
+      it = iter(self.blocks)
       while True:
         start = time.perf_counter()
         try:
@@ -64,7 +67,7 @@ def _instrument():
         _add("data wait", time.perf_counter() - start)
         yield item
 
-  inputs.block_dataset = lambda *a: Timed(dataset(*a))
+  inputs.block_prefetcher = lambda *a: Timed(prefetcher(*a))
   manager = train_lib.checkpoint_manager
 
   def checkpoint_manager(*args):

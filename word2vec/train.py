@@ -114,7 +114,8 @@ class ClusterBlocks:
   def schedule(self, block, lrs, step, info):
     """Schedules `block` (of train_block's args) on a worker; `info` comes back with it."""
     function = self._function(self.model.block_window(block["lengths"]))
-    args = (block["inputs"], block["lengths"], block["targets"], tf.constant(lrs, tf.float32),
+    args = (tf.constant(block["inputs"]), tf.constant(block["lengths"]),
+            tf.constant(block["targets"]), tf.constant(lrs, tf.float32),
             tf.constant(step, tf.int64))
     self.pending.append((self.coordinator.schedule(function, args=args), info))
 
@@ -308,7 +309,7 @@ def _train(config, rundir, dist):
   current = epoch
   blocks = inputs.block_prefetcher(stream, epoch, start_chunk, config)  # nothing left: ends at once
   try:
-    for block in inputs.block_dataset(blocks, stream):
+    for block in blocks:
       block_epoch = int(block["epoch"])
       while current < block_epoch:
         eval_total += end_of_epoch(current)
