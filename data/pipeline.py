@@ -4,7 +4,7 @@ Training reads runs of consecutive centres with their text (`BlockStream`, both 
 `skipgram_pairs` and `cbow_examples` list the same examples one by one (held-out evaluation,
 tests). Everything is vectorised numpy over chunks of token ids, so memory is bounded by the
 chunk size, not the corpus; a thread builds blocks ahead of the train step
-(`word2vec.inputs.BlockPrefetcher`) and `tf.data` reads them from it.
+(`word2vec.inputs.BlockPrefetcher`) and the training loop reads them from it.
 """
 import math
 
