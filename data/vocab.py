@@ -163,14 +163,27 @@ class VocabularyBuilder:
 
   def add(self, tokens):
     """Counts `tokens` (a list of str); returns their provisional ids, int32 [len(tokens)]."""
-    ids = np.fromiter(map(self._ids.__getitem__, tokens), dtype=np.int32, count=len(tokens))
+    return self._count(self._provisional(tokens))
+
+  def add_distinct(self, words, local):
+    """Counts a batch given as its distinct `words` (list of str, in order of first
+    appearance) and `local`, int32 [n] the index of each token among them (what
+    data/tokenize_pool.py's workers reply); returns the tokens' provisional ids, the same
+    as `add` of the batch's tokens would."""
+    return self._count(self._provisional(words)[local])
+
+  def _provisional(self, words):
+    return np.fromiter(map(self._ids.__getitem__, words), dtype=np.int32, count=len(words))
+
+  def _count(self, ids):
+    tokens = ids.shape[0]
     if len(self._ids) > self._counts.shape[0]:
       grown = np.zeros(max(2 * self._counts.shape[0], len(self._ids)), np.int64)
       grown[:self._counts.shape[0]] = self._counts
       self._counts = grown
     counted = np.bincount(ids)
     self._counts[:counted.shape[0]] += counted
-    self.tokens += len(tokens)
+    self.tokens += tokens
     now = time.monotonic()
     if now - self._last_log >= self._log_every:
       self._last_log = now

@@ -18,6 +18,7 @@ from absl import logging
 
 from tf_embeddings.data import corpus as corpus_lib
 from tf_embeddings.data.atomic import atomic_write
+from tf_embeddings.data import tokenize_pool
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.data.vocab import Vocabulary, VocabularyBuilder
 from tf_embeddings.training import rundir as rundir_lib
@@ -33,7 +34,7 @@ def _data_key(config):
           "min_count": config.min_count, "max_vocab_size": config.max_vocab_size}
 
 
-def prepare_data(config, require_cached=False, timings=None):
+def prepare_data(config, require_cached=False, timings=None, vocab_workers=None):
   """Builds (or reuses) vocab.tsv and the encoded id file in the run directory.
 
   They are reused only when they were built with the same data flags from the same corpus
@@ -44,6 +45,8 @@ def prepare_data(config, require_cached=False, timings=None):
     require_cached: the run has checkpoints, so its vocabulary must be the cached one: a
       changed corpus is an error instead of a rebuild.
     timings: optional dict, gets the seconds of the "vocabulary" and "encoding" passes.
+    vocab_workers: processes tokenising the corpus (data/tokenize_pool.py); None = by
+      corpus size and cores. The result does not depend on it.
 
   Returns:
     (vocab, ids): Vocabulary and a read-only int32 memmap [num_tokens] of the corpus.
@@ -80,14 +83,16 @@ def prepare_data(config, require_cached=False, timings=None):
   with contextlib.suppress(FileNotFoundError):
     os.remove(meta_path)  # vocab and ids are reused only once both are complete
   # One tokenisation pass counts the words and writes their provisional ids (data/vocab.py
-  # VocabularyBuilder); encoding maps those to the final ids, chunk by chunk.
+  # VocabularyBuilder), tokenised by worker processes on a big corpus
+  # (data/tokenize_pool.py); encoding maps those to the final ids, chunk by chunk.
   start = time.monotonic()
   builder = VocabularyBuilder()
   provisional = ids_path + ".provisional"
   try:
-    with open(provisional, "wb") as f:
-      for chunk in corpus.iter_token_chunks():
-        builder.add(chunk).tofile(f)
+    with open(provisional, "wb") as f, contextlib.closing(
+        tokenize_pool.encoded_batches(corpus, vocab_workers)) as batches:
+      for words, local in batches:
+        builder.add_distinct(words, local).tofile(f)
     vocab, lookup = builder.vocabulary(config.min_count, config.max_vocab_size or None)
     logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
                  vocab.total_count, int(vocab.counts[0]))
