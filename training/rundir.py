@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import shutil
+import weakref
 
 from absl import logging
 
@@ -38,6 +39,17 @@ EVAL_LOGS = "eval"
 EVAL_FILE = "eval.json"
 # Where the run is and how this command treats it: free, and not recorded as changes.
 UNTRACKED = ("model_dir", "resume")
+# Every summary writer `RunDir.summary_writer` made that is still alive: closed by
+# `close_summary_writers` before a command ends its process (training.app.run_and_exit).
+_WRITERS = weakref.WeakSet()
+
+
+def close_summary_writers():
+  """Flushes and closes the summary writers still open (their events on disk, whole)."""
+  for writer in list(_WRITERS):
+    writer.close()
+  _WRITERS.clear()
+
 OLD_CHECKPOINT_DIRS = ("ckpt",)  # twotower runs made before checkpoints/
 
 
@@ -369,7 +381,9 @@ class RunDir:
   def summary_writer(self, name=TRAIN_LOGS):
     """A tf.summary writer into the run's `name` directory (TRAIN_LOGS or EVAL_LOGS)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    return tf.summary.create_file_writer(self.file(name))
+    writer = tf.summary.create_file_writer(self.file(name))
+    _WRITERS.add(writer)
+    return writer
 
   def write_hparams(self, writer, config, extra=None, metrics=None):
     """Records the run's resolved config with `writer` at step 0: the HParams plugin's

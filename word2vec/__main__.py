@@ -8,7 +8,7 @@ from tf_embeddings.word2vec import app
 
 
 def run():
-  app.run()
+  app_lib.run_and_exit(app.run)
 
 
 if __name__ == "__main__":
