@@ -6,8 +6,8 @@ word2vec/inputs.py's prepare_data as `word2vec train` does: the vocabulary pass 
 streaming, data/tokenizer.py, data/vocab.py VocabularyBuilder counting and writing
 provisional ids) and the encoding pass (provisional ids mapped to the final ids). Prints
 tokens/s of each pass (their timings) and the peak RSS of the process above its RSS after the
-imports, per size, and extrapolates to 1B tokens if the time per token is flat across the
-sizes (within 25%).
+imports (and the largest tokenising worker's, data/tokenize_pool.py), per size, and
+extrapolates to 1B tokens if the time per token is flat across the sizes (within 25%).
 
     .venv/bin/python benchmarks/word2vec_data_scaling.py [--sizes=10e6,30e6,100e6]
 """
@@ -36,7 +36,8 @@ config = Config(model_dir=sys.argv[2], corpus=sys.argv[1])
 vocab, ids = inputs.prepare_data(config, timings=timings)
 print(json.dumps({"tokens": int(ids.shape[0]), "words": len(vocab),
                   "vocab_s": timings["vocabulary"], "encode_s": timings["encoding"],
-                  "base_rss_mb": base, "peak_rss_mb": rss_mb()}))
+                  "base_rss_mb": base, "peak_rss_mb": rss_mb(),
+                  "worker_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 
@@ -65,7 +66,8 @@ def main():
             f"{r['words']:,} words: vocabulary {r['tokens'] / r['vocab_s']:,.0f} tokens/s "
             f"({r['vocab_s']:.1f} s), encoding {r['tokens'] / r['encode_s']:,.0f} tokens/s "
             f"({r['encode_s']:.1f} s); peak RSS {r['peak_rss_mb']:,.0f} MB, "
-            f"{r['peak_rss_mb'] - r['base_rss_mb']:,.0f} MB above the imports", flush=True)
+            f"{r['peak_rss_mb'] - r['base_rss_mb']:,.0f} MB above the imports; largest "
+            f"tokenising worker {r['worker_rss_mb']:,.0f} MB", flush=True)
       os.remove(path)
       shutil.rmtree(os.path.join(tmp, "run"), ignore_errors=True)
   finally:
