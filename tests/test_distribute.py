@@ -367,3 +367,25 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
   # Topic words next to their topic (an untrained table: about 0.1).
   assert _topic_purity(words, vectors) > 0.8
 
+
+
+def test_word2vec_killed_worker_is_survived(tmp_path):
+  """2 workers + 1 ps, CBOW: kill -9 of worker 1 mid-run. The coordinator puts its block
+  back, the other worker trains the rest, and the chief finishes, prints its figures and
+  exits 0 (before run_and_exit it trained to the end, then hung in TensorFlow's teardown
+  waiting for the dead worker); no server is left behind."""
+  corpus = str(tmp_path / "corpus.txt")
+  _topic_corpus(corpus, n_tokens=60000)
+  mark = uuid.uuid4().hex
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
+  fields = dict(W2V_FIELDS, epochs=2)
+  args = [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={corpus}",
+          f"--model_dir={tmp_path}/run", "--summary_every_secs=1",
+          *[f"--{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in fields.items()],
+          "--strategy=parameter_server", "--local_cluster=workers:2,ps:1"]
+  rc, out, lines = _start_and_kill(args, env, [("train: ", "worker:1")])
+  err = "".join(lines)
+  assert rc == 0, err[-3000:]
+  assert "Worker /job:worker/replica:0/task:1 failed" in err, err[-3000:]
+  assert np.isfinite(json.loads(out)["heldout_full_softmax_loss"])
+  assert not wait_gone(mark), "server processes outlived the chief"
