@@ -292,7 +292,7 @@ class Word2Vec(tf.Module):
     return kernels.draw(self.config, self._sampler, self.seed,
                         self._sample_targets(inputs, targets), step)
 
-  def train_block_on_rows(self, inputs, lengths, targets, lrs, step, window=None):
+  def train_block_on_rows(self, inputs, lengths, targets, lrs, step, window=None, upto=None):
     """`train_block` for tables that live elsewhere (ShardedVariables on parameter
     servers): reads the rows the block touches, runs the compiled block on them
     (`kernels.block_on_rows`) and adds their change back to the tables (asynchronous
@@ -302,6 +302,10 @@ class Word2Vec(tf.Module):
     same draws, the same kernels. Traced inside the function a worker runs (a
     `jit_compile=True` function cannot be scheduled on a worker; one it calls can), with
     the args of `train_block` as tensors: step an int64 scalar, window a Python int.
+
+    upto: None, or "gather" / "compute" to stop after reading the rows / after the
+      compiled block, changing nothing (benchmarks/word2vec_cluster_steps.py times the
+      phases so); the returned scalar then only depends on what ran.
 
     Returns:
       Scalar float32, mean per-example training loss of the block.
@@ -322,8 +326,12 @@ class Word2Vec(tf.Module):
     ids = tf.reshape(tf.pad(unique, [[0, capacity - count]]), [capacity])
     tables = (self.input_embeddings, self.output_embeddings, self.output_biases)
     before = [gather_rows(t, ids) for t in tables]
+    if upto == "gather":
+      return tf.add_n([tf.reduce_sum(b) for b in before])
     loss, after = self._compiled_rows(before, local_inputs, lengths, local_targets,
                                       local_sampled, true_log_q, sampled_log_q, lrs, window)
+    if upto == "compute":
+      return loss + tf.add_n([tf.reduce_sum(a) for a in after])
     for table, old, new in zip(tables[:3 if c.train_biases else 2], before, after):
       table.scatter_add(tf.IndexedSlices((new - old)[:count], unique))
     return loss

@@ -126,7 +126,14 @@ class ClusterBlocks:
     done = []
     while self.pending and (join or len(self.pending) > self.in_flight):
       remote, info = self.pending.popleft()
-      done.append((float(remote.fetch()), info))
+      try:
+        done.append((float(remote.fetch()), info))
+      except tf.errors.UnavailableError as e:
+        # Its worker ran it and died before the loss was copied here: the block's change
+        # is on the parameter servers, only its loss is lost. (A lost parameter server
+        # fails the next schedule or join, which ends the run.)
+        logging.warning("the loss of the block ending at step %d is lost with its worker "
+                        "(%s)", info[0], " ".join(str(e.message or e).split())[:120])
     return done
 
 
