@@ -53,7 +53,6 @@ def main():
   p.add_argument("--repeats", type=int, default=2, help="timed passes; the best is kept")
   args = p.parse_args()
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from tf_embeddings.word2vec import app as app_module  # pylint: disable=import-outside-toplevel
 
   run_dir = tempfile.mkdtemp(prefix="w2v_cluster_steps_")
   config = config_lib.Config(model_dir=run_dir, corpus=args.corpus, model=args.model)
@@ -116,7 +115,7 @@ def main():
   report("block on whole tables (train_block)", best_of(one_process))
   report("rows path, no RPC", best_of(local_rows))
 
-  with distribute.distribution("word2vec", app_module, "parameter_server",
+  with distribute.distribution("word2vec", "tf_embeddings.word2vec", "parameter_server",
                                supported=("default", "parameter_server"),
                                local_cluster=(args.workers, args.ps)) as dist:
     with dist.scope():
