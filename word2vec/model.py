@@ -320,12 +320,17 @@ class Word2Vec(tf.Module):
     sizes = [int(np.prod(p.shape)) for p in parts]
     _, local_inputs, local_targets, local_sampled = (
         tf.reshape(x, p.shape) for x, p in zip(tf.split(local, sizes), parts))
-    # A fixed number of rows (one compiled program): unique ids padded with 0.
+    # A fixed number of rows (one compiled program): the rows of the unique ids, padded
+    # with zero rows here (no local id points at them), so that only the block's own
+    # rows cross the network (padding with row 0's id fetched copies of it from shard 0).
     capacity = kernels.rows_per_block(c, inputs.shape[1])
     count = tf.size(unique)
-    ids = tf.reshape(tf.pad(unique, [[0, capacity - count]]), [capacity])
     tables = (self.input_embeddings, self.output_embeddings, self.output_biases)
-    before = [gather_rows(t, ids) for t in tables]
+    before = []
+    for table in tables:
+      rows = gather_rows(table, unique)
+      padding = [[0, capacity - count]] + [[0, 0]] * (len(table.shape) - 1)
+      before.append(tf.ensure_shape(tf.pad(rows, padding), [capacity, *table.shape[1:]]))
     if upto == "gather":
       return tf.add_n([tf.reduce_sum(b) for b in before])
     loss, after = self._compiled_rows(before, local_inputs, lengths, local_targets,
