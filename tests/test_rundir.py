@@ -417,3 +417,35 @@ def test_projector_files_are_found_from_the_parent_of_many_runs(tmp_path):
     (embedding,) = config["embeddings"]
     assert [int(n) for n in embedding["tensorShape"]] == list(shape)
     assert embedding["metadataPath"].endswith("metadata.tsv")
+
+
+RUN_AND_EXIT = textwrap.dedent("""
+    import atexit, sys
+    import tensorflow as tf
+    from tf_embeddings.training import app, rundir
+    atexit.register(lambda: print("atexit ran", flush=True))
+    def command():
+      rd = rundir.RunDir(sys.argv[1], dict)
+      writer = rd.summary_writer(rundir.TRAIN_LOGS)
+      with writer.as_default(step=7):
+        tf.summary.scalar("train/loss", 1.5)  # never flushed by the command itself
+      print("done", end="")  # buffered: flushed by run_and_exit
+      sys.exit(3)
+    app.run_and_exit(command)
+    print("not reached")
+""")
+
+
+def test_run_and_exit_keeps_the_status_the_events_and_the_atexit_handlers(tmp_path):
+  """training.app.run_and_exit (both apps' entry points end the process with os._exit):
+  the command's exit status, its unflushed summaries on disk, atexit handlers run,
+  buffered stdout written, nothing after it runs."""
+  res = subprocess.run([sys.executable, "-c", RUN_AND_EXIT, str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), check=False)
+  assert res.returncode == 3, res.stderr[-2000:]
+  assert res.stdout.startswith("done") and "atexit ran" in res.stdout
+  assert "not reached" not in res.stdout
+  values = _events(tmp_path / "run" / rundir_lib.TRAIN_LOGS)["train/loss"]
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  assert [float(tf.make_ndarray(v.tensor)) for v in values] == [1.5]

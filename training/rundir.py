@@ -39,6 +39,8 @@ EVAL_LOGS = "eval"
 EVAL_FILE = "eval.json"
 # Where the run is and how this command treats it: free, and not recorded as changes.
 UNTRACKED = ("model_dir", "resume")
+OLD_CHECKPOINT_DIRS = ("ckpt",)  # twotower runs made before checkpoints/
+
 # Every summary writer `RunDir.summary_writer` made that is still alive: closed by
 # `close_summary_writers` before a command ends its process (training.app.run_and_exit).
 _WRITERS = weakref.WeakSet()
@@ -49,8 +51,6 @@ def close_summary_writers():
   for writer in list(_WRITERS):
     writer.close()
   _WRITERS.clear()
-
-OLD_CHECKPOINT_DIRS = ("ckpt",)  # twotower runs made before checkpoints/
 
 
 def config_to_dict(config):
