@@ -399,3 +399,16 @@ def test_word2vec_killed_worker_is_survived(tmp_path):
   assert "Worker /job:worker/replica:0/task:1 failed" in err, err[-3000:]
   assert np.isfinite(json.loads(out)["heldout_full_softmax_loss"])
   assert not wait_gone(mark), "server processes outlived the chief"
+
+
+def test_error_summary_drops_the_graph_header_and_the_python_stack():
+  """What the one-line 'the cluster lost a server/worker' errors quote of TensorFlow's."""
+  message = ("Graph execution error:\n\nDetected at node step/Gather defined at (most recent "
+             "call last):\n  File \"<frozen runpy>\", line 198, in _run_module_as_main\n\n"
+             "  File \"/x.py\", line 3, in f\n\nCollective ops is aborted by: Socket closed\n"
+             "\t [[{{node step/Gather}}]] [Op:__inference_step_1]")
+  assert distribute.error_summary(message) == (
+      "Collective ops is aborted by: Socket closed [[{{node step/Gather}}]] "
+      "[Op:__inference_step_1]")
+  assert distribute.error_summary("plain\n message") == "plain message"
+  assert len(distribute.error_summary("x" * 500)) == 200

@@ -409,7 +409,7 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
       except lost as e:
         # A parameter server (or every worker) is gone: the variables live there, so the
         # run cannot go on; its checkpoints can.
-        first = " ".join(str(e.message or e).split())[:200]
+        first = error_summary(e)
         raise UserError(f"the cluster lost a server ({type(e).__name__}: {first}): restart "
                         "it and rerun the same command to resume from the last "
                         "checkpoint") from None
@@ -422,9 +422,36 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
     yield _mirrored()
     return
   if strategy == "multi_worker":
-    yield _multi_worker(app_name, cluster_timeout)
+    dist = _multi_worker(app_name, cluster_timeout)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    try:
+      yield dist
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.CancelledError) as e:
+      # A peer died mid-step (its collectives fail here): synchronous replicas cannot go
+      # on without it; the chief's checkpoints can.
+      first = error_summary(e)
+      raise UserError(f"the cluster lost a worker ({type(e).__name__}: {first}): restart "
+                      "it and rerun the same command to resume from the last "
+                      "checkpoint") from None
     return
   raise UserError(f"--strategy={strategy} is not implemented")  # pragma: no cover
+
+
+def error_summary(error, limit=200):
+  """The gist of a TensorFlow op error on one line: its message without the "Graph
+  execution error" header and the Python stack of "Detected at node ... defined at"."""
+  kept, in_stack = [], False
+  for line in str(getattr(error, "message", None) or error).splitlines():
+    if line.startswith("Detected at node"):
+      in_stack = True
+      continue
+    if in_stack and (not line.strip() or line[:1] in (" ", "\t")):
+      continue
+    in_stack = False
+    if line.strip() and line.strip() != "Graph execution error:":
+      kept.append(line.strip())
+  return " ".join(" ".join(kept).split())[:limit]
 
 
 def _parameter_server(cluster, task_type, index, num_ps_shards):
