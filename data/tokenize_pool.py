@@ -41,9 +41,8 @@ _REPLY = struct.Struct("<QQ")
 
 
 def default_workers(corpus):
-  """Worker processes for `corpus`: none below MIN_PARALLEL_BYTES (or for gzip sources,
-  whose size is not known cheaply: they are at least that big once inflated, so they
-  count as big), else one per available core, at most 4."""
+  """Worker processes for `corpus`: none below MIN_PARALLEL_BYTES of Corpus.total_bytes()
+  (a gzip source counts its compressed size), else one per available core, at most 4."""
   if corpus.total_bytes() < MIN_PARALLEL_BYTES:
     return 0
   try:

@@ -378,7 +378,6 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
   assert _topic_purity(words, vectors) > 0.8
 
 
-
 def test_word2vec_killed_worker_is_survived(tmp_path):
   """2 workers + 1 ps, CBOW: kill -9 of worker 1 mid-run. The coordinator puts its block
   back, the other worker trains the rest, and the chief finishes, prints its figures and
@@ -388,10 +387,8 @@ def test_word2vec_killed_worker_is_survived(tmp_path):
   _topic_corpus(corpus, n_tokens=60000)
   mark = uuid.uuid4().hex
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
-  fields = dict(W2V_FIELDS, epochs=2)
   args = [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={corpus}",
-          f"--model_dir={tmp_path}/run", "--summary_every_secs=1",
-          *[f"--{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in fields.items()],
+          f"--model_dir={tmp_path}/run", "--summary_every_secs=1", *W2V, "--epochs=2",
           "--strategy=parameter_server", "--local_cluster=workers:2,ps:1"]
   rc, out, lines = _start_and_kill(args, env, [("train: ", "worker:1")])
   err = "".join(lines)

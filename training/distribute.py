@@ -402,17 +402,12 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
                           f"(workers and parameter servers run `{app_name} server`)")
         wait_for_cluster({f"{job}:{i}": a for job in ("worker", "ps")
                           for i, a in enumerate(cluster[job])}, cluster_timeout)
-      import tensorflow as tf  # pylint: disable=import-outside-toplevel
-      lost = (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
       try:
         yield _parameter_server(cluster, task_type, index, num_ps_shards)
-      except lost as e:
+      except lost_peer_errors() as e:
         # A parameter server (or every worker) is gone: the variables live there, so the
         # run cannot go on; its checkpoints can.
-        first = error_summary(e)
-        raise UserError(f"the cluster lost a server ({type(e).__name__}: {first}): restart "
-                        "it and rerun the same command to resume from the last "
-                        "checkpoint") from None
+        raise cluster_lost("server", e) from None
     return
   if local_cluster:
     raise UserError(f"--strategy={strategy} runs no --local_cluster here: "
@@ -423,19 +418,27 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
     return
   if strategy == "multi_worker":
     dist = _multi_worker(app_name, cluster_timeout)
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     try:
       yield dist
-    except (tf.errors.UnavailableError, tf.errors.AbortedError,
-            tf.errors.CancelledError) as e:
+    except lost_peer_errors() as e:
       # A peer died mid-step (its collectives fail here): synchronous replicas cannot go
       # on without it; the chief's checkpoints can.
-      first = error_summary(e)
-      raise UserError(f"the cluster lost a worker ({type(e).__name__}: {first}): restart "
-                      "it and rerun the same command to resume from the last "
-                      "checkpoint") from None
+      raise cluster_lost("worker", e) from None
     return
   raise UserError(f"--strategy={strategy} is not implemented")  # pragma: no cover
+
+
+def lost_peer_errors():
+  """The TensorFlow errors an op raises when a server or worker of the cluster is gone."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+def cluster_lost(what, error):
+  """The one-line UserError for a lost "server" or "worker" (`error` its TF error)."""
+  return UserError(f"the cluster lost a {what} ({type(error).__name__}: "
+                   f"{error_summary(error)}): restart it and rerun the same command to "
+                   "resume from the last checkpoint")
 
 
 def error_summary(error, limit=200):

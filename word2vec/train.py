@@ -133,7 +133,7 @@ class ClusterBlocks:
         # is on the parameter servers, only its loss is lost. (A lost parameter server
         # fails the next schedule or join, which ends the run.)
         logging.warning("the loss of the block ending at step %d is lost with its worker "
-                        "(%s)", info[0], " ".join(str(e.message or e).split())[:120])
+                        "(%s)", info[0], distribute.error_summary(e, 120))
     return done
 
 
