@@ -94,7 +94,7 @@ def encoded_batches(corpus, workers=None):
   if workers <= 1:
     results = (tokenize_batch(text, corpus.tokenizer) for text in _batches(corpus))
   else:
-    results = _Pool(workers, corpus.tokenizer).map(_batches(corpus))
+    results = _pool_map(_batches(corpus), workers, corpus.tokenizer)
   for words, local in results:
     if local.shape[0]:
       seen = True
@@ -108,49 +108,44 @@ def worker_command(mode):
   return [sys.executable, "-m", __name__, mode]
 
 
-class _Pool:
-  """`workers` tokenising children; `map` sends batches round-robin, yields replies in order."""
-
-  def __init__(self, workers, mode):
-    self.workers = workers
-    self.mode = mode
-
-  def map(self, texts):
-    procs, feeds, threads = [], [], []
-    try:
-      for _ in range(self.workers):
-        proc = subprocess.Popen(worker_command(self.mode), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE)
-        procs.append(proc)
-        feed = queue.Queue(maxsize=2)  # at most 2 batches waiting per worker
-        feeds.append(feed)
-        thread = threading.Thread(target=_feed, args=(feed, proc.stdin), daemon=True,
-                                  name="tokenize-feed")
-        thread.start()
-        threads.append(thread)
-      sent = collections.deque()  # worker index of each batch sent and not yet read back
-      for i, text in enumerate(texts):
-        k = i % self.workers
-        feeds[k].put(text.encode("utf-8"))
-        sent.append(k)
-        # Keep every worker busy: read back once each has two batches out.
-        while len(sent) > 2 * self.workers:
-          yield _read_reply(procs[sent.popleft()])
-      while sent:
+def _pool_map(texts, workers, mode):
+  """Starts `workers` tokenising children, sends them `texts` round-robin and yields
+  their replies in order; stops the children when done (also on error or close)."""
+  procs, feeds, threads = [], [], []
+  try:
+    for _ in range(workers):
+      proc = subprocess.Popen(worker_command(mode), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+      procs.append(proc)
+      feed = queue.Queue(maxsize=2)  # at most 2 batches waiting per worker
+      feeds.append(feed)
+      thread = threading.Thread(target=_feed, args=(feed, proc.stdin), daemon=True,
+                                name="tokenize-feed")
+      thread.start()
+      threads.append(thread)
+    sent = collections.deque()  # worker index of each batch sent and not yet read back
+    for i, text in enumerate(texts):
+      k = i % workers
+      feeds[k].put(text.encode("utf-8"))
+      sent.append(k)
+      # Keep every worker busy: read back once each has two batches out.
+      while len(sent) > 2 * workers:
         yield _read_reply(procs[sent.popleft()])
-    finally:
-      for feed in feeds:
-        try:
-          feed.put_nowait(None)
-        except queue.Full:
-          pass
-      for proc in procs:
-        if proc.poll() is None:
-          proc.kill()
-        proc.wait()
-        proc.stdout.close()
-      for thread in threads:
-        thread.join(timeout=5)
+    while sent:
+      yield _read_reply(procs[sent.popleft()])
+  finally:
+    for feed in feeds:
+      try:
+        feed.put_nowait(None)
+      except queue.Full:
+        pass
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+      proc.wait()
+      proc.stdout.close()
+    for thread in threads:
+      thread.join(timeout=5)
 
 
 def _feed(feed, stdin):
