@@ -17,7 +17,9 @@ and that many bytes of UTF-8 text (lines joined by "\n"); length 0 ends the work
 is two 8-byte lengths (bytes of the "\n"-joined distinct words, number of tokens), the words,
 and the tokens' int32 indices. A token never contains whitespace (data/tokenizer.py), so
 "\n" separates both lines and words. Each child has a feeding thread, so a child blocked on
-writing its reply never blocks this process's writes to another one.
+writing its reply never blocks this process's writes to another one, and a thread reading
+its stderr, whose last lines a failure quotes (the pass may run while TensorFlow's import
+holds this process's stderr: training/app.py import_tensorflow_while).
 """
 import collections
 import itertools
@@ -38,6 +40,8 @@ BATCH_CHARS = 4 << 20
 MIN_PARALLEL_BYTES = 32 << 20
 _HEADER = struct.Struct("<Q")
 _REPLY = struct.Struct("<QQ")
+# Lines of a worker's stderr quoted when it fails.
+STDERR_LINES = 20
 
 
 def default_workers(corpus):
@@ -115,8 +119,14 @@ def _pool_map(texts, workers, mode):
   try:
     for _ in range(workers):
       proc = subprocess.Popen(worker_command(mode), stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
       procs.append(proc)
+      proc.stderr_tail = collections.deque(maxlen=STDERR_LINES)
+      thread = threading.Thread(target=_drain, args=(proc.stderr, proc.stderr_tail),
+                                daemon=True, name="tokenize-stderr")
+      thread.start()
+      proc.stderr_thread = thread
+      threads.append(thread)
       feed = queue.Queue(maxsize=2)  # at most 2 batches waiting per worker
       feeds.append(feed)
       thread = threading.Thread(target=_feed, args=(feed, proc.stdin), daemon=True,
@@ -144,7 +154,7 @@ def _pool_map(texts, workers, mode):
         proc.kill()
       proc.wait()
       proc.stdout.close()
-    for thread in threads:
+    for thread in threads:  # the stderr readers end with their process
       thread.join(timeout=5)
 
 
@@ -168,6 +178,17 @@ def _feed(feed, stdin):
       pass
 
 
+def _drain(stderr, tail):
+  """Reads a worker's stderr to its end, keeping the last lines in `tail`."""
+  try:
+    for line in stderr:
+      tail.append(line.decode("utf-8", "replace").rstrip())
+  except (OSError, ValueError):
+    pass
+  finally:
+    stderr.close()
+
+
 def _read_exact(stream, n):
   data = stream.read(n)
   if len(data) != n:
@@ -182,8 +203,10 @@ def _read_reply(proc):
     local = np.frombuffer(_read_exact(proc.stdout, 4 * count), dtype=np.int32)
   except EOFError:
     proc.wait()
+    proc.stderr_thread.join(timeout=5)  # its last lines read
+    said = "; its stderr ended: " + " | ".join(proc.stderr_tail) if proc.stderr_tail else ""
     raise RuntimeError(f"a tokenising worker process ({' '.join(proc.args)}) ended early "
-                       f"with exit status {proc.returncode}") from None
+                       f"with exit status {proc.returncode}{said}") from None
   return (words.split("\n") if words else []), local
 
 

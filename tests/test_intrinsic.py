@@ -219,6 +219,21 @@ def test_analogy_in_chunks_matches_the_reference_and_reads_only_restricted_rows(
     assert got == intrinsic.analogy_accuracy(vectors, words, analogies, restrict)
 
 
+def test_analogy_on_tensorflow_matches_numpy(monkeypatch):
+  # evaluate.tensorflow_best (TF's product, masking and argmax) answers as numpy_best does,
+  # case variants masked, over several batches and a partial last one.
+  from tf_embeddings.word2vec import evaluate  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(intrinsic, "_BATCH", 50)
+  for seed in (0, 1):
+    words, vectors, analogies = _planted_vectors(seed=seed, noise=2.5)
+    for restrict in (30000, 150):
+      want = intrinsic.analogy_accuracy(vectors, words, analogies, restrict)
+      got = intrinsic.analogy_accuracy(vectors, words, analogies, restrict,
+                                       best=evaluate.tensorflow_best)
+      assert got == want
+      assert 0 < want["correct"] < want["seen"]
+
+
 def test_analogy_extreme_values():
   # Huge and tiny rows (squares within float32) and a zero row: unit rows are finite, a zero
   # row scores 0, UNK never answers.

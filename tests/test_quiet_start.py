@@ -117,3 +117,69 @@ def test_verbosity_1_shows_what_tensorflow_says(tmp_path):
   assert res.returncode == 2, res.stderr
   assert "absl::InitializeLog" in res.stderr and "oneDNN custom operations" in res.stderr
   assert res.stderr.rstrip("\n").splitlines()[-1].startswith("error: ")
+
+
+def test_work_runs_while_tensorflow_is_imported_and_its_outcome_comes_back(monkeypatch):
+  import threading  # pylint: disable=import-outside-toplevel
+  imported = threading.Event()
+  seen = {}
+
+  def fake_import():
+    seen["work_started_first"] = started.wait(5)
+    imported.set()
+
+  started = threading.Event()
+  monkeypatch.setattr(app_lib, "import_tensorflow", fake_import)
+
+  def work(stop):
+    started.set()
+    seen["overlapped"] = imported.wait(5)  # the import ran meanwhile
+    return 42
+
+  assert app_lib.import_tensorflow_while(work) == 42
+  assert seen == {"work_started_first": True, "overlapped": True}
+
+  def failing(stop):
+    raise ValueError("bad corpus")
+
+  with pytest.raises(ValueError, match="bad corpus"):  # raised after the import
+    app_lib.import_tensorflow_while(failing)
+
+
+def test_an_interrupted_import_stops_the_work_before_raising(monkeypatch):
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  running = threading.Event()
+  ended = []
+
+  def interrupted():
+    running.wait(5)
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(app_lib, "import_tensorflow", interrupted)
+
+  def work(stop):
+    running.set()
+    while not stop.is_set():
+      time.sleep(0.01)
+    time.sleep(0.2)  # still cleaning up: the caller must wait for it
+    ended.append(True)
+
+  with pytest.raises(KeyboardInterrupt):
+    app_lib.import_tensorflow_while(work)
+  assert ended == [True]
+
+
+def test_a_stopped_corpus_pass_leaves_no_ids(tmp_path):
+  import threading  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec import inputs  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.word2vec.config import Config  # pylint: disable=import-outside-toplevel
+  corpus = tmp_path / "c.txt"
+  corpus.write_text("the cat sat on the mat\n" * 100)
+  stop = threading.Event()
+  stop.set()
+  config = Config(model_dir=str(tmp_path / "run"), corpus=str(corpus), min_count=1)
+  with pytest.raises(inputs.Stopped):
+    inputs.prepare_data(config, stop=stop)
+  left = sorted(os.listdir(tmp_path / "run"))
+  assert not [name for name in left if name.startswith(("ids", ".ids"))], left

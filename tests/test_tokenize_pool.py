@@ -133,8 +133,10 @@ def test_stopping_early_and_a_dead_worker_leave_no_process(tmp_path, monkeypatch
   batches.close()
   assert not children()
   monkeypatch.setattr(tokenize_pool, "worker_command",
-                      lambda mode: [sys.executable, "-c", "import sys; sys.exit(3)"])
-  with pytest.raises(RuntimeError, match="ended early with exit status 3"):
+                      lambda mode: [sys.executable, "-c",
+                                    "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"])
+  with pytest.raises(RuntimeError, match="ended early with exit status 3; its stderr ended: "
+                                         "boom"):
     list(tokenize_pool.encoded_batches(corpus_lib.resolve_corpus(str(path)), workers=2))
   assert not children()
 

@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 
 from absl import app
 from absl import flags
@@ -212,3 +213,38 @@ def import_tensorflow():
         sys.stderr.write(kept)
         sys.stderr.flush()
   return tf
+
+
+def import_tensorflow_while(work):
+  """Runs work(stop) in a thread while this thread imports TensorFlow (`import_tensorflow`),
+  so that work that needs no TensorFlow (word2vec's corpus pass: worker processes and file
+  I/O) hides most of the 3-4 s import. Returns work's result, or raises its exception, once
+  both are done.
+
+  `stop` is a threading.Event that work polls: it is set when the import fails or is
+  interrupted (Ctrl-C reaches this thread), and the exception is raised only after work
+  ended, so that nothing runs on behind the caller's back (work may hold a run's lock).
+  While the import holds stderr, what work logs is written when the import ends.
+  """
+  stop = threading.Event()
+  outcome = {}
+
+  def run():
+    try:
+      outcome["value"] = work(stop)
+    except BaseException as e:  # pylint: disable=broad-except
+      outcome["error"] = e  # raised in the caller's thread
+
+  thread = threading.Thread(target=run, name="while-importing-tensorflow", daemon=True)
+  thread.start()
+  try:
+    import_tensorflow()
+    thread.join()
+  except BaseException:
+    stop.set()
+    thread.join()
+    raise
+  if "error" in outcome:
+    raise outcome["error"]
+  return outcome["value"]
+

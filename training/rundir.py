@@ -425,9 +425,11 @@ class RunDir:
     return tf.train.CheckpointManager(checkpoint, self.checkpoint_dir, max_to_keep=max_to_keep)
 
   def latest_checkpoint(self):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     directory = self.checkpoint_dir
-    return tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
+    if not os.path.isdir(directory):
+      return None  # without importing TensorFlow (a new run is prepared while it imports)
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf.train.latest_checkpoint(directory)
 
   def has_checkpoint(self):
     return self.latest_checkpoint() is not None

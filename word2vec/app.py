@@ -19,10 +19,42 @@ USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags] | word2vec server 
          "(word2vec --helpfull lists every flag)")
 
 
-def _train(config, dist):
-  from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
-  figures = train_lib.train(config, dist)
+def _train(config):
+  """Trains in this process (--strategy=default) or as the chief of a cluster."""
+  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.training import distribute
+  local_cluster = cluster_flags.local_cluster(FLAGS)
+  if FLAGS.strategy == "default" and not local_cluster:
+    figures = _train_one_process(config)
+  else:
+    app_lib.import_tensorflow()
+    from tf_embeddings.word2vec import train as train_lib
+    if FLAGS.strategy == "parameter_server":
+      train_lib.check_cluster_config(config)  # before any server is started
+    with distribute.distribution(
+        "word2vec", "tf_embeddings.word2vec", FLAGS.strategy, word2vec_flags.STRATEGIES,
+        FLAGS.num_ps_shards, local_cluster, FLAGS.cluster_timeout) as dist:
+      figures = train_lib.train(config, dist)
   print(json.dumps(figures, indent=2, sort_keys=True))
+
+
+def _train_one_process(config):
+  """train.train in one process, with the run prepared (start over or resume checks,
+  vocabulary, encoded ids: word2vec/run.py) while TensorFlow is imported."""
+  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.training import distribute
+  from tf_embeddings.word2vec import run as run_lib
+  with config_lib.run_dir(config.model_dir).training() as rundir:
+    timings = run_lib.new_timings()
+    prepared = app_lib.import_tensorflow_while(
+        lambda stop: run_lib.prepare(config, rundir, timings, stop))
+    # What the import added beyond the corpus pass it overlapped.
+    since_start = run_lib.seconds_since_process_start()
+    if since_start is not None:
+      timings["startup"] = max(0.0, since_start - timings["vocabulary"] -
+                               timings["encoding"])
+    from tf_embeddings.word2vec import train as train_lib
+    return train_lib.train_prepared(config, rundir, distribute.default(), prepared, timings)
 
 
 def _eval(config):
@@ -66,18 +98,10 @@ def main(argv):
     distribute.serve()
     return
   config = word2vec_flags.to_config(FLAGS)
-  if action != "vocab":
+  if action not in ("vocab", "train"):
     app_lib.import_tensorflow()
   if action == "train":
-    from tf_embeddings.training import distribute  # pylint: disable=import-outside-toplevel
-    if FLAGS.strategy == "parameter_server":
-      from tf_embeddings.word2vec import train as train_lib  # pylint: disable=import-outside-toplevel
-      train_lib.check_cluster_config(config)  # before any server is started
-    with distribute.distribution(
-        "word2vec", "tf_embeddings.word2vec", FLAGS.strategy, word2vec_flags.STRATEGIES,
-        FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS),
-        FLAGS.cluster_timeout) as dist:
-      _train(config, dist)
+    _train(config)
   elif action == "eval":
     _eval(config)
   elif action == "export":

@@ -34,7 +34,16 @@ def _data_key(config):
           "min_count": config.min_count, "max_vocab_size": config.max_vocab_size}
 
 
-def prepare_data(config, require_cached=False, timings=None, vocab_workers=None):
+class Stopped(Exception):
+  """The corpus pass was asked to stop (prepare_data's `stop`)."""
+
+
+def _check_stop(stop):
+  if stop is not None and stop.is_set():
+    raise Stopped("the corpus pass was stopped")
+
+
+def prepare_data(config, require_cached=False, timings=None, vocab_workers=None, stop=None):
   """Builds (or reuses) vocab.tsv and the encoded id file in the run directory.
 
   They are reused only when they were built with the same data flags from the same corpus
@@ -47,6 +56,8 @@ def prepare_data(config, require_cached=False, timings=None, vocab_workers=None)
     timings: optional dict, gets the seconds of the "vocabulary" and "encoding" passes.
     vocab_workers: processes tokenising the corpus (data/tokenize_pool.py); None = by
       corpus size and cores. The result does not depend on it.
+    stop: optional threading.Event, polled between batches: once set, the pass raises
+      Stopped, leaving nothing half-written (as any failure).
 
   Returns:
     (vocab, ids): Vocabulary and a read-only int32 memmap [num_tokens] of the corpus.
@@ -92,6 +103,7 @@ def prepare_data(config, require_cached=False, timings=None, vocab_workers=None)
     with open(provisional, "wb") as f, contextlib.closing(
         tokenize_pool.encoded_batches(corpus, vocab_workers)) as batches:
       for words, local in batches:
+        _check_stop(stop)
         builder.add_distinct(words, local).tofile(f)
     vocab, lookup = builder.vocabulary(config.min_count, config.max_vocab_size or None)
     logging.info("vocabulary: %d words (UNK included), %d tokens, UNK count %d", len(vocab),
@@ -102,6 +114,7 @@ def prepare_data(config, require_cached=False, timings=None, vocab_workers=None)
     n = 0
     with open(provisional, "rb") as src, atomic_write(ids_path, "wb") as f:
       while True:  # read, not memory-mapped: the resident memory stays one chunk
+        _check_stop(stop)
         pids = np.fromfile(src, dtype=np.int32, count=ENCODE_CHUNK)
         if not pids.shape[0]:
           break

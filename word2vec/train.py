@@ -27,29 +27,12 @@ from tf_embeddings.word2vec import config as config_lib
 from tf_embeddings.word2vec import evaluate as evaluate_lib
 from tf_embeddings.word2vec import inputs
 from tf_embeddings.word2vec import model as model_lib
+from tf_embeddings.word2vec import run as run_lib
 
 CHECKPOINT_DIR = rundir_lib.CHECKPOINT_DIR
-TIMINGS_FILE = "timings.json"
-# The phases of a `word2vec train` command, in order, as timings.json records them (seconds).
-PHASES = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
-          "evaluation", "checkpoints", "export")
-
-
-def seconds_since_process_start():
-  """Seconds since this process started (Linux /proc; None elsewhere)."""
-  try:
-    with open("/proc/self/stat", encoding="ascii") as f:
-      start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-    with open("/proc/uptime", encoding="ascii") as f:
-      uptime = float(f.read().split()[0])
-    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-  except (OSError, ValueError, IndexError, AttributeError):
-    return None
-
-
-# The run's own files: what --resume=false removes (nothing else in the directory).
-RUN_FILES = (CHECKPOINT_DIR, "train", inputs.VOCAB_FILE, inputs.IDS_FILE, inputs.IDS_META,
-             "eval.json", TIMINGS_FILE, rundir_lib.CONFIG_FILE)
+TIMINGS_FILE = run_lib.TIMINGS_FILE
+PHASES = run_lib.PHASES
+RUN_FILES = run_lib.RUN_FILES
 
 
 def checkpoint_manager(rundir, ckpt):
@@ -72,8 +55,14 @@ def train(config, dist=None):
   the workers train the blocks this process makes; the checkpoints are a single
   process's (the tables whole), so eval, export and resuming read them in either layout.
   """
+  dist = dist or distribute.default()
   with config_lib.run_dir(config.model_dir).training() as rundir:
-    return _train(config, rundir, dist or distribute.default())
+    timings = run_lib.new_timings()
+    timings["startup"] = run_lib.seconds_since_process_start() or 0.0
+    if dist.coordinator is not None:
+      check_cluster_config(config)
+    return train_prepared(config, rundir, dist, run_lib.prepare(config, rundir, timings),
+                          timings)
 
 
 def evaluates_after(config, epoch):
@@ -153,14 +142,11 @@ def _log_table_shards(model):
                  ", ".join(s.device.split("/device")[0] for s in shards))
 
 
-def _train(config, rundir, dist):
-  call_start = time.monotonic()
-  timings = dict.fromkeys(PHASES, 0.0)
-  timings["startup"] = seconds_since_process_start() or 0.0
-  if dist.coordinator is not None:
-    check_cluster_config(config)
-  has_checkpoint = rundir.prepare_train(config, config.resume, RUN_FILES)
-  vocab, ids = inputs.prepare_data(config, require_cached=has_checkpoint, timings=timings)
+def train_prepared(config, rundir, dist, prepared, timings):
+  """The rest of `train` once the run is prepared (run.prepare, holding the run's lock):
+  the model, the loop, evaluation and export. `timings` (run.new_timings) has the phases
+  so far: startup, vocabulary, encoding."""
+  has_checkpoint, vocab, ids = prepared
   setup_start = time.monotonic()
   latest = rundir.latest_checkpoint() if has_checkpoint else None
   with dist.scope():
@@ -368,7 +354,7 @@ def _train(config, rundir, dist):
   timings["training"] = max(0.0, train_seconds - timings["checkpoints"] -
                             timings["compilation"])
   timings["export"] = time.monotonic() - export_start
-  timings["total"] = timings["startup"] + time.monotonic() - call_start
+  timings["total"] = run_lib.seconds_since_process_start() or sum(timings.values())
   write_timings(config.model_dir, timings)
   return figures
 
