@@ -38,16 +38,20 @@ from tf_embeddings.data import tokenizer as tokenizer_lib
 BATCH_CHARS = 4 << 20
 # Corpora smaller than this are tokenised in this process (a worker costs ~0.1 s to start).
 MIN_PARALLEL_BYTES = 32 << 20
+# The same while TensorFlow is imported beside the pass (training/app.py
+# import_tensorflow_while): tokenising in this process would hold the GIL the import needs.
+MIN_PARALLEL_BYTES_BESIDE_IMPORT = 4 << 20
 _HEADER = struct.Struct("<Q")
 _REPLY = struct.Struct("<QQ")
 # Lines of a worker's stderr quoted when it fails.
 STDERR_LINES = 20
 
 
-def default_workers(corpus):
-  """Worker processes for `corpus`: none below MIN_PARALLEL_BYTES of Corpus.total_bytes()
-  (a gzip source counts its compressed size), else one per available core, at most 4."""
-  if corpus.total_bytes() < MIN_PARALLEL_BYTES:
+def default_workers(corpus, min_bytes=None):
+  """Worker processes for `corpus`: none below `min_bytes` (default MIN_PARALLEL_BYTES) of
+  Corpus.total_bytes() (a gzip source counts its compressed size), else one per available
+  core, at most 4."""
+  if corpus.total_bytes() < (MIN_PARALLEL_BYTES if min_bytes is None else min_bytes):
     return 0
   try:
     cores = len(os.sched_getaffinity(0))
@@ -80,20 +84,21 @@ def _batches(corpus):
     yield "\n".join(lines)
 
 
-def encoded_batches(corpus, workers=None):
+def encoded_batches(corpus, workers=None, min_bytes=None):
   """Yields (words, local) of each batch of `corpus`, in corpus order (`tokenize_batch`),
   skipping batches without tokens.
 
   Args:
     corpus: a data.corpus.Corpus.
-    workers: child processes; None = `default_workers`; 0 or 1 = in this process.
+    workers: child processes; None = `default_workers(corpus, min_bytes)`; 0 or 1 = in
+      this process.
 
   Raises:
     UserError: the corpus has no tokens (as Corpus.iter_token_chunks).
     RuntimeError: a worker process failed (its stderr is passed through).
   """
   if workers is None:
-    workers = default_workers(corpus)
+    workers = default_workers(corpus, min_bytes)
   seen = False
   if workers <= 1:
     results = (tokenize_batch(text, corpus.tokenizer) for text in _batches(corpus))

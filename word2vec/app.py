@@ -47,7 +47,7 @@ def _train_one_process(config):
   with config_lib.run_dir(config.model_dir).training() as rundir:
     timings = run_lib.new_timings()
     prepared = app_lib.import_tensorflow_while(
-        lambda stop: run_lib.prepare(config, rundir, timings, stop))
+        lambda stop: run_lib.prepare(config, rundir, timings, stop, beside_import=True))
     # What the import added beyond the corpus pass it overlapped.
     since_start = run_lib.seconds_since_process_start()
     if since_start is not None:

@@ -43,7 +43,8 @@ def _check_stop(stop):
     raise Stopped("the corpus pass was stopped")
 
 
-def prepare_data(config, require_cached=False, timings=None, vocab_workers=None, stop=None):
+def prepare_data(config, require_cached=False, timings=None, vocab_workers=None, stop=None,
+                 beside_import=False):
   """Builds (or reuses) vocab.tsv and the encoded id file in the run directory.
 
   They are reused only when they were built with the same data flags from the same corpus
@@ -58,6 +59,9 @@ def prepare_data(config, require_cached=False, timings=None, vocab_workers=None,
       corpus size and cores. The result does not depend on it.
     stop: optional threading.Event, polled between batches: once set, the pass raises
       Stopped, leaving nothing half-written (as any failure).
+    beside_import: TensorFlow is being imported meanwhile: worker processes from a smaller
+      corpus (tokenize_pool.MIN_PARALLEL_BYTES_BESIDE_IMPORT), as tokenising here would
+      hold the GIL the import needs.
 
   Returns:
     (vocab, ids): Vocabulary and a read-only int32 memmap [num_tokens] of the corpus.
@@ -99,9 +103,10 @@ def prepare_data(config, require_cached=False, timings=None, vocab_workers=None,
   start = time.monotonic()
   builder = VocabularyBuilder()
   provisional = ids_path + ".provisional"
+  min_bytes = tokenize_pool.MIN_PARALLEL_BYTES_BESIDE_IMPORT if beside_import else None
   try:
     with open(provisional, "wb") as f, contextlib.closing(
-        tokenize_pool.encoded_batches(corpus, vocab_workers)) as batches:
+        tokenize_pool.encoded_batches(corpus, vocab_workers, min_bytes)) as batches:
       for words, local in batches:
         _check_stop(stop)
         builder.add_distinct(words, local).tofile(f)

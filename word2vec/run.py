@@ -39,17 +39,18 @@ def new_timings():
   return dict.fromkeys(PHASES, 0.0)
 
 
-def prepare(config, rundir, timings, stop=None):
+def prepare(config, rundir, timings, stop=None, beside_import=False):
   """Starts over (--resume=false) or checks that `config` may continue the recorded run,
   then builds or reuses the vocabulary and encoded ids (inputs.prepare_data, which fills
   timings' "vocabulary" and "encoding"). Call it holding the run's lock (RunDir.training).
 
   stop: optional threading.Event; once set, the corpus pass stops (prepare_data).
+  beside_import: TensorFlow is imported meanwhile (prepare_data).
 
   Returns:
     Prepared.
   """
   has_checkpoint = rundir.prepare_train(config, config.resume, RUN_FILES)
   vocab, ids = inputs.prepare_data(config, require_cached=has_checkpoint, timings=timings,
-                                   stop=stop)
+                                   stop=stop, beside_import=beside_import)
   return Prepared(has_checkpoint, vocab, ids)
