@@ -84,6 +84,10 @@ def define_twotower_flags():
                        "inbatch_softmax: also score every query against this many items drawn "
                        "uniformly per step (mixed negative sampling); 0 = in-batch only.",
                        lower_bound=0)
+  flags.DEFINE_integer("num_hard_negatives", t.num_hard_negatives,
+                       "inbatch_softmax: each query's softmax keeps only its positive and its "
+                       "N highest-scoring in-batch negatives (TFRS num_hard_negatives); "
+                       "0 = every in-batch negative.", lower_bound=0)
   flags.DEFINE_enum("negative_sampler", t.negative_sampler, ["uniform", "popularity"],
                     "bce/sampled_softmax negatives: uniform or popularity^0.75.")
   flags.DEFINE_float("pos_weight", t.pos_weight, "weighted_ce: weight of positives.",

@@ -70,7 +70,7 @@ def unsupervised_softmax_cross_entropy_loss(src_emb, pos_emb, neg_emb,
 
 
 def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
-                          item_ids=None, query_offset=0):
+                          item_ids=None, query_offset=0, num_hard_negatives=None):
   """In-batch softmax: each query against every item of the batch.
 
   logits = query_emb @ item_emb^T / temperature, [B, B]; row i's label is
@@ -80,6 +80,9 @@ def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
     * accidental hits: for j != i with item_ids[j] == item_ids[i] the logit
       is set to a large finite negative (-1e9 for float32), removing the
       duplicate of the positive from the negatives.
+    * hard negatives (TFRS `Retrieval(num_hard_negatives=k)`): row i keeps its
+      positive and only the k highest of its other logits (after the corrections
+      above); the softmax runs over those k + 1.
   loss_i = logsumexp(logits[i]) - logits[i, i].
 
   Args:
@@ -93,11 +96,15 @@ def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
       candidates of every replica, gathered), query i's positive is column
       query_offset + i (and item_log_q, item_ids have C entries); 0 and C = B:
       the plain [B, B] loss.
+    num_hard_negatives: None (every column) or int k >= 1: the k hardest negatives of
+      each row (all of them when the row has fewer).
 
   Returns:
     Scalar float: mean over the B queries.
   """
   primitives.check_temperature(temperature)
+  if num_hard_negatives is not None and int(num_hard_negatives) < 1:
+    raise ValueError(f"num_hard_negatives must be None or >= 1, got {num_hard_negatives}")
   query_emb = tf.convert_to_tensor(query_emb)
   item_emb = primitives.cast_like(item_emb, query_emb.dtype)
   dtype = query_emb.dtype
@@ -117,7 +124,21 @@ def in_batch_softmax_loss(query_emb, item_emb, temperature, item_log_q=None,
     logits = tf.where(
         tf.logical_and(same_item, not_diagonal),
         tf.constant(primitives.large_negative(dtype), dtype), logits)
+  if num_hard_negatives is not None:
+    logits, labels = _hard_negatives(logits, labels, int(num_hard_negatives))
   return tf.reduce_mean(primitives.sparse_softmax_cross_entropy(labels, logits))
+
+
+def _hard_negatives(logits, labels, k):
+  """[B, 1 + min(k, C - 1)] logits: each row's positive (column `labels`) first, then its k
+  highest other logits; and the new labels (all 0). The gradient reaches the kept entries."""
+  columns = tf.shape(logits)[1]
+  positive = tf.gather(logits, labels, batch_dims=1)                     # [B]
+  is_positive = tf.one_hot(labels, columns, on_value=True, off_value=False)
+  others = tf.where(is_positive, tf.constant(float("-inf"), logits.dtype), logits)
+  hardest = tf.math.top_k(others, tf.minimum(k, columns - 1)).values     # [B, k]
+  kept = tf.concat([positive[:, None], hardest], axis=1)
+  return kept, tf.zeros_like(labels)
 
 
 def info_nce_loss(hidden, temperature, hidden_norm=True):

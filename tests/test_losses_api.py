@@ -13,7 +13,7 @@ API = {
         "src_emb", "pos_emb", "neg_emb", ("temperature", 1.0)],
     "in_batch_softmax_loss": ["query_emb", "item_emb", "temperature",
                               ("item_log_q", None), ("item_ids", None),
-                              ("query_offset", 0)],
+                              ("query_offset", 0), ("num_hard_negatives", None)],
     "in_batch_softmax_loss_per_item": ["query_emb", "all_item_emb", "item_ids", "temperature",
                                        ("item_q", None)],
     "in_batch_softmax_loss_per_user": ["user_emb", "user_rows", "all_item_emb", "item_ids",

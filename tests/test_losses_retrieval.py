@@ -251,6 +251,88 @@ def test_in_batch_softmax_huge_norms_finite():
   assert all(np.all(np.isfinite(g.numpy())) for g in grads)
 
 
+def _np_hard_negatives_loss(q, i, t, k, log_q=None, ids=None):
+  """Numpy reference of the hard-negative in-batch softmax: per row, the positive and the
+  k highest other logits (logQ subtracted, accidental hits removed first)."""
+  logits = q @ i.T / t
+  if log_q is not None:
+    logits = logits - log_q[None, :]
+  total = 0.0
+  for row in range(logits.shape[0]):
+    others = [logits[row, j] for j in range(logits.shape[1])
+              if j != row and (ids is None or ids[j] != ids[row])]
+    kept = np.array([logits[row, row]] + sorted(others, reverse=True)[:k])
+    top = kept.max()
+    total += top + np.log(np.exp(kept - top).sum()) - kept[0]
+  return total / logits.shape[0]
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+def test_hard_negatives_match_numpy(k):
+  r = np.random.default_rng(25)
+  q, i = r.normal(size=[8, 4]), r.normal(size=[8, 4])
+  ids = np.array([1, 2, 1, 3, 4, 2, 5, 6])
+  log_q = np.log(r.uniform(0.01, 0.5, size=[8]))
+  got = losses.in_batch_softmax_loss(q, i, 0.2, item_log_q=log_q, item_ids=ids,
+                                     num_hard_negatives=k).numpy()
+  np.testing.assert_allclose(got, _np_hard_negatives_loss(q, i, 0.2, k, log_q, ids),
+                             rtol=1e-10)
+  # Fewer negatives than all: a smaller loss than the full in-batch softmax.
+  full = losses.in_batch_softmax_loss(q, i, 0.2, item_log_q=log_q, item_ids=ids).numpy()
+  assert got < full
+
+
+def test_hard_negatives_beyond_the_batch_are_the_plain_loss_and_k_must_be_positive():
+  r = np.random.default_rng(26)
+  q, i = r.normal(size=[5, 3]), r.normal(size=[5, 3])
+  plain = losses.in_batch_softmax_loss(q, i, 0.5).numpy()
+  for k in (4, 100):
+    np.testing.assert_allclose(
+        losses.in_batch_softmax_loss(q, i, 0.5, num_hard_negatives=k).numpy(), plain,
+        rtol=1e-12)
+  with pytest.raises(ValueError, match="num_hard_negatives"):
+    losses.in_batch_softmax_loss(q, i, 0.5, num_hard_negatives=0)
+
+
+def test_hard_negatives_gradients_are_those_of_a_softmax_over_the_kept_columns():
+  # The selection is piecewise constant (finite differences across a swap of the k-th and
+  # (k+1)-th negative are meaningless), so the reference is the plain softmax over the
+  # columns numpy keeps, differentiated by TensorFlow.
+  r = np.random.default_rng(27)
+  q_np, i_np = r.normal(size=[6, 3]), r.normal(size=[6, 3])
+  ids = np.array([1, 2, 1, 3, 4, 5])
+  k, t = 2, 0.5
+  logits = q_np @ i_np.T / t
+  keep = np.zeros_like(logits, dtype=bool)
+  for row in range(6):
+    others = [j for j in range(6) if j != row and ids[j] != ids[row]]
+    keep[row, row] = True
+    keep[row, sorted(others, key=lambda j: -logits[row, j])[:k]] = True
+  q, i = tf.constant(q_np), tf.constant(i_np)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch([q, i])
+    got = losses.in_batch_softmax_loss(q, i, t, item_ids=ids, num_hard_negatives=k)
+    full = tf.matmul(q, i, transpose_b=True) / t
+    kept = tf.where(keep, full, tf.constant(-1e30, tf.float64))
+    want = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=np.arange(6), logits=kept))
+  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
+  for g, w in zip(tape.gradient(got, [q, i]), tape.gradient(want, [q, i])):
+    np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_hard_negatives_extreme_norms_stay_finite():
+  r = np.random.default_rng(28)
+  big_q = tf.constant(1e4 * r.normal(size=[6, 4]), tf.float32)
+  big_i = tf.constant(1e4 * r.normal(size=[6, 4]), tf.float32)
+  with tf.GradientTape() as tape:
+    tape.watch([big_q, big_i])
+    loss = losses.in_batch_softmax_loss(big_q, big_i, 0.05, item_ids=[1, 1, 2, 3, 4, 5],
+                                        num_hard_negatives=2)
+  assert np.isfinite(loss.numpy())
+  assert all(np.all(np.isfinite(g.numpy())) for g in tape.gradient(loss, [big_q, big_i]))
+
+
 @pytest.mark.parametrize("bad", [0.0, -1.0, 0])
 def test_temperature_must_be_positive(bad):
   x = tf.ones([2, 2])

@@ -146,6 +146,11 @@ def test_resolve_routes_settings_by_flag_name_and_refuses_what_cannot_go_togethe
   with pytest.raises(TypeError, match="no_such_setting"):
     config_lib.resolve("r", no_such_setting=1)
   for settings, message in (({"mixed_negatives": 4, "loss": "bce"}, "--mixed_negatives"),
+                            ({"num_hard_negatives": 8, "loss": "bce"},
+                             "--num_hard_negatives needs --loss=inbatch_softmax"),
+                            ({"num_hard_negatives": 8, "mixed_negatives": 4},
+                             "--num_hard_negatives does not combine with --mixed_negatives"),
+                            ({"num_hard_negatives": -1}, "--num_hard_negatives must be >= 0"),
                             ({"optimizer": "sgd"}, "--weight_decay needs --optimizer=adam"),
                             ({"use_ids": False, "use_features": False}, "need an input"),
                             ({"dataset": "csv"}, "--data_path"),

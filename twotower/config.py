@@ -73,6 +73,7 @@ class TrainConfig:
   logq_correction: bool = True
   remove_accidental_hits: bool = True
   mixed_negatives: int = 0
+  num_hard_negatives: int = 0
   num_negatives: int = 4
   negative_sampler: str = "popularity"
   pos_weight: float = 1.0
@@ -246,6 +247,12 @@ def _check(config):
                     "compile the weights' solver): leave --jit_compile off")
   if t.mixed_negatives and "inbatch_softmax" not in task_names(t):
     raise UserError("--mixed_negatives needs --loss=inbatch_softmax")
+  if t.num_hard_negatives < 0:
+    raise UserError("--num_hard_negatives must be >= 0 (0 = every in-batch negative)")
+  if t.num_hard_negatives and "inbatch_softmax" not in task_names(t):
+    raise UserError("--num_hard_negatives needs --loss=inbatch_softmax")
+  if t.num_hard_negatives and t.mixed_negatives:
+    raise UserError("--num_hard_negatives does not combine with --mixed_negatives: use one")
   if t.weight_decay and t.optimizer != "adam":
     raise UserError("--weight_decay needs --optimizer=adam (it is AdamW's decoupled decay)")
   if not (m.use_ids or m.use_features):

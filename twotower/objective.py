@@ -10,6 +10,8 @@ pure functions of `losses/`:
   accidental hits   drop the negatives equal to the positive (--remove_accidental_hits);
   mixed negatives   score every query against --mixed_negatives items drawn uniformly per
                     step as well (Yang et al., WWW 2020);
+  hard negatives    keep only each query's --num_hard_negatives highest-scoring in-batch
+                    negatives (TFRS `num_hard_negatives`), after the corrections above;
   history           leave the positive out of the user's pooled history (--use_history);
   id dropout        replace a query's user id by the out-of-vocabulary id with probability
                     --id_dropout (the query then depends on the example, not the user only).
@@ -72,6 +74,7 @@ class Objective:
     self.query_tower, self.item_tower = two_tower.query_tower, two_tower.item_tower
     self.num_items = self.item_tower.num_ids
     self.temperature = t.temperature
+    self.num_hard_negatives = t.num_hard_negatives or None
     # log Q(item): the item's share of the training stream, [num_items].
     self.log_q = tf.constant(np.log(np.maximum(item_counts, 1) / max(item_counts.sum(), 1)),
                              tf.float32)
@@ -89,7 +92,8 @@ class Objective:
     # batch (MovieLens at batch 8192: 1,682 columns instead of 8,192).
     self.tasks = config_lib.task_names(t)
     self.per_item = ("inbatch_softmax" in self.tasks and t.remove_accidental_hits
-                     and self.num_items < t.batch_size and not t.mixed_negatives)
+                     and self.num_items < t.batch_size and not t.mixed_negatives
+                     and not t.num_hard_negatives)
     # When the query of a user does not depend on the example (no history pooled without
     # the positive), each distinct user's row of that softmax is computed once, too.
     self.per_user = (self.per_item and self.query_tower.history is None
@@ -152,7 +156,8 @@ class Objective:
       if self.replicas:
         return self._gathered(q, c, items)
       return losses.in_batch_softmax_loss(q, c, self.temperature, self.log_q_of(items),
-                                          self.hit_ids(items))
+                                          self.hit_ids(items),
+                                          num_hard_negatives=self.num_hard_negatives)
     if loss == "info_nce":
       c = it.embed_index(items)
       return losses.info_nce_loss(tf.concat([q, c], 0), self.temperature)
@@ -187,7 +192,7 @@ class Objective:
     offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(items)[0]
     return losses.in_batch_softmax_loss(
         q, all_c, self.temperature, self.log_q_of(all_items), self.hit_ids(all_items),
-        query_offset=offset) / n
+        query_offset=offset, num_hard_negatives=self.num_hard_negatives) / n
 
   def _per_user(self, users, items):
     """The in-batch softmax on [distinct users, items] logits (all users under XLA)."""
