@@ -127,14 +127,35 @@ def test_cluster_mistakes_end_in_one_line(tmp_path, name, args, env, message):
 # ----------------------------------------------------------------------------- a cluster
 
 
+class _Split:
+  """The fields of a training split that twotower.inputs.worker_dataset reads."""
+
+  def __init__(self, users, items):
+    self.users, self.items, self.labels, self.sessions = users, items, None, None
+
+  def __len__(self):
+    return len(self.users)
+
+
 def test_tables_are_sharded_and_read_in_order():
   """2 parameter servers: the id table is split over both, the MLP is not; rows of ids
-  spanning the shards come back in the order of the ids."""
+  spanning the shards come back in the order of the ids. 2 workers: each reads its own
+  shard of the training split (twotower.inputs.worker_dataset)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import inputs  # pylint: disable=import-outside-toplevel
   from tf_embeddings.twotower import model as model_lib  # pylint: disable=import-outside-toplevel
   values = np.arange(10, dtype=np.int32)[:, None] % 5
   with distribute.distribution("twotower", "twotower", "parameter_server",
-                               ("parameter_server",), 0, (1, 2), 60) as dist:
+                               ("parameter_server",), 0, (2, 2), 60) as dist:
+    split = _Split(np.arange(40), np.arange(40) % 3)
+    per_worker = dist.coordinator.create_per_worker_dataset(
+        lambda: inputs.worker_dataset(split, 5, True, dist.num_workers))
+    iterator = iter(per_worker)
+    fetch = tf.function(lambda it: next(it)["user"])
+    batches = [r.fetch() for r in [dist.coordinator.schedule(fetch, args=(iterator,))
+                                   for _ in range(24)]]
+    parities = {tuple(sorted(set((b % 2).tolist()))) for b in batches}
+    assert parities == {(0,), (1,)}, parities  # one shard a batch, and both shards read
     with dist.scope():
       tower = model_lib.Tower(10, [("f", 5, values)], 4, (8,), seed=3,
                               table_scope=dist.tables)

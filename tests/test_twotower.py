@@ -612,3 +612,34 @@ def test_runs_recorded_before_averaging_and_decay_resume_without_them():
     del new["train"][key]
   old = rundir_lib.config_from_dict(config_lib.Config, new)
   assert old.train.average_momentum == 0.0 and old.train.weight_decay == 0.0
+
+
+class _Split:
+  """The fields of a training split that inputs.worker_dataset reads."""
+
+  def __init__(self, n):
+    self.users = np.arange(n, dtype=np.int64)
+    self.items = np.arange(n, dtype=np.int64) % 7
+    self.labels = None
+    self.sessions = None
+
+  def __len__(self):
+    return len(self.users)
+
+
+def test_parameter_server_workers_each_read_their_own_shard():
+  from tf_embeddings.twotower import inputs  # pylint: disable=import-outside-toplevel
+  split = _Split(23)
+  seen = []
+  for index in range(3):
+    ds = inputs.worker_dataset(split, 4, drop_remainder=False, num_workers=3,
+                               worker_index=tf.constant(index))
+    shard = list(range(index, 23, 3))
+    stream = np.concatenate([b["user"].numpy() for b in ds.take(8)])
+    for rest in range(3):  # the stream is whole passes over the worker's shard, reshuffled
+      one_pass = stream[rest * len(shard):(rest + 1) * len(shard)]
+      assert sorted(one_pass.tolist()) == shard, (index, one_pass)
+    seen += shard
+  assert sorted(seen) == list(range(23))  # the shards partition the split
+  one = inputs.worker_dataset(split, 23, drop_remainder=True)
+  assert sorted(next(iter(one))["user"].numpy().tolist()) == list(range(23))

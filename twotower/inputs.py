@@ -228,20 +228,28 @@ def epoch_dataset(train, batch_size, epoch, seed, skip_batches=0, drop_remainder
   return ds.prefetch(2).with_options(options)
 
 
-def worker_dataset(train, batch_size, drop_remainder=True):
-  """The endless stream of batches a parameter-server worker trains on: the whole training
-  split as TF ops (from_tensor_slices; it runs on the worker, no Python), reshuffled every
-  pass with a seed each worker draws at run time, so the workers' orders differ.
+def worker_dataset(train, batch_size, drop_remainder=True, num_workers=1, worker_index=None):
+  """The endless stream of batches a parameter-server worker trains on: its shard of the
+  training split (every num_workers-th example from its index on) as TF ops
+  (from_tensor_slices; it runs on the worker, no Python), reshuffled every pass with a seed
+  the worker draws at run time.
 
   A per-worker dataset is one function traced once for all workers
-  (`ClusterCoordinator.create_per_worker_dataset`), so no worker can be handed a distinct
-  shard through it; the chief schedules epochs x steps_per_epoch steps over all workers.
+  (`ClusterCoordinator.create_per_worker_dataset`); the worker's index comes at run time
+  from `tf.distribute.coordinator.experimental_get_current_worker_index` (worker_index
+  None), or is given (tests). The chief schedules epochs x steps_per_epoch steps over all
+  workers, so with workers of equal speed an epoch passes each example about once.
   """
   labels = train.labels if train.labels is not None else np.ones(len(train), np.float32)
   sessions = train.sessions if train.sessions is not None else train.users
   ds = tf.data.Dataset.from_tensor_slices({
       "user": train.users, "item": train.items, "label": labels.astype(np.float32),
       "session": sessions})
+  if num_workers > 1:
+    if worker_index is None:
+      worker_index = tf.distribute.coordinator.experimental_get_current_worker_index()
+    ds = ds.shard(num_workers, tf.cast(worker_index, tf.int64))
   # seed=None and no global seed: the worker draws the seed when the dataset is built.
-  ds = ds.shuffle(len(train), reshuffle_each_iteration=True).repeat()
+  shard_size = -(-len(train) // max(1, num_workers))
+  ds = ds.shuffle(shard_size, reshuffle_each_iteration=True).repeat()
   return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)

@@ -490,7 +490,7 @@ def _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn,
   strategy, coordinator = dist.strategy, dist.coordinator
   train_data = prepared.train
   per_worker = coordinator.create_per_worker_dataset(
-      lambda: inputs.worker_dataset(train_data, t.batch_size, drop))
+      lambda: inputs.worker_dataset(train_data, t.batch_size, drop, dist.num_workers))
   iterator = iter(per_worker)
 
   @tf.function(autograph=False)
