@@ -97,14 +97,18 @@ def define_twotower_flags():
                      upper_bound=1.0)
   flags.DEFINE_float("jrc_alpha", t.jrc_alpha, "jrc: weight of the calibration term.",
                      lower_bound=0.0, upper_bound=1.0)
-  flags.DEFINE_enum("optimizer", t.optimizer, ["adam", "adagrad", "sgd"], "Optimiser.")
+  flags.DEFINE_enum("optimizer", t.optimizer, ["adam", "lazy_adam", "adagrad", "sgd"],
+                    "Optimiser. lazy_adam: Adam(W) whose sparse (embedding-table) updates "
+                    "touch only the rows of the batch, for tables too big to rewrite every "
+                    "step (parameter servers; training/lazy_adam.py).")
   flags.DEFINE_float("learning_rate", t.learning_rate, "Initial learning rate.",
                      lower_bound=0.0)
   flags.DEFINE_float("final_learning_rate_fraction", t.final_learning_rate_fraction,
                      "The LR decays linearly to this fraction of --learning_rate.",
                      lower_bound=0.0, upper_bound=1.0)
   flags.DEFINE_float("weight_decay", t.weight_decay, "Decoupled weight decay (AdamW; "
-                     "--optimizer=adam only): variables shrink by lr * this per step.",
+                     "--optimizer=adam or lazy_adam): variables shrink by lr * this per step "
+                     "(lazy_adam: the rows of a table a step touches).",
                      lower_bound=0.0)
   flags.DEFINE_float("average_momentum", t.average_momentum,
                      "Exponential moving average of the weights (Polyak averaging) used for "
@@ -163,8 +167,10 @@ def define_twotower_flags():
       or f["loss"] == "inbatch_softmax",
       message="--mixed_negatives needs --loss=inbatch_softmax")
   flags.register_multi_flags_validator(
-      ["weight_decay", "optimizer"], lambda f: not f["weight_decay"] or f["optimizer"] == "adam",
-      message="--weight_decay needs --optimizer=adam (it is AdamW's decoupled decay)")
+      ["weight_decay", "optimizer"],
+      lambda f: not f["weight_decay"] or f["optimizer"] in ("adam", "lazy_adam"),
+      message="--weight_decay needs --optimizer=adam or lazy_adam (it is AdamW's decoupled "
+      "decay)")
   flags.register_multi_flags_validator(
       ["tasks", "task_weights", "pareto_min_weights"], _tasks_valid,
       message="invalid --tasks / --task_weights / --pareto_min_weights")

@@ -282,12 +282,14 @@ def _start_and_kill(args, env, kills):
 def test_killed_worker_is_survived_killed_ps_resumes(tmp_path):
   """2 workers + 1 ps. kill -9 of a worker after epoch 1 of 4: the coordinator puts its
   step back and the other worker goes on; kill -9 of the parameter server after epoch 2:
-  one line, and the same command resumes from the last checkpoint and finishes."""
+  one line, and the same command resumes from the last checkpoint and finishes. With
+  --optimizer=lazy_adam (row-wise updates of the sharded tables and their slots)."""
   mark = uuid.uuid4().hex
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
   args = [sys.executable, "-m", "tf_embeddings.twotower", "train", f"--model_dir={tmp_path}/run",
           "--dataset=synthetic", "--epochs=4", "--checkpoint_every=20", "--average_momentum=0",
-          "--strategy=parameter_server", "--local_cluster=workers:2,ps:1"]
+          "--optimizer=lazy_adam", "--strategy=parameter_server",
+          "--local_cluster=workers:2,ps:1"]
   rc, _, lines = _start_and_kill(args, env, [("epoch 1 (", "worker:1"),
                                              ("epoch 2 (", "ps:0")])
   err = "".join(lines)

@@ -253,8 +253,9 @@ def _check(config):
     raise UserError("--num_hard_negatives needs --loss=inbatch_softmax")
   if t.num_hard_negatives and t.mixed_negatives:
     raise UserError("--num_hard_negatives does not combine with --mixed_negatives: use one")
-  if t.weight_decay and t.optimizer != "adam":
-    raise UserError("--weight_decay needs --optimizer=adam (it is AdamW's decoupled decay)")
+  if t.weight_decay and t.optimizer not in ("adam", "lazy_adam"):
+    raise UserError("--weight_decay needs --optimizer=adam or lazy_adam (it is AdamW's "
+                    "decoupled decay)")
   if not (m.use_ids or m.use_features):
     raise UserError("the towers need an input: --use_ids or --use_features")
   if not 0.0 <= t.id_dropout <= 1.0:

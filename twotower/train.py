@@ -32,6 +32,7 @@ from absl import logging
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.training import distribute
 from tf_embeddings.training import rundir as rundir_lib
+from tf_embeddings.training.lazy_adam import LazyAdam
 from tf_embeddings.training.progress import Progress
 from tf_embeddings.twotower import config as config_lib
 from tf_embeddings.twotower import evaluate as evaluate_lib
@@ -67,6 +68,8 @@ def make_optimizer(train_config, total_steps):
     return keras.optimizers.AdamW(schedule, weight_decay=c.weight_decay), schedule
   if c.optimizer == "adam":
     return keras.optimizers.Adam(schedule), schedule
+  if c.optimizer == "lazy_adam":
+    return LazyAdam(schedule, weight_decay=c.weight_decay or None), schedule
   if c.optimizer == "adagrad":
     return keras.optimizers.Adagrad(schedule), schedule
   return keras.optimizers.SGD(schedule), schedule
