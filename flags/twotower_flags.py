@@ -73,6 +73,10 @@ def define_twotower_flags():
   # Training.
   flags.DEFINE_enum("loss", t.loss, list(config_lib.LOSSES), "Training loss.")
   flags.DEFINE_float("temperature", t.temperature, "Logits = cosine / temperature (> 0).")
+  flags.DEFINE_float("logq_weight", t.logq_weight,
+                     "The logQ correction subtracts this times log Q(item) (1 = the textbook "
+                     "correction; above 1 pushes popular items down harder).",
+                     lower_bound=0.0)
   flags.DEFINE_bool("logq_correction", t.logq_correction,
                     "inbatch_softmax: subtract log item frequency (training stream).")
   flags.DEFINE_bool("remove_accidental_hits", t.remove_accidental_hits,

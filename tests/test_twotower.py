@@ -151,6 +151,7 @@ def test_resolve_routes_settings_by_flag_name_and_refuses_what_cannot_go_togethe
                             ({"num_hard_negatives": 8, "mixed_negatives": 4},
                              "--num_hard_negatives does not combine with --mixed_negatives"),
                             ({"num_hard_negatives": -1}, "--num_hard_negatives must be >= 0"),
+                            ({"logq_weight": -0.5}, "--logq_weight must be >= 0"),
                             ({"optimizer": "sgd"}, "--weight_decay needs --optimizer=adam"),
                             ({"use_ids": False, "use_features": False}, "need an input"),
                             ({"dataset": "csv"}, "--data_path"),
@@ -450,8 +451,8 @@ def test_history_and_bias_variants_train_and_export(tmp_path, prepared, model, m
 
 
 @pytest.mark.parametrize("history", [False, True])
-@pytest.mark.parametrize("logq", [True, False])
-def test_per_item_inbatch_softmax_equals_the_library_loss(logq, history):
+@pytest.mark.parametrize("logq, weight", [(True, 1.0), (True, 1.7), (False, 1.25)])
+def test_per_item_inbatch_softmax_equals_the_library_loss(logq, weight, history):
   from tf_embeddings import losses  # pylint: disable=import-outside-toplevel
   # 7 items, batch of 12: the per-item path is used (corpus smaller than the batch); without
   # a history the query rows are also computed once per distinct user. Loss and gradients
@@ -468,8 +469,9 @@ def test_per_item_inbatch_softmax_equals_the_library_loss(logq, history):
   counts = np.array([5, 1, 0, 3, 2, 7, 1])
   batch = {"user": tf.constant(users, tf.int64), "item": tf.constant(items, tf.int64)}
   config = config_lib.Config("x", train=config_lib.TrainConfig(
-      batch_size=12, temperature=0.3, logq_correction=logq))
-  log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
+      batch_size=12, temperature=0.3, logq_correction=logq, logq_weight=weight))
+  # --logq_weight w: the correction is w log Q.
+  log_q = weight * np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
   variables = two_tower.trainable_variables
   with tf.GradientTape(persistent=True) as tape:
     got = objective_lib.Objective(config.train, two_tower, counts)(batch, 0)
@@ -507,7 +509,8 @@ def test_inbatch_softmax_under_xla_equals_the_library_loss(batch_size):
     return loss, tape.gradient(loss, variables)
 
   got, got_grads = compiled()
-  log_q = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
+  log_q = config.train.logq_weight * np.log(np.maximum(counts, 1) / counts.sum()).astype(
+      np.float32)
   with tf.GradientTape() as tape:
     want = losses.in_batch_softmax_loss(
         two_tower.query_tower.embed_index(batch["user"]),
@@ -535,7 +538,7 @@ def test_mixed_negatives_loss_is_the_library_loss_on_the_steps_sample(logq):
   got = objective_lib.Objective(config.train, two_tower, counts)(batch, 4)
   sampled = objective_lib.mixed_negative_sample(5, 7, 4, 3)
   q = np.maximum(counts, 1) / counts.sum()
-  log_e = np.log(6 * q + 5 / 7).astype(np.float32)
+  log_e = config.train.logq_weight * np.log(6 * q + 5 / 7).astype(np.float32)
   want = losses.mixed_negatives_softmax_loss(
       two_tower.query_tower.embed_index(batch["user"]),
       two_tower.item_tower.embed_index(batch["item"]),

@@ -4,9 +4,9 @@
 one batch (TFRS `tasks/retrieval.py` habit). It embeds the batch once, divides the scores
 by the temperature once, and applies the configured named corrections before calling the
 pure functions of `losses/`:
-  logQ              subtract log Q(item), the item's share of the positive training stream
-                    (--logq_correction; mixed negatives: the log of each candidate's
-                    expected count under the mixture);
+  logQ              subtract w log Q(item), Q the item's share of the positive training
+                    stream, w = --logq_weight (--logq_correction; mixed negatives: the log
+                    of each candidate's expected count under the mixture);
   accidental hits   drop the negatives equal to the positive (--remove_accidental_hits);
   mixed negatives   score every query against --mixed_negatives items drawn uniformly per
                     step as well (Yang et al., WWW 2020);
@@ -85,8 +85,9 @@ class Objective:
     self.unigrams = [float(x) for x in np.maximum(item_counts, 1e-3)]
     self.all_ids = tf.range(self.num_items, dtype=tf.int64)
     # Q(item) of the per-item softmax and its log for the per-user one (None: no logQ).
-    self.item_q = tf.exp(self.log_q) if t.logq_correction else None
-    self.log_item_q = tf.math.log(self.item_q) if t.logq_correction else None
+    # (The correction is --logq_weight times log Q: Q^w in place of Q.)
+    self.item_q = tf.exp(t.logq_weight * self.log_q) if t.logq_correction else None
+    self.log_item_q = t.logq_weight * self.log_q if t.logq_correction else None
     # In-batch softmax over the distinct items of the batch instead of its B columns: the
     # same loss when hits are removed, and cheaper when the corpus is smaller than the
     # batch (MovieLens at batch 8192: 1,682 columns instead of 8,192).
@@ -111,7 +112,8 @@ class Objective:
 
   def log_q_of(self, items):
     """logQ correction of the given items: float32 [B], or None when it is off."""
-    return tf.gather(self.log_q, items) if self.config.logq_correction else None
+    c = self.config
+    return c.logq_weight * tf.gather(self.log_q, items) if c.logq_correction else None
 
   def hit_ids(self, items):
     """Ids for accidental-hit removal: `items`, or None when it is off."""
@@ -215,7 +217,8 @@ class Objective:
     t, it = self.config, self.item_tower
     sampled = mixed_negative_sample(t.mixed_negatives, self.num_items, step, t.seed)  # [M]
     b = tf.cast(tf.shape(items)[0], tf.float32)
-    log_e = tf.math.log(b * tf.exp(self.log_q) + t.mixed_negatives / self.num_items)  # [N]
+    log_e = t.logq_weight * tf.math.log(
+        b * tf.exp(self.log_q) + t.mixed_negatives / self.num_items)  # [N]
     use_q = t.logq_correction
     return losses.mixed_negatives_softmax_loss(
         q, it.embed_index(items), it.embed_index(sampled), self.temperature,
