@@ -14,6 +14,8 @@ import uuid
 import numpy as np
 import pytest
 
+from launcher import Launchers
+
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.flags.cluster_flags import parse_local_cluster
 from tf_embeddings.training import distribute
@@ -27,10 +29,20 @@ SMALL = ["--dataset=synthetic", "--epochs=2", "--batch_size=256", "--embedding_d
 WIDE = SMALL + ["--use_history", "--item_bias", "--loss=bce"]
 
 
-def app(name, *args, env=None, **kw):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
-  return subprocess.run([sys.executable, "-m", f"tf_embeddings.{name}", *args], capture_output=True, text=True,
-                        env=env, cwd=ROOT, **kw)
+LAUNCHERS = Launchers(dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_launchers():
+  yield
+  LAUNCHERS.close()
+
+
+def app(name, *args, env=None, timeout=600):
+  """`python -m tf_embeddings.<name> ARGS` with `env` added, in a child of a launcher that
+  imported TensorFlow once (tests/launcher.py; the servers of a local cluster it starts are
+  plain processes, marked by `env`)."""
+  return LAUNCHERS.run(name, args, ROOT, env, timeout)
 
 
 def marked_processes(mark):

@@ -1,18 +1,27 @@
 """The `twotower` command line: train -> eval -> export end to end, and bad input."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from launcher import Launchers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def twotower(*args, check=False):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run([sys.executable, "-m", "tf_embeddings.twotower", *args], capture_output=True,
-                        text=True, env=env, cwd=ROOT, check=check)
+LAUNCHERS = Launchers(dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_launchers():
+  yield
+  LAUNCHERS.close()
+
+
+def twotower(*args):
+  """`python -m tf_embeddings.twotower ARGS` in a child of a launcher that imported
+  TensorFlow once (tests/launcher.py)."""
+  return LAUNCHERS.run("twotower", args, ROOT)
 
 
 def _no_traceback(res):

@@ -2,7 +2,7 @@
 run, the flagfiles in flags/, and every user mistake ending in one `error:` line.
 
 Each test runs the app as a user does, `python -m tf_embeddings.word2vec ACTION --flags` in its
-own process (see LAUNCHER for how most of them skip re-importing TensorFlow), on a tiny generated corpus
+own process (see tests/launcher.py for how most of them skip importing TensorFlow), on a tiny generated corpus
 with planted structure: 8 topics of 6 words each ("kingalpha" ... "kingsigma") plus 7 filler
 words; a sentence stays in one topic, so after training a word's nearest neighbours are mostly
 words of its topic. A run takes seconds (most of it importing
@@ -14,18 +14,17 @@ import glob
 import json
 import math
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 
 import numpy as np
 import pytest
+
+from launcher import Launchers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = {name: os.path.join(ROOT, "flags", name + ".cfg")
@@ -65,119 +64,16 @@ def word2vec(*args, cwd):
                         capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
-# Importing TensorFlow is most of a command's time (~4 s of CPU). So that this file stays well
-# under 2 minutes, most commands run in a process forked from a launcher that has imported
-# `word2vec.__main__` once: the child changes directory, points fds 1 and 2 at files, sets
-# sys.argv and calls the console script's entry point, `word2vec.__main__.run()`, exactly as
-# `python -m tf_embeddings.word2vec` does after its imports; its exit status is the command's.
-# The training runs of the `runs` fixture, --helpfull (whose text names the __main__ module) and the run that
-# is killed are plain `python -m tf_embeddings.word2vec` subprocesses.
-LAUNCHER = r"""
-import json, os, signal, sys, traceback
-from tf_embeddings.word2vec import __main__ as entry
-for line in sys.stdin:
-  req = json.loads(line)
-  sys.stdout.flush()
-  sys.stderr.flush()
-  pid = os.fork()
-  if pid == 0:
-    code = 1
-    try:
-      signal.alarm(600)  # a hung command ends instead of hanging the tests
-      os.chdir(req["cwd"])
-      for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
-        f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(f, fd)
-        os.close(f)
-      sys.argv = ["word2vec", *req["args"]]
-      try:
-        entry.run()
-        code = 0
-      except SystemExit as e:
-        if e.code is None:
-          code = 0
-        elif isinstance(e.code, int):
-          code = e.code
-        else:
-          print(e.code, file=sys.stderr)
-    except BaseException:
-      traceback.print_exc()
-    finally:
-      try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-      finally:
-        os._exit(code)
-  _, status = os.waitpid(pid, 0)
-  print(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}), flush=True)
-"""
-
-
-class Launcher:
-  """One launcher process; runs one command at a time."""
-
-  def __init__(self, directory):
-    self.directory = directory
-    self.log = open(os.path.join(directory, "launcher.log"), "w+", encoding="utf-8")
-    self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=self.log, env=ENV, text=True)
-    self.count = 0
-
-  def run(self, args, cwd):
-    self.count += 1
-    out, err = (os.path.join(self.directory, f"{self.count}.{n}") for n in ("out", "err"))
-    self.proc.stdin.write(json.dumps({"args": list(args), "cwd": str(cwd), "stdout": out,
-                                      "stderr": err}) + "\n")
-    self.proc.stdin.flush()
-    reply = self.proc.stdout.readline()
-    if not reply:
-      self.log.seek(0)
-      raise RuntimeError("the launcher died:\n" + self.log.read()[-5000:])
-    with open(out, encoding="utf-8", errors="replace") as f_out, \
-        open(err, encoding="utf-8", errors="replace") as f_err:
-      return subprocess.CompletedProcess(["word2vec", *args], json.loads(reply)["returncode"],
-                                         f_out.read(), f_err.read())
-
-  def close(self):
-    self.proc.stdin.close()
-    self.proc.wait(timeout=60)
-    self.log.close()
-
-
-class Launchers:
-  """Two launchers (one per worker of run_parallel), or plain subprocesses without fork."""
-
-  def __init__(self):
-    self._free = queue.Queue()
-    self._all = []
-    self._lock = threading.Lock()
-
-  def run(self, args, cwd):
-    if not hasattr(os, "fork"):
-      return word2vec(*args, cwd=cwd)
-    try:
-      launcher = self._free.get_nowait()
-    except queue.Empty:
-      with self._lock:
-        launcher = Launcher(tempfile.mkdtemp(prefix="word2vec_launcher_"))
-        self._all.append(launcher)
-    try:
-      return launcher.run([str(a) for a in args], cwd)
-    finally:
-      self._free.put(launcher)
-
-  def close(self):
-    for launcher in self._all:
-      launcher.close()
-      shutil.rmtree(launcher.directory, ignore_errors=True)
-
-
-LAUNCHERS = Launchers()
+# Most commands run in a child forked from a launcher that imported the apps and TensorFlow
+# once (tests/launcher.py). The training runs of the `runs` fixture, --helpfull (whose text
+# names the __main__ module) and the run that is killed are plain `python -m
+# tf_embeddings.word2vec` subprocesses.
+LAUNCHERS = Launchers(ENV)
 
 
 def app(*args, cwd):
-  """Runs `word2vec ARGS` in a forked launcher process (see LAUNCHER)."""
-  return LAUNCHERS.run(args, cwd)
+  """Runs `word2vec ARGS` in a child of a launcher (tests/launcher.py)."""
+  return LAUNCHERS.run("word2vec", args, cwd, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module", autouse=True)
