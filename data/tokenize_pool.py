@@ -95,7 +95,7 @@ def encoded_batches(corpus, workers=None, min_bytes=None):
 
   Raises:
     UserError: the corpus has no tokens (as Corpus.iter_token_chunks).
-    RuntimeError: a worker process failed (its stderr is passed through).
+    RuntimeError: a worker process failed (the message quotes its last stderr lines).
   """
   if workers is None:
     workers = default_workers(corpus, min_bytes)
