@@ -238,14 +238,15 @@ def test_in_batch_softmax_gradients():
     np.testing.assert_allclose(th, nu, rtol=1e-5, atol=1e-6)
 
 
-def test_in_batch_softmax_huge_norms_finite():
+@pytest.mark.parametrize("hard", [None, 2])
+def test_in_batch_softmax_huge_norms_finite(hard):
   r = np.random.default_rng(24)
   q = tf.constant(1e4 * r.normal(size=[6, 4]), tf.float32)
   i = tf.constant(1e4 * r.normal(size=[6, 4]), tf.float32)
   with tf.GradientTape() as tape:
     tape.watch([q, i])
-    loss = losses.in_batch_softmax_loss(q, i, 0.05,
-                                        item_ids=[1, 1, 2, 3, 4, 5])
+    loss = losses.in_batch_softmax_loss(q, i, 0.05, item_ids=[1, 1, 2, 3, 4, 5],
+                                        num_hard_negatives=hard)
   grads = tape.gradient(loss, [q, i])
   assert np.isfinite(loss.numpy()) and loss.numpy() > 0
   assert all(np.all(np.isfinite(g.numpy())) for g in grads)
@@ -319,18 +320,6 @@ def test_hard_negatives_gradients_are_those_of_a_softmax_over_the_kept_columns()
   np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
   for g, w in zip(tape.gradient(got, [q, i]), tape.gradient(want, [q, i])):
     np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-12)
-
-
-def test_hard_negatives_extreme_norms_stay_finite():
-  r = np.random.default_rng(28)
-  big_q = tf.constant(1e4 * r.normal(size=[6, 4]), tf.float32)
-  big_i = tf.constant(1e4 * r.normal(size=[6, 4]), tf.float32)
-  with tf.GradientTape() as tape:
-    tape.watch([big_q, big_i])
-    loss = losses.in_batch_softmax_loss(big_q, big_i, 0.05, item_ids=[1, 1, 2, 3, 4, 5],
-                                        num_hard_negatives=2)
-  assert np.isfinite(loss.numpy())
-  assert all(np.all(np.isfinite(g.numpy())) for g in tape.gradient(loss, [big_q, big_i]))
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, 0])
