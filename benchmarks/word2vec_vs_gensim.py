@@ -51,9 +51,7 @@ from tf_embeddings.data import evalsets
 from tf_embeddings.data import synthetic
 from tf_embeddings.word2vec import intrinsic
 from tf_embeddings.word2vec.config import Config
-
-PHASES = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
-          "evaluation", "checkpoints", "export")
+from tf_embeddings.word2vec.run import PHASES  # timings.json's phases, in order
 EVAL_FRACTION = Config(model_dir="").eval_fraction  # the app's default --eval_fraction
 
 

@@ -247,4 +247,3 @@ def import_tensorflow_while(work):
   if "error" in outcome:
     raise outcome["error"]
   return outcome["value"]
-

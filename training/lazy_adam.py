@@ -42,12 +42,9 @@ class LazyAdam(keras.optimizers.Adam):
     return super()._use_weight_decay(variable)
 
   def _decays(self, variable):
-    """Whether Keras's rules (weight_decay set, not excluded) decay this variable."""
-    self._sparse_keys, saved = set(), self._sparse_keys
-    try:
-      return self.weight_decay is not None and super()._use_weight_decay(variable)
-    finally:
-      self._sparse_keys = saved
+    """Whether Keras's rules (weight_decay set, not excluded) decay this variable (its own
+    rule, not the override above that leaves sparse variables to update_step)."""
+    return self.weight_decay is not None and super()._use_weight_decay(variable)
 
   def update_step(self, gradient, variable, learning_rate):
     if not isinstance(gradient, tf.IndexedSlices):

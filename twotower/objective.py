@@ -84,10 +84,11 @@ class Objective:
     self.sampler = "uniform" if t.negative_sampler == "uniform" else "unigram"
     self.unigrams = [float(x) for x in np.maximum(item_counts, 1e-3)]
     self.all_ids = tf.range(self.num_items, dtype=tf.int64)
-    # Q(item) of the per-item softmax and its log for the per-user one (None: no logQ).
-    # (The correction is --logq_weight times log Q: Q^w in place of Q.)
-    self.item_q = tf.exp(t.logq_weight * self.log_q) if t.logq_correction else None
-    self.log_item_q = t.logq_weight * self.log_q if t.logq_correction else None
+    # The correction the in-batch softmax subtracts: --logq_weight times log Q (Q^w in
+    # place of Q); as Q(item) for the per-item softmax and its log for the per-user one.
+    self.log_q_correction = t.logq_weight * self.log_q
+    self.item_q = tf.exp(self.log_q_correction) if t.logq_correction else None
+    self.log_item_q = self.log_q_correction if t.logq_correction else None
     # In-batch softmax over the distinct items of the batch instead of its B columns: the
     # same loss when hits are removed, and cheaper when the corpus is smaller than the
     # batch (MovieLens at batch 8192: 1,682 columns instead of 8,192).
@@ -112,8 +113,8 @@ class Objective:
 
   def log_q_of(self, items):
     """logQ correction of the given items: float32 [B], or None when it is off."""
-    c = self.config
-    return c.logq_weight * tf.gather(self.log_q, items) if c.logq_correction else None
+    return (tf.gather(self.log_q_correction, items) if self.config.logq_correction
+            else None)
 
   def hit_ids(self, items):
     """Ids for accidental-hit removal: `items`, or None when it is off."""

@@ -21,13 +21,13 @@ USAGE = ("usage: word2vec {train,eval,export,vocab} [--flags] | word2vec server 
 
 def _train(config):
   """Trains in this process (--strategy=default) or as the chief of a cluster."""
-  # pylint: disable=import-outside-toplevel
-  from tf_embeddings.training import distribute
   local_cluster = cluster_flags.local_cluster(FLAGS)
   if FLAGS.strategy == "default" and not local_cluster:
     figures = _train_one_process(config)
   else:
     app_lib.import_tensorflow()
+    # pylint: disable=import-outside-toplevel
+    from tf_embeddings.training import distribute
     from tf_embeddings.word2vec import train as train_lib
     if FLAGS.strategy == "parameter_server":
       train_lib.check_cluster_config(config)  # before any server is started

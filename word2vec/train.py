@@ -30,9 +30,6 @@ from tf_embeddings.word2vec import model as model_lib
 from tf_embeddings.word2vec import run as run_lib
 
 CHECKPOINT_DIR = rundir_lib.CHECKPOINT_DIR
-TIMINGS_FILE = run_lib.TIMINGS_FILE
-PHASES = run_lib.PHASES
-RUN_FILES = run_lib.RUN_FILES
 
 
 def checkpoint_manager(rundir, ckpt):
@@ -366,6 +363,6 @@ def write_timings(model_dir, timings):
   imports before train() (0 where unknown); "total" is the command up to here.
   """
   logging.info("timings: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-  with atomic_write(os.path.join(model_dir, TIMINGS_FILE)) as f:
+  with atomic_write(os.path.join(model_dir, run_lib.TIMINGS_FILE)) as f:
     json.dump({k: round(v, 3) for k, v in timings.items()}, f, indent=2)
     f.write("\n")
