@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from launcher import Launchers
+
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.twotower import config as tt_config
 from tf_embeddings.word2vec import app as w2v_app
@@ -202,46 +204,16 @@ def test_twotower_export_never_deletes_what_it_did_not_write(tmp_path):
 
 # ---------------------------------------------------------------- the CLI contract
 
-# Runs `word2vec ARGS` for each case in a child forked from one process that imported the
-# app (and TensorFlow) once: each case is the console script's entry point in a fresh
-# process, its stderr and exit status what `python -m tf_embeddings.word2vec ARGS` gives.
-FORKED = """
-import json, os, sys
-from tf_embeddings.word2vec import __main__ as entry
-from tf_embeddings.word2vec import train  # imported lazily by the app; here once for every case
-out = []
-for cwd, args in json.loads(sys.argv[1]):
-  err = os.path.join(cwd, "stderr.%d" % len(out))
-  pid = os.fork()
-  if pid == 0:
-    code = 1
-    try:
-      os.chdir(cwd)
-      fd = os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-      os.dup2(fd, 2)
-      sys.argv = ["word2vec", *args]
-      entry.run()
-      code = 0
-    except SystemExit as e:
-      code = e.code if isinstance(e.code, int) else 1
-    finally:
-      sys.stderr.flush()
-      os._exit(code)
-  _, status = os.waitpid(pid, 0)
-  with open(err) as f:
-    out.append({"returncode": os.waitstatus_to_exitcode(status), "stderr": f.read()})
-  os.remove(err)
-print(json.dumps(out))
-"""
+# Each case runs `word2vec ARGS` in a child of a launcher that imported the apps and
+# TensorFlow once (tests/launcher.py): the console script's entry point in a fresh process,
+# its stderr and exit status what `python -m tf_embeddings.word2vec ARGS` gives.
+LAUNCHERS = Launchers(ENV)
 
 
-def _word2vec_cases(cases):
-  """[(cwd, args)] -> [CompletedProcess-like] (see FORKED)."""
-  res = subprocess.run([sys.executable, "-c", FORKED,
-                        json.dumps([(str(cwd), list(map(str, args))) for cwd, args in cases])],
-                       env=ENV, capture_output=True, text=True, timeout=300, check=True)
-  return [subprocess.CompletedProcess(args, r["returncode"], "", r["stderr"])
-          for (_, args), r in zip(cases, json.loads(res.stdout.splitlines()[-1]))]
+@pytest.fixture(scope="module", autouse=True)
+def _close_launchers():
+  yield
+  LAUNCHERS.close()
 
 
 def _one_error_line(res, *needles):
@@ -282,8 +254,8 @@ def test_user_mistakes_are_one_error_line_and_exit_2(tmp_path, w2v_run):
                          "--output=exists.txt"), ["exists; pass --overwrite"]),
   }
   try:
-    results = dict(zip(cases, _word2vec_cases([(tmp_path, args)
-                                               for args, _ in cases.values()])))
+    results = {name: LAUNCHERS.run("word2vec", args, tmp_path, timeout=300)
+               for name, (args, _) in cases.items()}
   finally:
     lock.unlock()
   for name, (_, needles) in cases.items():
