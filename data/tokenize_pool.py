@@ -62,13 +62,24 @@ def default_workers(corpus, min_bytes=None):
 
 def tokenize_batch(text, mode):
   """(distinct words in order of first appearance, int32 index of each token among them)
-  of the tokens of `text` (lines joined by "\\n"): what a worker replies."""
+  of the tokens of `text` (lines joined by "\\n"): what a worker replies, decoded."""
+  joined, local = _tokenize_batch_bytes(text, mode)
+  return (joined.decode("utf-8").split("\n") if joined else []), local
+
+
+def _tokenize_batch_bytes(text, mode):
+  """tokenize_batch's words as their UTF-8 bytes joined by "\\n" (a worker's reply)."""
   # One call for the whole batch: the tokenizers treat "\n" as any separator, and lower(),
   # accent folding and NFKD never act across it, so this is the lines' tokens in order.
-  tokens = tokenizer_lib.tokenize(text, mode)
+  if mode == "text8":
+    tokens = tokenizer_lib.text8_bytes(text)  # ASCII bytes: joined as they are
+  else:
+    tokens = tokenizer_lib.tokenize(text, mode)
   numbered = collections.defaultdict(itertools.count().__next__)
   local = np.fromiter(map(numbered.__getitem__, tokens), dtype=np.int32, count=len(tokens))
-  return list(numbered), local
+  if mode == "text8":
+    return b"\n".join(numbered), local
+  return "\n".join(numbered).encode("utf-8"), local
 
 
 def _batches(corpus):
@@ -225,8 +236,7 @@ def _serve(mode):
     (size,) = _HEADER.unpack(header)
     if size == 0:
       return
-    words, local = tokenize_batch(_read_exact(stdin, size).decode("utf-8"), mode)
-    joined = "\n".join(words).encode("utf-8")
+    joined, local = _tokenize_batch_bytes(_read_exact(stdin, size).decode("utf-8"), mode)
     stdout.write(_REPLY.pack(len(joined), local.shape[0]))
     stdout.write(joined)
     stdout.write(local.tobytes())

@@ -1,6 +1,7 @@
 """data/tokenize_pool.py: the vocabulary pass tokenised by worker processes gives exactly the
 one-process pass's provisional ids and vocabulary; accent folding on whole texts equals the
-per-character reference; failures and early stops leave no process behind."""
+per-character reference, the workers' bytes tokens the reference tokenizer's; failures and
+early stops leave no process behind."""
 import os
 import random
 import sys
@@ -29,10 +30,15 @@ def test_fold_to_ascii_equals_the_per_character_definition():
   rng = random.Random(0)
   pool = ([chr(c) for c in range(32, 127)] * 3 + [chr(c) for c in range(0xa0, 0x250)]
           + [chr(c) for c in range(0x300, 0x370)] + [chr(c) for c in range(0x370, 0x400)]
-          + list("\u0130\u212a\u1e9e\ufb01\u2126\u03a3\u1f88\u2028\x85\n\r\t\u00df\u0131"))
+          + list("\u0130\u212a\u1e9e\ufb01\u2126\u03a3\u1f88\u2028\x85\n\r\t\u00df\u0131"
+                 "\u210c\u216b\u2460\uff21\ufffd"))
   for _ in range(5000):
     text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 40)))
     assert tokenizer_lib.fold_to_ascii(text) == reference_fold(text), repr(text)
+    # The workers' bytes tokens are the reference's (NFKD's capitals, as in "\u210c" -> "H",
+    # stay separators).
+    assert tokenizer_lib.text8_bytes(text) == [
+        t.encode("ascii") for t in tokenizer_lib.tokenize(text, "text8")], repr(text)
     # Whole texts tokenise as their lines do (what a worker relies on).
     lines = text.split("\n")
     for mode in tokenizer_lib.TOKENIZERS:
