@@ -2,12 +2,12 @@
 
 The pass that builds a vocabulary (word2vec/inputs.py prepare_data) is mostly regex
 tokenisation and dictionary lookups, pure Python under one GIL: 3.8M tokens/s on one core.
-`encoded_batches` splits it: this process reads and decodes the corpus (Corpus.iter_lines,
-which keeps the UTF-8 accounting) and sends batches of lines to `workers` child processes
-(`python -m tf_embeddings.data.tokenize_pool`, nothing but this module, numpy and the
-tokenizer imported: no TensorFlow), each of which tokenises its batch and numbers the batch's
-distinct words in order of first appearance; back come those words and the batch's tokens as
-indices into them. Batches are handed out round-robin and read back in the same order, so
+`encoded_batches` splits it: this process reads and decodes the corpus (Corpus.iter_texts, a
+block of lines at a time, which keeps the UTF-8 accounting) and sends batches of lines to
+`workers` child processes (`python -m tf_embeddings.data.tokenize_pool`, nothing but this
+module, numpy and the tokenizer imported: no TensorFlow), each of which tokenises its batch
+and numbers the batch's distinct words in order of first appearance; back come those words
+and the batch's tokens as indices into them. Batches are handed out round-robin and read back in the same order, so
 `VocabularyBuilder.add_distinct` sees the words in corpus order: the provisional ids, the
 counts and the vocabulary are exactly those of the one-process pass (tested), whatever the
 number of workers. With workers <= 1 the same batch function runs in this process.
@@ -85,9 +85,9 @@ def _tokenize_batch_bytes(text, mode):
 def _batches(corpus):
   """The corpus's lines joined into texts of about BATCH_CHARS characters."""
   lines, size = [], 0
-  for line in corpus.iter_lines():
-    lines.append(line)
-    size += len(line) + 1
+  for text in corpus.iter_texts():
+    lines.append(text)
+    size += len(text) + 1
     if size >= BATCH_CHARS:
       yield "\n".join(lines)
       lines, size = [], 0

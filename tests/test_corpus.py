@@ -86,6 +86,29 @@ def test_giant_token_without_whitespace_cut_on_char_boundary(tmp_path):
   assert c.replaced_bytes == 0
 
 
+@pytest.mark.parametrize("block", [4, 7, 64, 1 << 20])
+def test_texts_have_the_tokens_and_accounting_of_lines(tmp_path, caplog, block):
+  """iter_texts (a block of lines decoded at once) = iter_lines, bad bytes included."""
+  data = (b"one two\r\n\r\nthr\xffee caf\xc3\xa9\n" + b"long " * 40 + b"\n\xfe x\n"
+          + "abé 東京 ".encode() * 9 + b"\r\nlast")
+  path = write(tmp_path / "mixed.txt", data)
+  for mode in ("whitespace", "text8"):
+    lines = corpus_lib.resolve_corpus(path, tokenizer=mode, block_size=block)
+    texts = corpus_lib.resolve_corpus(path, tokenizer=mode, block_size=block)
+    caplog.clear()
+    expected = [t for line in lines.iter_lines() for t in tokenizer.tokenize(line, mode)]
+    line_warnings = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    got = [t for text in texts.iter_texts() for t in tokenizer.tokenize(text, mode)]
+    assert got == expected
+    assert (texts.replaced_bytes, texts.bad_lines) == (lines.replaced_bytes, lines.bad_lines)
+    assert texts.replaced_bytes == 2
+    assert len(line_warnings) == 1
+    if block >= 64:  # (smaller blocks cut lines into pieces, which the numbers count)
+      assert "line 3 " in line_warnings[0]
+    assert [r.getMessage() for r in caplog.records] == line_warnings  # the same line named
+
+
 def test_non_utf8_bytes_are_replaced_and_counted(tmp_path, caplog):
   path = write(tmp_path / "latin1.txt", b"caf\xe9 bar\nok line\nna\xefve \xff\xfe x\n")
   c = corpus_lib.resolve_corpus(path, tokenizer="whitespace")
