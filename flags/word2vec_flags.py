@@ -52,11 +52,12 @@ def define_flags():
   f.DEFINE_integer("num_sampled", None, "Negatives drawn for each group of --group_size "
                    "examples. Default: "
                    f"{_by(config_lib.DEFAULT_NUM_SAMPLED)}.", lower_bound=1)
-  f.DEFINE_integer("group_size", 64, "Examples sharing one draw of negatives: skip-gram "
+  f.DEFINE_integer("group_size", None, "Examples sharing one draw of negatives: skip-gram "
                    "pairs of different centres at the same offset, CBOW centres (1 = fresh "
                    "negatives per example as word2vec.c; larger is faster). Must divide "
                    "--batch_size; above it, it is --batch_size (config.json records the "
-                   "value used).", lower_bound=1)
+                   f"value used). Default: {_by(config_lib.DEFAULT_GROUP_SIZE)}.",
+                   lower_bound=1)
   f.DEFINE_bool("subtract_log_q", None, "Subtract log(expected count) from the logits "
                 "(textbook NCE / sampled softmax, as tf.nn does). Default: "
                 f"{_by(config_lib.DEFAULT_SUBTRACT_LOG_Q)} (false is Mikolov's negative "

@@ -16,7 +16,7 @@ from tf_embeddings.word2vec.config import Config
 SKIPGRAM = dict(loss="nce", num_sampled=8, subtract_log_q=False, train_biases=False,
                 learning_rate=0.025, batch_size=256, steps_per_call=64, group_size=64)
 CBOW = dict(loss="sampled_softmax", num_sampled=16, subtract_log_q=True, train_biases=True,
-            learning_rate=0.05, batch_size=4096, steps_per_call=16, group_size=64)
+            learning_rate=0.05, batch_size=4096, steps_per_call=16, group_size=128)
 
 
 def _fields(config, names):

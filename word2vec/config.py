@@ -29,11 +29,17 @@ DEFAULT_LOSS = {"skipgram": "nce", "cbow": "sampled_softmax"}
 DEFAULT_SUBTRACT_LOG_Q = {"nce": False, "sampled_softmax": True}
 DEFAULT_TRAIN_BIASES = {"nce": False, "sampled_softmax": True}
 DEFAULT_LEARNING_RATE = {"skipgram": 0.025, "cbow": 0.05}
-# Negatives per group of 64 examples. Measured on SOTU+Brown (benchmarks/): skip-gram + nce
-# analogy 0.064 with 5, 0.074 with 8 (gensim with 5 per pair: 0.071-0.075); CBOW + sampled
-# softmax 0.043 with 5, 0.062 with 16, 0.067 with 32 (gensim 0.055-0.058). Sampled inside
-# the compiled step, 8 cost skip-gram nothing measurable and 16 cost CBOW about 10%.
+# Negatives per group of examples (DEFAULT_GROUP_SIZE). Measured with groups of 64 on
+# SOTU+Brown (benchmarks/): skip-gram + nce analogy 0.064 with 5, 0.074 with 8 (gensim with
+# 5 per pair: 0.071-0.075); CBOW + sampled softmax 0.043 with 5, 0.062 with 16, 0.067 with
+# 32 (gensim 0.055-0.058). Sampled inside the compiled step, 8 cost skip-gram nothing
+# measurable and 16 cost CBOW about 10%.
 DEFAULT_NUM_SAMPLED = {"nce": 8, "sampled_softmax": 16}
+# Examples sharing one draw of negatives. CBOW on SOTU+Brown (validation, seeds 1-4): 64 gave
+# analogy 0.055/0.057/0.064/0.058, 128 gave 0.054/0.060/0.056/0.057 (within the seeds'
+# spread; SimLex-999 0.096/0.092/0.084/0.068 -> 0.102/0.090/0.110/0.083) and a 7% faster
+# compiled block (half the sampled rows to update; README). Skip-gram keeps 64.
+DEFAULT_GROUP_SIZE = {"skipgram": 64, "cbow": 128}
 # Centres per minibatch. Skip-gram trains all the pairs of a centre's window at once (about
 # window + 1 per centre): 256 centres are ~1,500 pairs. On SOTU+Brown (3 epochs, lr 0.025)
 # 512, 1024 and 4096 centres diverged; 256 gave analogy 0.068-0.072.
@@ -67,7 +73,8 @@ class Config:
   sampler: str = "unigram"
   distortion: float = 0.75
   num_sampled: typing.Optional[int] = None  # None or 0 = DEFAULT_NUM_SAMPLED of the loss
-  group_size: int = 64  # above batch_size: batch_size
+  group_size: typing.Optional[int] = None  # None or 0 = DEFAULT_GROUP_SIZE of the model;
+  # above batch_size: batch_size
   subtract_log_q: typing.Optional[bool] = None  # None = DEFAULT_SUBTRACT_LOG_Q of the loss
   remove_accidental_hits: bool = True
   train_biases: typing.Optional[bool] = None  # None = DEFAULT_TRAIN_BIASES of the loss
@@ -148,9 +155,9 @@ def resolve(config):
 
   Returns:
     {field: decided value} for the fields that change: loss by the model; num_sampled,
-    subtract_log_q and train_biases by the loss; learning_rate, batch_size and
-    steps_per_call by the model; group_size at most batch_size (a group is at most one
-    minibatch).
+    subtract_log_q and train_biases by the loss; learning_rate, batch_size,
+    steps_per_call and group_size by the model; group_size at most batch_size (a group is
+    at most one minibatch).
   """
   c = config
   loss = c.loss or DEFAULT_LOSS[c.model]
@@ -164,5 +171,6 @@ def resolve(config):
       "batch_size": c.batch_size or DEFAULT_BATCH_SIZE[c.model],
       "steps_per_call": c.steps_per_call or DEFAULT_STEPS_PER_CALL[c.model],
   }
-  decided["group_size"] = min(c.group_size, decided["batch_size"])
+  decided["group_size"] = min(c.group_size or DEFAULT_GROUP_SIZE[c.model],
+                              decided["batch_size"])
   return {k: v for k, v in decided.items() if getattr(c, k) != v}

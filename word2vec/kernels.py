@@ -8,8 +8,9 @@ summed gradients overshoot. The fused step computes exactly the logits of
 likewise, accidental hits removed; `head`) and applies the hand-derived gradients with
 word2vec's per-example SGD, but it draws a separate set of `num_sampled` negatives for each
 *group* of `group_size` examples instead of one set for the whole batch. With groups of 64
-examples the sampled rows get few summed contributions (word2vec's behaviour, so word2vec's
-learning rate works), while the [group, num_sampled] logit blocks are still matrix products.
+(skip-gram) or 128 (CBOW) examples the sampled rows get few summed contributions (word2vec's
+behaviour, so word2vec's learning rate works), while the [group, num_sampled] logit blocks
+are still matrix products.
 Several minibatches run in one XLA-compiled `tf.while_loop` (`block`) to remove per-step
 dispatch overhead, and the negatives of the fixed-distribution samplers are drawn inside it
 too (`draw`: an inverse-CDF binary search; the tf candidate-sampler op outside XLA took about
