@@ -413,6 +413,39 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
   assert _topic_purity(words, vectors) > 0.8
 
 
+def test_word2vec_workers_make_their_own_blocks(tmp_path):
+  """--cluster_input=workers, skip-gram (a program per reduced window, picked on the worker
+  by the block's window), 2 workers + 1 ps: each worker makes its blocks from its share of
+  ids.int32 with TensorFlow ops; the run finishes and learns the topics, its checkpoint
+  exports in one process. A corpus whose share per worker gives no block: one line, exit 2,
+  before any training."""
+  from tf_embeddings.word2vec import export as export_lib  # pylint: disable=import-outside-toplevel
+  corpus = str(tmp_path / "corpus.txt")
+  _topic_corpus(corpus)
+  run = str(tmp_path / "workers")
+  fields = dict(W2V_FIELDS, model="skipgram", window=2, batch_size=32, steps_per_call=8)
+  args = [f"--{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in fields.items()]
+  res = app("word2vec", "train", f"--corpus={corpus}", f"--model_dir={run}", *args,
+            "--strategy=parameter_server", "--local_cluster=workers:2,ps:1",
+            "--cluster_input=workers", timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert np.isfinite(json.loads(res.stdout)["heldout_full_sigmoid_loss"])
+  out_dir = str(tmp_path / "npy")
+  export_lib.export(run, "npy", out_dir, overwrite=False)
+  with open(os.path.join(out_dir, "vocab.txt"), encoding="utf-8") as f:
+    words = f.read().split()
+  assert _topic_purity(words, np.load(os.path.join(out_dir, "vectors.npy"))) > 0.8
+  tiny = str(tmp_path / "tiny.txt")
+  _topic_corpus(tiny, n_tokens=600)
+  res = app("word2vec", "train", f"--corpus={tiny}", f"--model_dir={tmp_path}/tiny", *W2V,
+            "--strategy=parameter_server", "--local_cluster=workers:2,ps:1",
+            "--cluster_input=workers", timeout=300)
+  assert res.returncode == 2, res.stderr[-3000:]
+  assert "error: --cluster_input=workers: a worker's share of the corpus" in res.stderr
+  assert "Traceback" not in res.stderr
+  assert not os.path.exists(os.path.join(tmp_path, "tiny", "checkpoints"))
+
+
 def test_word2vec_killed_worker_is_survived(tmp_path):
   """2 workers + 1 ps, CBOW: kill -9 of worker 1 mid-run. The coordinator puts its block
   back, the other worker trains the rest, and the chief finishes, prints its figures and

@@ -34,7 +34,7 @@ def _train(config):
     with distribute.distribution(
         "word2vec", "tf_embeddings.word2vec", FLAGS.strategy, word2vec_flags.STRATEGIES,
         FLAGS.num_ps_shards, local_cluster, FLAGS.cluster_timeout) as dist:
-      figures = train_lib.train(config, dist)
+      figures = train_lib.train(config, dist, cluster_input=FLAGS.cluster_input)
   print(json.dumps(figures, indent=2, sort_keys=True))
 
 

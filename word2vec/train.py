@@ -9,6 +9,7 @@ asynchronous: Hogwild, as word2vec is trained); the chief joins the workers befo
 checkpoint and evaluation, and evaluates on a copy of the tables in this process.
 """
 import collections
+import functools
 import json
 import os
 import time
@@ -18,6 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_embeddings.data import pipeline
+from tf_embeddings.data import pipeline_ops
 from tf_embeddings.data.atomic import atomic_write
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.training import distribute
@@ -41,7 +43,7 @@ def checkpoint_manager(rundir, ckpt):
 
 
 
-def train(config, dist=None):
+def train(config, dist=None, cluster_input="coordinator"):
   """Trains (or resumes) the run in config.model_dir. Returns the final eval figures.
 
   The run directory is locked for the whole call (a second trainer is refused). A run
@@ -51,6 +53,9 @@ def train(config, dist=None):
   dist: `training.distribute.Distribution` (default: one process). Under parameter_server
   the workers train the blocks this process makes; the checkpoints are a single
   process's (the tables whole), so eval, export and resuming read them in either layout.
+  cluster_input: on a cluster, where the blocks are made: "coordinator" (here, sent to the
+  worker that trains each) or "workers" (each from its share of the corpus,
+  data/pipeline_ops.py).
   """
   dist = dist or distribute.default()
   with config_lib.run_dir(config.model_dir).training() as rundir:
@@ -59,7 +64,7 @@ def train(config, dist=None):
     if dist.coordinator is not None:
       check_cluster_config(config)
     return train_prepared(config, rundir, dist, run_lib.prepare(config, rundir, timings),
-                          timings)
+                          timings, cluster_input)
 
 
 def evaluates_after(config, epoch):
@@ -96,6 +101,34 @@ class ClusterBlocks:
 
       self._functions[window] = worker_block
     return self._functions[window]
+
+  def read_on_workers(self, dataset_fn):
+    """Blocks come from now on from a per-worker dataset (`schedule_on_worker`):
+    dataset_fn() -> the dataset of one worker (data/pipeline_ops.py worker_blocks), run on
+    each worker by ClusterCoordinator.create_per_worker_dataset."""
+    self.iterator = iter(self.coordinator.create_per_worker_dataset(dataset_fn))
+    model, c = self.model, self.model.config
+
+    def train_block(inputs, lengths, targets, lrs, step):
+      if c.model != "skipgram":
+        return model.train_block_on_rows(inputs, lengths, targets, lrs, step)
+      # The block's reduced window picks its program (one per window, as in one process).
+      return tf.switch_case(lengths[0, 0] - 1, [
+          functools.partial(model.train_block_on_rows, inputs, lengths, targets, lrs, step,
+                            window=window) for window in range(1, c.window + 1)])
+
+    @tf.function(autograph=False)
+    def worker_block(iterator, lrs, step):
+      block = next(iterator)
+      return self.strategy.run(train_block, args=(block["inputs"], block["lengths"],
+                                                  block["targets"], lrs, step))
+
+    self._worker_block = worker_block
+
+  def schedule_on_worker(self, lrs, step, info):
+    """Schedules the next block of whichever worker runs it (`read_on_workers`)."""
+    args = (self.iterator, tf.constant(lrs, tf.float32), tf.constant(step, tf.int64))
+    self.pending.append((self.coordinator.schedule(self._worker_block, args=args), info))
 
   def schedule(self, block, lrs, step, info):
     """Schedules `block` (of train_block's args) on a worker; `info` comes back with it."""
@@ -139,11 +172,13 @@ def _log_table_shards(model):
                  ", ".join(s.device.split("/device")[0] for s in shards))
 
 
-def train_prepared(config, rundir, dist, prepared, timings):
+def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coordinator"):
   """The rest of `train` once the run is prepared (run.prepare, holding the run's lock):
   the model, the loop, evaluation and export. `timings` (run.new_timings) has the phases
   so far: startup, vocabulary, encoding."""
   has_checkpoint, vocab, ids = prepared
+  if dist.coordinator is not None and cluster_input == "workers":
+    check_worker_input(config, vocab, ids, dist.num_workers)
   setup_start = time.monotonic()
   latest = rundir.latest_checkpoint() if has_checkpoint else None
   with dist.scope():
@@ -297,7 +332,28 @@ def train_prepared(config, rundir, dist, prepared, timings):
     return eval_seconds
 
   current = epoch
-  blocks = inputs.block_prefetcher(stream, epoch, start_chunk, config)  # nothing left: ends at once
+  if cluster is not None and cluster_input == "workers":
+    ids_path = os.path.abspath(os.path.join(config.model_dir, inputs.IDS_FILE))
+    num_workers = dist.num_workers
+    # Chunks small enough that every worker has one (check_worker_input); the resumed
+    # position in them.
+    chunk = pipeline_ops.worker_chunk_tokens(stream.num_tokens, config.chunk_tokens,
+                                             num_workers)
+    first = start_chunk * config.chunk_tokens // chunk
+
+    def dataset_fn():
+      return pipeline_ops.worker_blocks(
+          ids_path, stream.num_tokens, keep, config.model, config.window, config.batch_size,
+          config.steps_per_call, config.seed, chunk, epoch, first, config.epochs,
+          tf.distribute.coordinator.experimental_get_current_worker_index(), num_workers)
+
+    cluster.read_on_workers(dataset_fn)
+    per_epoch = max(1, pipeline_ops.expected_blocks(
+        vocab.counts, keep, stream.num_tokens, ids.shape[0], config.batch_size,
+        config.steps_per_call))
+    blocks = worker_plan(stream, epoch, start_chunk, config.epochs, per_epoch)
+  else:
+    blocks = inputs.block_prefetcher(stream, epoch, start_chunk, config)  # nothing left: ends at once
   try:
     for block in blocks:
       block_epoch = int(block["epoch"])
@@ -307,8 +363,11 @@ def train_prepared(config, rundir, dist, prepared, timings):
       new_done = block_epoch * tokens_per_epoch + float(block["tokens"])
       lrs = schedule(np.linspace(done, new_done, config.steps_per_call, endpoint=False))
       if cluster is not None:
-        cluster.schedule(block, lrs, step,
-                         (step + config.steps_per_call, new_done, float(lrs[-1])))
+        info = (step + config.steps_per_call, new_done, float(lrs[-1]))
+        if "inputs" in block:
+          cluster.schedule(block, lrs, step, info)
+        else:  # made by the worker that runs it
+          cluster.schedule_on_worker(lrs, step, info)
         step += config.steps_per_call
         done = new_done
         for loss, info in cluster.finished():
@@ -354,6 +413,42 @@ def train_prepared(config, rundir, dist, prepared, timings):
   timings["total"] = run_lib.seconds_since_process_start() or sum(timings.values())
   write_timings(config.model_dir, timings)
   return figures
+
+
+def check_worker_input(config, vocab, ids, num_workers):
+  """Raises UserError unless every worker's share of the training text gives a block
+  (--cluster_input=workers; a worker without one would wait for its input forever)."""
+  train_tokens = inputs.split_ids(ids, config.eval_fraction)[0].shape[0]
+  chunk = pipeline_ops.worker_chunk_tokens(train_tokens, config.chunk_tokens, num_workers)
+  smallest = min(pipeline_ops.worker_tokens(train_tokens, chunk, num_workers))
+  keep = pipeline.keep_probabilities(vocab.counts, config.subsample)
+  if pipeline_ops.expected_blocks(vocab.counts, keep, smallest, ids.shape[0],
+                                  config.batch_size, config.steps_per_call) < 1:
+    raise UserError(
+        f"--cluster_input=workers: a worker's share of the corpus ({smallest} tokens) "
+        f"gives less than one block of --batch_size={config.batch_size} x "
+        f"--steps_per_call={config.steps_per_call} centres: use "
+        "--cluster_input=coordinator, fewer workers or a bigger corpus")
+
+
+def worker_plan(stream, epoch, start_chunk, epochs, blocks_per_epoch):
+  """What the chief knows of the blocks the workers make (--cluster_input=workers): one
+  dict per block to schedule with BlockStream.blocks' epoch, tokens, chunk and chunk_done
+  (no arrays), `blocks_per_epoch` of them a pass (pipeline_ops.expected_blocks) spread
+  evenly over its tokens. The chief does not see which text a worker's block came from, so
+  the position (learning rate, progress, a checkpoint's next chunk) is the expected one."""
+  size = stream.chunk_tokens
+  for e in range(epoch, epochs):
+    first = start_chunk * size if e == epoch else 0
+    span = stream.num_tokens - first
+    n = max(1, round(blocks_per_epoch * span / stream.num_tokens))
+    for b in range(n):
+      before, after = first + span * b / n, first + span * (b + 1) / n
+      last = b == n - 1
+      yield {"epoch": e, "tokens": after,
+             # chunk + 1 is where a checkpoint after this block resumes
+             "chunk": stream.num_chunks - 1 if last else int(after // size) - 1,
+             "chunk_done": last or int(after // size) > int(before // size)}
 
 
 def write_timings(model_dir, timings):
