@@ -2,6 +2,8 @@
 from absl import flags
 
 STRATEGIES = ("default", "parameter_server", "multi_worker", "mirrored")
+# Where parameter-server workers get their training data (--cluster_input).
+CLUSTER_INPUTS = ("coordinator", "workers")
 
 
 def parse_local_cluster(text):
@@ -42,6 +44,14 @@ def define_cluster_flags():
                       "loopback ports, e.g. workers:2,ps:1 (a demo; a real cluster runs "
                       "`<app> server`, or with multi_worker `<app> train`, with TF_CONFIG "
                       "on each machine).")
+  flags.DEFINE_enum("cluster_input", "coordinator", CLUSTER_INPUTS, "parameter_server: "
+                    "where the workers' training data comes from. coordinator: from this "
+                    "process (word2vec: each block made here and sent to the worker that "
+                    "trains it; twotower: the training split inside every worker's dataset); "
+                    "workers: each worker reads its share from the run directory (word2vec: "
+                    "ids.int32, its blocks made with TensorFlow ops; twotower: "
+                    "train_split.bin), so the workers must see --model_dir (a shared file "
+                    "system on a real cluster).")
   flags.DEFINE_float("cluster_timeout", 60.0, "Seconds to wait for the cluster's servers "
                      "to answer.", lower_bound=0.0)
   flags.register_validator("local_cluster", _valid_local_cluster,

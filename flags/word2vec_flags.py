@@ -9,7 +9,6 @@ from tf_embeddings.word2vec.config import LOSSES, MODELS, ROW_UPDATES, SAMPLERS,
 ACTIONS = ("train", "eval", "export", "vocab", "server")
 # The strategies word2vec implements (training/distribute.py).
 STRATEGIES = ("default", "parameter_server")
-CLUSTER_INPUTS = ("coordinator", "workers")
 EXPORT_FORMATS = ("word2vec", "word2vec_binary", "projector", "npy")
 
 
@@ -22,11 +21,6 @@ def define_flags():
   """Defines every flag of the app (call once, before app.run)."""
   f = flags
   cluster_flags.define_cluster_flags()
-  f.DEFINE_enum("cluster_input", "coordinator", CLUSTER_INPUTS, "parameter_server: where "
-                "the training blocks are made. coordinator: by this process (the one-process "
-                "pipeline), each sent to the worker that trains it; workers: each worker makes "
-                "its own from its share of the encoded corpus with TensorFlow ops (it reads "
-                "the run's ids.int32: a shared file system on a real cluster).")
   # Data.
   f.DEFINE_string("corpus", "", "Text to train on: a file (.txt or .gz), several files "
                   "separated by commas, a directory (every file under it), or 'text8' "

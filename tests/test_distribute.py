@@ -149,10 +149,11 @@ class _Split:
     return len(self.users)
 
 
-def test_tables_are_sharded_and_read_in_order():
+def test_tables_are_sharded_and_read_in_order(tmp_path):
   """2 parameter servers: the id table is split over both, the MLP is not; rows of ids
   spanning the shards come back in the order of the ids. 2 workers: each reads its own
-  shard of the training split (twotower.inputs.worker_dataset)."""
+  shard of the training split (twotower.inputs.worker_dataset), or its own share of the
+  split's file (worker_dataset_from_file)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from tf_embeddings.twotower import inputs  # pylint: disable=import-outside-toplevel
   from tf_embeddings.twotower import model as model_lib  # pylint: disable=import-outside-toplevel
@@ -168,6 +169,15 @@ def test_tables_are_sharded_and_read_in_order():
                                    for _ in range(24)]]
     parities = {tuple(sorted(set((b % 2).tolist()))) for b in batches}
     assert parities == {(0,), (1,)}, parities  # one shard a batch, and both shards read
+    # --cluster_input=workers: each worker reads its half of the split's file.
+    path = str(tmp_path / inputs.WORKER_SPLIT_FILE)
+    inputs.save_worker_split(path, split)
+    from_file = iter(dist.coordinator.create_per_worker_dataset(
+        lambda: inputs.worker_dataset_from_file(path, 40, 5, True, dist.num_workers)))
+    halves = {tuple(sorted(set((r.fetch() // 20).tolist())))
+              for r in [dist.coordinator.schedule(fetch, args=(from_file,))
+                        for _ in range(24)]}
+    assert halves == {(0,), (1,)}, halves  # one share a batch, and both shares read
     with dist.scope():
       tower = model_lib.Tower(10, [("f", 5, values)], 4, (8,), seed=3,
                               table_scope=dist.tables)
@@ -295,13 +305,14 @@ def test_killed_worker_is_survived_killed_ps_resumes(tmp_path):
   """2 workers + 1 ps. kill -9 of a worker after epoch 1 of 4: the coordinator puts its
   step back and the other worker goes on; kill -9 of the parameter server after epoch 2:
   one line, and the same command resumes from the last checkpoint and finishes. With
-  --optimizer=lazy_adam (row-wise updates of the sharded tables and their slots)."""
+  --optimizer=lazy_adam (row-wise updates of the sharded tables and their slots) and
+  --cluster_input=workers (each worker reads its share of the run's train_split.bin)."""
   mark = uuid.uuid4().hex
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
   args = [sys.executable, "-m", "tf_embeddings.twotower", "train", f"--model_dir={tmp_path}/run",
           "--dataset=synthetic", "--epochs=4", "--checkpoint_every=20", "--average_momentum=0",
           "--optimizer=lazy_adam", "--strategy=parameter_server",
-          "--local_cluster=workers:2,ps:1"]
+          "--local_cluster=workers:2,ps:1", "--cluster_input=workers"]
   rc, _, lines = _start_and_kill(args, env, [("epoch 1 (", "worker:1"),
                                              ("epoch 2 (", "ps:0")])
   err = "".join(lines)
@@ -317,6 +328,7 @@ def test_killed_worker_is_survived_killed_ps_resumes(tmp_path):
   step = int(res.stderr.split("resuming from ")[1].split(" at step ")[1].split()[0])
   assert step >= 40  # at least epoch 1's checkpoints (46 steps an epoch)
   assert "epoch 4 (" in res.stderr and _hit100(res.stdout) > 0.6
+  assert os.path.getsize(f"{tmp_path}/run/train_split.bin") % 32 == 0
   assert not wait_gone(mark)
 
 

@@ -646,3 +646,36 @@ def test_parameter_server_workers_each_read_their_own_shard():
   assert sorted(seen) == list(range(23))  # the shards partition the split
   one = inputs.worker_dataset(split, 23, drop_remainder=True)
   assert sorted(next(iter(one))["user"].numpy().tolist()) == list(range(23))
+
+
+def test_parameter_server_workers_read_their_share_of_the_split_file(tmp_path):
+  """--cluster_input=workers: the split written as fixed-size records; worker i reads only
+  its contiguous share, whole passes reshuffled, every field and dtype as worker_dataset."""
+  from tf_embeddings.twotower import inputs  # pylint: disable=import-outside-toplevel
+  split = _Split(23)
+  split.labels = (np.arange(23) % 5).astype(np.float32) + 0.5
+  split.sessions = np.arange(23, dtype=np.int64) * 10
+  path = str(tmp_path / inputs.WORKER_SPLIT_FILE)
+  inputs.save_worker_split(path, split)
+  assert os.path.getsize(path) == 23 * 32
+  reference = next(iter(inputs.worker_dataset(split, 4)))
+  seen = []
+  for index in range(3):
+    ds = inputs.worker_dataset_from_file(path, 23, 4, drop_remainder=False, num_workers=3,
+                                         worker_index=tf.constant(index))
+    share = list(range(index * 23 // 3, (index + 1) * 23 // 3))
+    batches = list(ds.take(12))
+    for key in ("user", "item", "label", "session"):
+      assert batches[0][key].dtype == reference[key].dtype, key
+    users = np.concatenate([b["user"].numpy() for b in batches])
+    for rest in range(3):
+      assert sorted(users[rest * len(share):(rest + 1) * len(share)].tolist()) == share
+    for b in batches:
+      u = b["user"].numpy()
+      np.testing.assert_array_equal(b["item"].numpy(), split.items[u])
+      np.testing.assert_array_equal(b["label"].numpy(), split.labels[u])
+      np.testing.assert_array_equal(b["session"].numpy(), split.sessions[u])
+    seen += share
+  assert sorted(seen) == list(range(23))  # the shares partition the split
+  one = inputs.worker_dataset_from_file(path, 23, 23)
+  assert sorted(next(iter(one))["user"].numpy().tolist()) == list(range(23))

@@ -49,7 +49,8 @@ def _train():
       "twotower", "tf_embeddings.twotower", FLAGS.strategy, twotower_flags.STRATEGIES,
       FLAGS.num_ps_shards, cluster_flags.local_cluster(FLAGS),
       FLAGS.cluster_timeout) as dist:
-    _, last = train_lib.train(config, resume=FLAGS.resume, dist=dist)
+    _, last = train_lib.train(config, resume=FLAGS.resume, dist=dist,
+                              cluster_input=FLAGS.cluster_input)
   if last:
     main_metrics = last["seen_included" if config.train.include_seen else "seen_excluded"]
     print(f"trained {config.model_dir}: {evaluate_lib.summary(main_metrics)}")

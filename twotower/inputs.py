@@ -228,6 +228,52 @@ def epoch_dataset(train, batch_size, epoch, seed, skip_batches=0, drop_remainder
   return ds.prefetch(2).with_options(options)
 
 
+# The training split as each parameter-server worker reads its share of it
+# (--cluster_input=workers): fixed-size little-endian records, 32 bytes an example.
+WORKER_SPLIT_FILE = "train_split.bin"
+_SPLIT_RECORD = np.dtype([("user", "<i8"), ("item", "<i8"), ("session", "<i8"),
+                          ("label", "<f8")])
+
+
+def save_worker_split(path, train):
+  """Writes `train` (Interactions) to `path` as WORKER_SPLIT_FILE records (user, item,
+  session as int64, label as float64), whole or not at all."""
+  records = np.empty(len(train), _SPLIT_RECORD)
+  records["user"], records["item"] = train.users, train.items
+  records["session"] = train.sessions if train.sessions is not None else train.users
+  records["label"] = train.labels if train.labels is not None else 1.0
+  with atomic.atomic_write(path, "wb") as f:
+    records.tofile(f)
+
+
+def worker_dataset_from_file(path, num_examples, batch_size, drop_remainder=True,
+                             num_workers=1, worker_index=None):
+  """`worker_dataset` read from a WORKER_SPLIT_FILE of `num_examples` examples: worker i
+  reads only its contiguous share, examples [i n / W, (i + 1) n / W) of the file (its
+  header and footer bytes skipped: FixedLengthRecordDataset), so the split never travels
+  inside the dataset's graph (a graph is at most 2 GB) and no worker reads all of it."""
+  size = _SPLIT_RECORD.itemsize
+  if worker_index is None:
+    worker_index = (tf.distribute.coordinator.experimental_get_current_worker_index()
+                    if num_workers > 1 else 0)
+  index = tf.cast(worker_index, tf.int64)
+  start = index * num_examples // num_workers
+  stop = (index + 1) * num_examples // num_workers
+  ds = tf.data.FixedLengthRecordDataset(path, size, header_bytes=start * size,
+                                        footer_bytes=(num_examples - stop) * size)
+
+  def decode(record):
+    fields = tf.io.decode_raw(record, tf.int64)  # little-endian, as written
+    return {"user": fields[0], "item": fields[1],
+            "label": tf.cast(tf.bitcast(fields[3], tf.float64), tf.float32),
+            "session": fields[2]}
+
+  share = -(-num_examples // max(1, num_workers))
+  # seed=None and no global seed: the worker draws the seed when the dataset is built.
+  ds = ds.map(decode).shuffle(share, reshuffle_each_iteration=True).repeat()
+  return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
+
+
 def worker_dataset(train, batch_size, drop_remainder=True, num_workers=1, worker_index=None):
   """The endless stream of batches a parameter-server worker trains on: its shard of the
   training split (every num_workers-th example from its index on) as TF ops

@@ -15,11 +15,15 @@ Layout of a model directory:
   tables.npz         id vocabularies, side-feature tables, item titles (and users'
                      histories with --use_history): what `twotower export` builds from
                      (twotower/inputs.py save_tables)
+  train_split.bin    the training split as fixed-size records, written under
+                     --strategy=parameter_server --cluster_input=workers (each worker
+                     reads its share: inputs.worker_dataset_from_file)
   eval.json          written by `twotower eval`
 """
 import contextlib
 import dataclasses
 import functools
+import os
 import shutil
 import tempfile
 import time
@@ -81,7 +85,7 @@ def make_optimizer(train_config, total_steps):
 # The run's own files: what --resume=false removes (nothing else in the directory).
 RUN_FILES = (rundir_lib.CHECKPOINT_DIR, *rundir_lib.OLD_CHECKPOINT_DIRS, "train", "eval",
              "projector", "projector_config.pbtxt", "eval.json", rundir_lib.CONFIG_FILE)
-RUN_FILES += (inputs.TABLES_FILE,)
+RUN_FILES += (inputs.TABLES_FILE, inputs.WORKER_SPLIT_FILE)
 # config.json key: shards per table of a run trained on parameter servers (absent: 1).
 TABLE_SHARDS_KEY = "table_shards"
 
@@ -147,7 +151,8 @@ def _validate(config, prepared):
                     "interactions: use a smaller batch")
 
 
-def train(config, prepared=None, resume=True, stats=None, dist=None):
+def train(config, prepared=None, resume=True, stats=None, dist=None,
+          cluster_input="coordinator"):
   """Trains (or resumes) the run described by `config`.
 
   Args:
@@ -162,6 +167,9 @@ def train(config, prepared=None, resume=True, stats=None, dist=None):
       multi_worker and mirrored every replica trains on its slice of each batch; a
       non-chief worker writes to a temporary directory it removes (TensorFlow's pattern)
       and starts from the chief's state.
+    cluster_input: parameter_server: "coordinator" (the training split inside every
+      worker's dataset) or "workers" (each worker reads its share of the run directory's
+      inputs.WORKER_SPLIT_FILE).
 
   Returns:
     (two_tower, last eval metrics dict or {}).
@@ -172,11 +180,11 @@ def train(config, prepared=None, resume=True, stats=None, dist=None):
     try:
       config = dataclasses.replace(config, model_dir=scratch)
       with config_lib.run_dir(scratch).training() as rundir:
-        return _train(config, rundir, prepared, False, stats, dist)
+        return _train(config, rundir, prepared, False, stats, dist, cluster_input)
     finally:
       shutil.rmtree(scratch, ignore_errors=True)
   with config_lib.run_dir(config.model_dir).training() as rundir:
-    return _train(config, rundir, prepared, resume, stats, dist)
+    return _train(config, rundir, prepared, resume, stats, dist, cluster_input)
 
 
 def _check_replicated(config, dist):
@@ -246,7 +254,7 @@ def _replicated_step(strategy, replica_fn, batch_size, after=None):
   return run
 
 
-def _train(config, rundir, prepared, resume, stats, dist):
+def _train(config, rundir, prepared, resume, stats, dist, cluster_input):
   t = config.train
   pointwise = config_lib.labelled(t)
   if dist.replicated:
@@ -321,7 +329,8 @@ def _train(config, rundir, prepared, resume, stats, dist):
       raise UserError("--jit_compile does not run on parameter-server workers (TensorFlow "
                       "cannot schedule an XLA function there): leave it off")
     return _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn,
-                             step_var, schedule, manager, steps_per_epoch, total_steps, drop)
+                             step_var, schedule, manager, steps_per_epoch, total_steps, drop,
+                             cluster_input)
   if dist.replicated:
     def replica_fn(batch):
       with tf.GradientTape() as tape:
@@ -484,7 +493,8 @@ def _finish(config, prepared, two_tower, train_writer, eval_writer, last_eval):
 
 
 def _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn, step_var,
-                      schedule, manager, steps_per_epoch, total_steps, drop):
+                      schedule, manager, steps_per_epoch, total_steps, drop,
+                      cluster_input="coordinator"):
   """The loop of --strategy=parameter_server: this process (the chief) schedules steps that
   the workers run asynchronously on their own copy of the training split, and joins them
   at every log, checkpoint and epoch boundary (summaries, checkpoints and the evaluation
@@ -492,8 +502,18 @@ def _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn,
   t = config.train
   strategy, coordinator = dist.strategy, dist.coordinator
   train_data = prepared.train
-  per_worker = coordinator.create_per_worker_dataset(
-      lambda: inputs.worker_dataset(train_data, t.batch_size, drop, dist.num_workers))
+  if cluster_input == "workers":
+    # Each worker reads its share of the split from the run directory (a file written here
+    # every run, so it is always the prepared split).
+    split_path = os.path.abspath(rundir.file(inputs.WORKER_SPLIT_FILE))
+    inputs.save_worker_split(split_path, train_data)
+    examples = len(train_data)
+    dataset_fn = lambda: inputs.worker_dataset_from_file(
+        split_path, examples, t.batch_size, drop, dist.num_workers)
+  else:
+    dataset_fn = lambda: inputs.worker_dataset(train_data, t.batch_size, drop,
+                                               dist.num_workers)
+  per_worker = coordinator.create_per_worker_dataset(dataset_fn)
   iterator = iter(per_worker)
 
   @tf.function(autograph=False)
