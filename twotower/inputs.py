@@ -262,16 +262,16 @@ def worker_dataset_from_file(path, num_examples, batch_size, drop_remainder=True
   ds = tf.data.FixedLengthRecordDataset(path, size, header_bytes=start * size,
                                         footer_bytes=(num_examples - stop) * size)
 
-  def decode(record):
-    fields = tf.io.decode_raw(record, tf.int64)  # little-endian, as written
-    return {"user": fields[0], "item": fields[1],
-            "label": tf.cast(tf.bitcast(fields[3], tf.float64), tf.float32),
-            "session": fields[2]}
+  def decode(records):  # a batch of records: one decode_raw, not one function an example
+    fields = tf.io.decode_raw(records, tf.int64)  # [B, 4], little-endian as written
+    return {"user": fields[:, 0], "item": fields[:, 1],
+            "label": tf.cast(tf.bitcast(fields[:, 3], tf.float64), tf.float32),
+            "session": fields[:, 2]}
 
   share = -(-num_examples // max(1, num_workers))
   # seed=None and no global seed: the worker draws the seed when the dataset is built.
-  ds = ds.map(decode).shuffle(share, reshuffle_each_iteration=True).repeat()
-  return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
+  ds = ds.shuffle(share, reshuffle_each_iteration=True).repeat()
+  return ds.batch(batch_size, drop_remainder=drop_remainder).map(decode).prefetch(2)
 
 
 def worker_dataset(train, batch_size, drop_remainder=True, num_workers=1, worker_index=None):
