@@ -7,10 +7,11 @@ block of lines at a time, which keeps the UTF-8 accounting) and sends batches of
 `workers` child processes (`python -m tf_embeddings.data.tokenize_pool`, nothing but this
 module, numpy and the tokenizer imported: no TensorFlow), each of which tokenises its batch
 and numbers the batch's distinct words in order of first appearance; back come those words
-and the batch's tokens as indices into them. Batches are handed out round-robin and read back in the same order, so
-`VocabularyBuilder.add_distinct` sees the words in corpus order: the provisional ids, the
-counts and the vocabulary are exactly those of the one-process pass (tested), whatever the
-number of workers. With workers <= 1 the same batch function runs in this process.
+and the batch's tokens as indices into them. Batches are handed out round-robin and read
+back in the same order, so `VocabularyBuilder.add_distinct` sees the words in corpus order:
+the provisional ids, the counts and the vocabulary are exactly those of the one-process pass
+(tested), whatever the number of workers. With workers <= 1 the same batch function runs in
+this process.
 
 Protocol, over the children's stdin / stdout: a request is an 8-byte little-endian length
 and that many bytes of UTF-8 text (lines joined by "\n"); length 0 ends the worker. A reply

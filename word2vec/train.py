@@ -6,7 +6,9 @@ on the parameter servers and this process, the chief, makes the blocks as in one
 and schedules each on a worker (`ClusterBlocks`), which reads the rows the block touches,
 runs the compiled block on them and adds their change back (`Word2Vec.train_block_on_rows`,
 asynchronous: Hogwild, as word2vec is trained); the chief joins the workers before every
-checkpoint and evaluation, and evaluates on a copy of the tables in this process.
+checkpoint and evaluation, and evaluates on a copy of the tables in this process. With
+--cluster_input=workers each worker makes its own blocks instead (data/pipeline_ops.py) and
+the chief schedules the expected number of them (`worker_plan`).
 """
 import collections
 import functools
@@ -335,8 +337,8 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   if cluster is not None and cluster_input == "workers":
     ids_path = os.path.abspath(os.path.join(config.model_dir, inputs.IDS_FILE))
     num_workers = dist.num_workers
-    # Chunks small enough that every worker has one (check_worker_input); the resumed
-    # position in them.
+    # Equal chunks, a multiple of the number of workers (pipeline_ops.worker_chunk_tokens);
+    # the resumed position in them.
     chunk = pipeline_ops.worker_chunk_tokens(stream.num_tokens, config.chunk_tokens,
                                              num_workers)
     first = start_chunk * config.chunk_tokens // chunk
@@ -353,7 +355,8 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
         config.steps_per_call))
     blocks = worker_plan(stream, epoch, start_chunk, config.epochs, per_epoch)
   else:
-    blocks = inputs.block_prefetcher(stream, epoch, start_chunk, config)  # nothing left: ends at once
+    # (nothing left to train: ends at once)
+    blocks = inputs.block_prefetcher(stream, epoch, start_chunk, config)
   try:
     for block in blocks:
       block_epoch = int(block["epoch"])
