@@ -458,18 +458,21 @@ def test_word2vec_workers_make_their_own_blocks(tmp_path):
   assert not os.path.exists(os.path.join(tmp_path, "tiny", "checkpoints"))
 
 
-def test_word2vec_killed_worker_is_survived(tmp_path):
+@pytest.mark.parametrize("cluster_input", ["coordinator", "workers"])
+def test_word2vec_killed_worker_is_survived(tmp_path, cluster_input):
   """2 workers + 1 ps, CBOW: kill -9 of worker 1 mid-run. The coordinator puts its block
-  back, the other worker trains the rest, and the chief finishes, prints its figures and
-  exits 0 (before run_and_exit it trained to the end, then hung in TensorFlow's teardown
-  waiting for the dead worker); no server is left behind."""
+  back, the other worker trains the rest (with --cluster_input=workers: from its own
+  dataset), and the chief finishes, prints its figures and exits 0 (before run_and_exit
+  it trained to the end, then hung in TensorFlow's teardown waiting for the dead worker);
+  no server is left behind."""
   corpus = str(tmp_path / "corpus.txt")
   _topic_corpus(corpus, n_tokens=60000)
   mark = uuid.uuid4().hex
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
   args = [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={corpus}",
           f"--model_dir={tmp_path}/run", "--summary_every_secs=1", *W2V, "--epochs=2",
-          "--strategy=parameter_server", "--local_cluster=workers:2,ps:1"]
+          "--strategy=parameter_server", "--local_cluster=workers:2,ps:1",
+          f"--cluster_input={cluster_input}"]
   rc, out, lines = _start_and_kill(args, env, [("train: ", "worker:1")])
   err = "".join(lines)
   assert rc == 0, err[-3000:]
