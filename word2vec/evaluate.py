@@ -11,6 +11,7 @@ words: 256 at 1M); the analogies read only the --analogy_restrict most frequent 
 similarity sets read only their words' rows; the nearest neighbours take one chunked pass over
 the table for all --words. Nothing copies the whole embedding table.
 """
+import functools
 import math
 
 import numpy as np
@@ -76,6 +77,7 @@ class Evaluator:
     self.config = config
     self.vocab = vocab
     self.examples = self._heldout_examples(heldout_ids)
+    self._full_loss = None  # the held-out loss as a tf.function, built at its first use
     self.analogies = evalsets.load_analogies()
     self.upper_index = intrinsic.case_insensitive_index(vocab.index)
     self.similarity = {}
@@ -109,11 +111,16 @@ class Evaluator:
     inputs, lengths, targets = self.examples
     # Hidden vectors of all the examples: [n, dim]; scored in one product chunked over classes.
     hidden = model.hidden(tf.constant(inputs), tf.constant(lengths))
-    chunk_size = max(1, CHUNK_LOGITS // targets.shape[0])
-    full_loss = losses.full_sigmoid_loss if self.config.loss == "nce" else \
-        losses.full_softmax_loss
-    return float(full_loss(model.output_embeddings, model.output_biases,
-                           tf.constant(targets), hidden, chunk_size=chunk_size))
+    if self._full_loss is None:
+      chunk_size = max(1, CHUNK_LOGITS // targets.shape[0])
+      full_loss = losses.full_sigmoid_loss if self.config.loss == "nce" else \
+          losses.full_softmax_loss
+      # As one graph: its chunk loop runs without an eager dispatch per op (40k words,
+      # 4096 examples: 0.35 -> 0.23 s an evaluation).
+      self._full_loss = tf.function(functools.partial(full_loss, chunk_size=chunk_size),
+                                    autograph=False)
+    return float(self._full_loss(model.output_embeddings, model.output_biases,
+                                 tf.constant(targets), hidden))
 
   def run(self, model):
     """All figures as a dict (json-able)."""
