@@ -679,3 +679,33 @@ def test_parameter_server_workers_read_their_share_of_the_split_file(tmp_path):
   assert sorted(seen) == list(range(23))  # the shares partition the split
   one = inputs.worker_dataset_from_file(path, 23, 23)
   assert sorted(next(iter(one))["user"].numpy().tolist()) == list(range(23))
+
+
+def test_optimizer_slots_are_resplit_for_another_table_layout():
+  """train.resplit_slots: slots saved for 2 shards of a 5-row table, a dense [3, 2] matrix,
+  a 3-shard 7-row table and a scalar, joined and split for 1, 1, 2 and 1 new variables."""
+  from tf_embeddings.twotower import train as train_lib  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  whole = [rng.normal(size=(5, 4)), rng.normal(size=(3, 2)), rng.normal(size=(7, 4)),
+           np.array(1.5)]
+  second = [x * 10 for x in whole]
+  saved_rows = [[3, 2], [3], [3, 2, 2], []]
+  slots = []
+  for m, v, rows in zip(whole, second, saved_rows):
+    if not rows:
+      slots.append((m, v))
+      continue
+    cuts = np.cumsum(rows)[:-1]
+    slots += list(zip(np.split(m, cuts), np.split(v, cuts)))
+  groups = [[(5, 4)], [(3, 2)], [(4, 4), (3, 4)], [()]]
+  parts = train_lib.resplit_slots(slots, groups)
+  np.testing.assert_array_equal(parts[0][0][0], whole[0])
+  np.testing.assert_array_equal(parts[0][0][1], second[0])
+  np.testing.assert_array_equal(parts[1][0][0], whole[1])
+  np.testing.assert_array_equal(parts[2][0][0], whole[2][:4])
+  np.testing.assert_array_equal(parts[2][1][1], second[2][4:])
+  assert parts[3][0][0] == 1.5
+  with pytest.raises(UserError, match="optimizer state does not match"):
+    train_lib.resplit_slots(slots, [[(6, 4)], [(3, 2)], [(7, 4)], [()]])  # rows differ
+  with pytest.raises(UserError, match="optimizer state does not match"):
+    train_lib.resplit_slots(slots, groups[:3])  # a saved variable left over

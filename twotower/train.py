@@ -285,23 +285,23 @@ def _train(config, rundir, prepared, resume, stats, dist, cluster_input):
     task_weights = objective_lib.TaskWeights(t) if t.tasks else None
     ckpt, step_var = model_lib.make_checkpoint(two_tower, optimizer, average, task_weights)
   manager = rundir.checkpoint_manager(ckpt)
-  # The optimizer's state is saved per table shard: a run resumes only in its own layout.
+  # The optimizer's state is saved per table shard: a run resumed in another layout gets
+  # it re-split (`restore_into_layout`).
   recorded = (rundir.load_raw() or {}).get(TABLE_SHARDS_KEY, 1) if has_checkpoint else None
-  if recorded is not None and recorded != dist.table_shards:
-    now = ("in one process (whole tables)" if dist.table_shards == 1
-           else f"with tables in {dist.table_shards} shards")
-    raise UserError(f"--model_dir={config.model_dir} was trained with its tables in "
-                    f"{recorded} shard{'s' if recorded > 1 else ''} and this train runs {now}: "
-                    "resume it with the same --strategy and --num_ps_shards (or number of "
-                    "parameter servers), or --resume=false; eval and export read it in one "
-                    "process")
   if has_checkpoint and manager.latest_checkpoint:
-    ckpt.restore(manager.latest_checkpoint)
+    if recorded != dist.table_shards:
+      restore_into_layout(manager.latest_checkpoint, two_tower, optimizer, variables,
+                          step_var, average, task_weights)
+      logging.info("the optimizer's state of %s re-split from tables in %d shard(s) into %d",
+                   manager.latest_checkpoint, recorded, dist.table_shards)
+    else:
+      ckpt.restore(manager.latest_checkpoint)
     logging.info("resuming from %s at step %d", manager.latest_checkpoint,
                  int(step_var.numpy()))
   # Recorded once the run is known to be compatible; nothing trained yet: as is.
   rundir.save_config(config, step=int(step_var.numpy()), fresh=not has_checkpoint,
-                     extra={TABLE_SHARDS_KEY: dist.table_shards} if dist.distributed else None)
+                     extra={TABLE_SHARDS_KEY: dist.table_shards}
+                     if dist.distributed or (recorded or 1) != 1 else None)
   # What the export builds from: the towers' vocabularies and tables (rewritten on resume:
   # the same data, as the recorded config).
   inputs.save_tables(rundir.file(inputs.TABLES_FILE), prepared.data, history)
@@ -490,6 +490,86 @@ def _finish(config, prepared, two_tower, train_writer, eval_writer, last_eval):
   write_projector(config.model_dir, two_tower, prepared.data)
   train_writer.flush()
   eval_writer.flush()
+
+
+# A Keras optimizer's checkpoint entries: its step and, for the k-th variable it was built
+# on, the k-th pair of slots (Adam's m and v; lazy Adam's too).
+_OPTIMIZER_ITERATIONS = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+_OPTIMIZER_SLOT = "optimizer/_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def restore_into_layout(path, two_tower, optimizer, variables, step_var, average=None,
+                        task_weights=None):
+  """Restores checkpoint `path` into towers whose tables are split into another number of
+  shards than when it was saved (another --num_ps_shards, parameter-server count, or one
+  process). The towers' tables are saved whole and restore into any layout; the optimizer's
+  slots are saved per shard, so they are read from the checkpoint, joined table by table
+  and split again for `variables` (the list the optimizer was built on, in the same order
+  as the saving run's: `resplit_slots`)."""
+  kw = {"query_tower": two_tower.query_tower, "item_tower": two_tower.item_tower,
+        "step": step_var}
+  if average is not None:
+    kw["weight_average"] = average
+  if task_weights is not None:
+    kw["task_weights"] = task_weights
+  tf.train.Checkpoint(**kw).restore(path).expect_partial()
+  reader = tf.train.load_checkpoint(path)
+  saved = reader.get_variable_to_shape_map()
+  slots, k = [], 0
+  while _OPTIMIZER_SLOT.format(2 * k + 1) in saved:
+    slots.append((reader.get_tensor(_OPTIMIZER_SLOT.format(2 * k + 1)),
+                  reader.get_tensor(_OPTIMIZER_SLOT.format(2 * k + 2))))
+    k += 1
+  # Consecutive shards of one table ("<table>/part_<i>", from part_0 on) are one group, any
+  # other variable is a group of its own.
+  groups = []
+  for v in variables:
+    table = v.name.split("/part_")[0] if "/part_" in v.name else None
+    if (table is not None and groups and groups[-1][0] == table
+        and "/part_0:" not in v.name):
+      groups[-1][1].append(v)
+    else:
+      groups.append((table, [v]))
+  parts = resplit_slots(slots, [[tuple(v.shape) for v in group] for _, group in groups])
+  for (_, group), group_parts in zip(groups, parts):
+    for v, (m, s) in zip(group, group_parts):
+      index = optimizer._get_variable_index(v)  # pylint: disable=protected-access
+      optimizer._momentums[index].assign(m)  # pylint: disable=protected-access
+      optimizer._velocities[index].assign(s)  # pylint: disable=protected-access
+  optimizer.iterations.assign(reader.get_tensor(_OPTIMIZER_ITERATIONS))
+
+
+def resplit_slots(slots, groups):
+  """The saved slot pairs [(m, v)] (one per variable of the saving run, in order) joined
+  and split for `groups` (the new variables' shapes, grouped by table: a table's shards in
+  row order, or one variable alone), consuming saved entries in order until their rows make
+  the group's rows. Returns, per group, [(m, v)] per new variable. Raises UserError when
+  the saved entries do not fit (another model: resume with the same flags)."""
+  out, k = [], 0
+  for shapes in groups:
+    rows = sum(s[0] for s in shapes) if shapes[0] else None
+    taken = []
+    while k < len(slots) and (rows is None and not taken or
+                              rows is not None and sum(m.shape[0] for m, _ in taken) < rows):
+      taken.append(slots[k])
+      k += 1
+    trailing = {tuple(m.shape[1:]) for m, _ in taken} | {tuple(s[1:]) for s in shapes}
+    got = None if rows is None else sum(m.shape[0] for m, _ in taken)
+    if not taken or got != rows or len(trailing) != 1 or (rows is None and len(taken) != 1):
+      raise UserError("the checkpoint's optimizer state does not match this model's "
+                      "variables: resume with the flags it was trained with, or "
+                      "--resume=false")
+    if rows is None:  # a scalar variable
+      out.append([taken[0]])
+      continue
+    m = np.concatenate([m for m, _ in taken])
+    v = np.concatenate([v for _, v in taken])
+    cuts = np.cumsum([s[0] for s in shapes])[:-1]
+    out.append(list(zip(np.split(m, cuts), np.split(v, cuts))))
+  if k != len(slots):
+    raise UserError("the checkpoint's optimizer state does not match this model's "
+                    "variables: resume with the flags it was trained with, or --resume=false")
+  return out
 
 
 def _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn, step_var,
