@@ -492,10 +492,20 @@ def _finish(config, prepared, two_tower, train_writer, eval_writer, last_eval):
   eval_writer.flush()
 
 
-# A Keras optimizer's checkpoint entries: its step and, for the k-th variable it was built
-# on, the k-th pair of slots (Adam's m and v; lazy Adam's too).
+# A Keras optimizer's checkpoint entries: its step, then (after any other variable of its
+# own) for each variable it was built on, in order, its state variables interleaved (Adam's
+# m and v, lazy Adam's too; Adagrad's accumulator; SGD's momentum).
 _OPTIMIZER_ITERATIONS = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
-_OPTIMIZER_SLOT = "optimizer/_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
+_OPTIMIZER_VARIABLE = "optimizer/_variables/{}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _state_lists(optimizer):
+  """The optimizer's per-variable state lists, in the order it interleaves them."""
+  for names in (("_momentums", "_velocities"), ("_accumulators",), ("momentums",)):
+    lists = [getattr(optimizer, name, None) for name in names]
+    if all(isinstance(x, list) and x for x in lists):
+      return lists
+  return []  # SGD without momentum: no state
 
 
 def restore_into_layout(path, two_tower, optimizer, variables, step_var, average=None,
@@ -503,9 +513,9 @@ def restore_into_layout(path, two_tower, optimizer, variables, step_var, average
   """Restores checkpoint `path` into towers whose tables are split into another number of
   shards than when it was saved (another --num_ps_shards, parameter-server count, or one
   process). The towers' tables are saved whole and restore into any layout; the optimizer's
-  slots are saved per shard, so they are read from the checkpoint, joined table by table
-  and split again for `variables` (the list the optimizer was built on, in the same order
-  as the saving run's: `resplit_slots`)."""
+  state is saved per shard, so it is read from the checkpoint, joined table by table and
+  split again for `variables` (the list the optimizer was built on, in the same order as
+  the saving run's: `resplit_slots`)."""
   kw = {"query_tower": two_tower.query_tower, "item_tower": two_tower.item_tower,
         "step": step_var}
   if average is not None:
@@ -514,11 +524,17 @@ def restore_into_layout(path, two_tower, optimizer, variables, step_var, average
     kw["task_weights"] = task_weights
   tf.train.Checkpoint(**kw).restore(path).expect_partial()
   reader = tf.train.load_checkpoint(path)
+  optimizer.iterations.assign(reader.get_tensor(_OPTIMIZER_ITERATIONS))
+  lists = _state_lists(optimizer)
+  if not lists:
+    return
+  kinds = len(lists)
+  first = len(optimizer.variables) - kinds * len(variables)  # its own variables before
   saved = reader.get_variable_to_shape_map()
   slots, k = [], 0
-  while _OPTIMIZER_SLOT.format(2 * k + 1) in saved:
-    slots.append((reader.get_tensor(_OPTIMIZER_SLOT.format(2 * k + 1)),
-                  reader.get_tensor(_OPTIMIZER_SLOT.format(2 * k + 2))))
+  while _OPTIMIZER_VARIABLE.format(first + kinds * k) in saved:
+    slots.append(tuple(reader.get_tensor(_OPTIMIZER_VARIABLE.format(first + kinds * k + j))
+                       for j in range(kinds)))
     k += 1
   # Consecutive shards of one table ("<table>/part_<i>", from part_0 on) are one group, any
   # other variable is a group of its own.
@@ -532,43 +548,43 @@ def restore_into_layout(path, two_tower, optimizer, variables, step_var, average
       groups.append((table, [v]))
   parts = resplit_slots(slots, [[tuple(v.shape) for v in group] for _, group in groups])
   for (_, group), group_parts in zip(groups, parts):
-    for v, (m, s) in zip(group, group_parts):
+    for v, values in zip(group, group_parts):
       index = optimizer._get_variable_index(v)  # pylint: disable=protected-access
-      optimizer._momentums[index].assign(m)  # pylint: disable=protected-access
-      optimizer._velocities[index].assign(s)  # pylint: disable=protected-access
-  optimizer.iterations.assign(reader.get_tensor(_OPTIMIZER_ITERATIONS))
+      for state, value in zip(lists, values):
+        state[index].assign(value)
 
 
 def resplit_slots(slots, groups):
-  """The saved slot pairs [(m, v)] (one per variable of the saving run, in order) joined
-  and split for `groups` (the new variables' shapes, grouped by table: a table's shards in
-  row order, or one variable alone), consuming saved entries in order until their rows make
-  the group's rows. Returns, per group, [(m, v)] per new variable. Raises UserError when
-  the saved entries do not fit (another model: resume with the same flags)."""
+  """The saved state tuples (one per variable of the saving run, in order: Adam's (m, v))
+  joined and split for `groups` (the new variables' shapes, grouped by table: a table's
+  shards in row order, or one variable alone), consuming saved entries in order until
+  their rows make the group's rows. Returns, per group, a state tuple per new variable.
+  Raises UserError when the saved entries do not fit (another model: resume with the
+  same flags)."""
+  misfit = UserError("the checkpoint's optimizer state does not match this model's "
+                     "variables: resume with the flags it was trained with, or "
+                     "--resume=false")
   out, k = [], 0
   for shapes in groups:
     rows = sum(s[0] for s in shapes) if shapes[0] else None
     taken = []
     while k < len(slots) and (rows is None and not taken or
-                              rows is not None and sum(m.shape[0] for m, _ in taken) < rows):
+                              rows is not None and sum(e[0].shape[0] for e in taken) < rows):
       taken.append(slots[k])
       k += 1
-    trailing = {tuple(m.shape[1:]) for m, _ in taken} | {tuple(s[1:]) for s in shapes}
-    got = None if rows is None else sum(m.shape[0] for m, _ in taken)
+    trailing = {tuple(e[0].shape[1:]) for e in taken} | {tuple(s[1:]) for s in shapes}
+    got = None if rows is None else sum(e[0].shape[0] for e in taken)
     if not taken or got != rows or len(trailing) != 1 or (rows is None and len(taken) != 1):
-      raise UserError("the checkpoint's optimizer state does not match this model's "
-                      "variables: resume with the flags it was trained with, or "
-                      "--resume=false")
+      raise misfit
     if rows is None:  # a scalar variable
       out.append([taken[0]])
       continue
-    m = np.concatenate([m for m, _ in taken])
-    v = np.concatenate([v for _, v in taken])
     cuts = np.cumsum([s[0] for s in shapes])[:-1]
-    out.append(list(zip(np.split(m, cuts), np.split(v, cuts))))
+    joined = [np.split(np.concatenate([e[j] for e in taken]), cuts)
+              for j in range(len(taken[0]))]
+    out.append(list(zip(*joined)))
   if k != len(slots):
-    raise UserError("the checkpoint's optimizer state does not match this model's "
-                    "variables: resume with the flags it was trained with, or --resume=false")
+    raise misfit
   return out
 
 
