@@ -181,10 +181,12 @@ def row(name, fig, rate=None):
   return f"| {name} | " + " | ".join(cells) + " |"
 
 
-def train_two_tower(data_config, model_dir, prepared, split, seed, epochs=None):
-  """The default-flag two-tower of one seed: (figures, examples/sec, wall seconds, epochs)."""
+def train_two_tower(data_config, model_dir, prepared, split, seed, epochs=None,
+                    overrides=None):
+  """The default-flag two-tower of one seed (with `overrides`, {setting: value}, if any):
+  (figures, examples/sec, wall seconds, epochs)."""
   settings = dict(dataclasses.asdict(data_config), eval_every_epoch=False, seed=seed,
-                  model_seed=seed)
+                  model_seed=seed, **(overrides or {}))
   if epochs:
     settings["epochs"] = epochs
   config = config_lib.resolve(model_dir, **settings)
@@ -197,6 +199,16 @@ def train_two_tower(data_config, model_dir, prepared, split, seed, epochs=None):
   return fig, stats["examples_per_sec"], wall, config.train.epochs
 
 
+def _setting_value(text):
+  """A --set value: int, float, true/false, or the text."""
+  for kind in (int, float):
+    try:
+      return kind(text)
+    except ValueError:
+      pass
+  return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--data_dir", default="", help="local MovieLens-100K (any format); "
@@ -206,12 +218,22 @@ def main():
   p.add_argument("--eval_split", choices=("test", "validation"), default="test")
   p.add_argument("--speed_epochs", type=int, default=3, help="epochs of the TFRS-size run")
   p.add_argument("--skip_speed", action="store_true")
+  p.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                 help="a two-tower setting other than its default (as the flag without --, "
+                      "e.g. logq_weight=1.1; repeatable): the two-tower rows say so")
   p.add_argument("--tfrs_python", default="", help="a Python with tensorflow-recommenders "
                  "and tf-keras: train the TFRS tutorial model in the same run")
   args = p.parse_args()
   seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
   if not seeds:
     p.error("--seeds names no seed")
+  args.set_pairs = []
+  for item in args.set:
+    key, sep, text = item.partition("=")
+    if not sep:
+      p.error(f"--set {item}: expected SETTING=VALUE")
+    args.set_pairs.append((key, text))
+  overrides = {key: _setting_value(text) for key, text in args.set_pairs}
 
   test_config = config_lib.DataConfig(dataset="movielens-100k", data_dir=args.data_dir)
   tuning_config = dataclasses.replace(test_config, validation_fraction=0.2)
@@ -243,7 +265,7 @@ def main():
     runs, rates, walls = [], [], []
     for s in seeds:
       fig, rate, wall, epochs = train_two_tower(data_config, os.path.join(tmp, f"s{s}"),
-                                                prepared, split, s, args.epochs)
+                                                prepared, split, s, args.epochs, overrides)
       print(f"  twotower seed {s}: " + ", ".join(
           f"{label} {fig[side][key]:.3f}" for label, key, side in COLUMNS), flush=True)
       runs.append(fig)
@@ -251,9 +273,10 @@ def main():
       walls.append(wall)
     two_tower = mean_figures(runs)
     worst = min_figures(runs)
-    lines.append(row(f"twotower, default flags ({epochs} epochs, {np.mean(walls):.0f}s "
+    flags_used = "default flags" + "".join(f", --{k}={v}" for k, v in args.set_pairs)
+    lines.append(row(f"twotower, {flags_used} ({epochs} epochs, {np.mean(walls):.0f}s "
                      f"wall; mean of {len(seeds)} seeds)", two_tower, float(np.mean(rates))))
-    lines.append(row("twotower, default flags, worst seed per column", worst))
+    lines.append(row(f"twotower, {flags_used}, worst seed per column", worst))
     if not args.skip_speed:
       speed = config_lib.resolve(
           os.path.join(tmp, "speed"), **dataclasses.asdict(data_config),

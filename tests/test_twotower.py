@@ -161,21 +161,23 @@ def test_resolve_routes_settings_by_flag_name_and_refuses_what_cannot_go_togethe
 
 
 def test_an_old_config_json_loads_to_the_values_it_trained_with(tmp_path):
-  # config.json as runs recorded it before --weight_decay and --average_momentum existed
-  # (lists for tuples, no such keys): they trained without either, and read back so.
+  # config.json as runs recorded it before --weight_decay, --average_momentum and
+  # --logq_weight existed (lists for tuples, no such keys): they trained without decay and
+  # averaging and with the textbook logQ correction, and read back so.
   old = dataclasses.asdict(config_lib.Config("elsewhere", SYNTH,
                                              config_lib.ModelConfig(tower_layers=(16,))))
   del old["train"]["weight_decay"], old["train"]["average_momentum"]
+  del old["train"]["logq_weight"]
   old["model"]["tower_layers"] = [16]
   with open(tmp_path / "config.json", "w", encoding="utf-8") as f:
     json.dump(old, f)
   want = config_lib.resolve(str(tmp_path), dataset="synthetic", tower_layers=[16],
-                            weight_decay=0.0, average_momentum=0.0)
+                            weight_decay=0.0, average_momentum=0.0, logq_weight=1.0)
   assert config_lib.read_config(str(tmp_path)) == want
   # Resuming it with the same flags (the new defaults) is a change the run dir refuses.
   now = config_lib.resolve(str(tmp_path), dataset="synthetic", tower_layers=[16])
   assert sorted(k for k, _, _ in config_lib.run_dir(str(tmp_path)).differences(want, now)) == [
-      "train.average_momentum", "train.weight_decay"]
+      "train.average_momentum", "train.logq_weight", "train.weight_decay"]
 
 
 # ----------------------------------------------------------------------------- training
