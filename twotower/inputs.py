@@ -235,13 +235,29 @@ _SPLIT_RECORD = np.dtype([("user", "<i8"), ("item", "<i8"), ("session", "<i8"),
                           ("label", "<f8")])
 
 
+def _worker_columns(train):
+  """The columns a worker trains on: {user, item, label (float32; 1 without labels),
+  session (the user without sessions)}."""
+  labels = train.labels if train.labels is not None else np.ones(len(train), np.float32)
+  return {"user": train.users, "item": train.items, "label": labels.astype(np.float32),
+          "session": train.sessions if train.sessions is not None else train.users}
+
+
+def _worker_index(num_workers, worker_index):
+  """The worker's index: given (tests), else 0 alone, else known at run time
+  (`tf.distribute.coordinator.experimental_get_current_worker_index`); an int64 tensor."""
+  if worker_index is None:
+    worker_index = (tf.distribute.coordinator.experimental_get_current_worker_index()
+                    if num_workers > 1 else 0)
+  return tf.cast(worker_index, tf.int64)
+
+
 def save_worker_split(path, train):
   """Writes `train` (Interactions) to `path` as WORKER_SPLIT_FILE records (user, item,
   session as int64, label as float64), whole or not at all."""
   records = np.empty(len(train), _SPLIT_RECORD)
-  records["user"], records["item"] = train.users, train.items
-  records["session"] = train.sessions if train.sessions is not None else train.users
-  records["label"] = train.labels if train.labels is not None else 1.0
+  for name, column in _worker_columns(train).items():
+    records[name] = column
   with atomic.atomic_write(path, "wb") as f:
     records.tofile(f)
 
@@ -253,10 +269,7 @@ def worker_dataset_from_file(path, num_examples, batch_size, drop_remainder=True
   header and footer bytes skipped: FixedLengthRecordDataset), so the split never travels
   inside the dataset's graph (a graph is at most 2 GB) and no worker reads all of it."""
   size = _SPLIT_RECORD.itemsize
-  if worker_index is None:
-    worker_index = (tf.distribute.coordinator.experimental_get_current_worker_index()
-                    if num_workers > 1 else 0)
-  index = tf.cast(worker_index, tf.int64)
+  index = _worker_index(num_workers, worker_index)
   start = index * num_examples // num_workers
   stop = (index + 1) * num_examples // num_workers
   ds = tf.data.FixedLengthRecordDataset(path, size, header_bytes=start * size,
@@ -286,15 +299,9 @@ def worker_dataset(train, batch_size, drop_remainder=True, num_workers=1, worker
   None), or is given (tests). The chief schedules epochs x steps_per_epoch steps over all
   workers, so with workers of equal speed an epoch passes each example about once.
   """
-  labels = train.labels if train.labels is not None else np.ones(len(train), np.float32)
-  sessions = train.sessions if train.sessions is not None else train.users
-  ds = tf.data.Dataset.from_tensor_slices({
-      "user": train.users, "item": train.items, "label": labels.astype(np.float32),
-      "session": sessions})
+  ds = tf.data.Dataset.from_tensor_slices(_worker_columns(train))
   if num_workers > 1:
-    if worker_index is None:
-      worker_index = tf.distribute.coordinator.experimental_get_current_worker_index()
-    ds = ds.shard(num_workers, tf.cast(worker_index, tf.int64))
+    ds = ds.shard(num_workers, _worker_index(num_workers, worker_index))
   # seed=None and no global seed: the worker draws the seed when the dataset is built.
   shard_size = -(-len(train) // max(1, num_workers))
   ds = ds.shuffle(shard_size, reshuffle_each_iteration=True).repeat()

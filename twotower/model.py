@@ -243,10 +243,11 @@ def build_model(config, data, history=None, table_scope=contextlib.nullcontext):
   return TwoTower(query, item)
 
 
-def make_checkpoint(two_tower, optimizer=None, average=None, task_weights=None):
+def make_checkpoint(two_tower, optimizer=None, average=None, task_weights=None, step=None):
   """(tf.train.Checkpoint of the towers [+ optimizer, weight average, multi-task weights],
-  step variable)."""
-  step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
+  step variable: `step`, or a new one)."""
+  if step is None:
+    step = tf.Variable(0, dtype=tf.int64, name="step", trainable=False)
   kw = {"query_tower": two_tower.query_tower, "item_tower": two_tower.item_tower, "step": step}
   if optimizer is not None:
     kw["optimizer"] = optimizer

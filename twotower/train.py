@@ -516,13 +516,10 @@ def restore_into_layout(path, two_tower, optimizer, variables, step_var, average
   state is saved per shard, so it is read from the checkpoint, joined table by table and
   split again for `variables` (the list the optimizer was built on, in the same order as
   the saving run's: `resplit_slots`)."""
-  kw = {"query_tower": two_tower.query_tower, "item_tower": two_tower.item_tower,
-        "step": step_var}
-  if average is not None:
-    kw["weight_average"] = average
-  if task_weights is not None:
-    kw["task_weights"] = task_weights
-  tf.train.Checkpoint(**kw).restore(path).expect_partial()
+  # Everything but the optimizer, as the run's checkpoint names it.
+  without_optimizer, _ = model_lib.make_checkpoint(two_tower, None, average, task_weights,
+                                                   step=step_var)
+  without_optimizer.restore(path).expect_partial()
   reader = tf.train.load_checkpoint(path)
   optimizer.iterations.assign(reader.get_tensor(_OPTIMIZER_ITERATIONS))
   lists = _state_lists(optimizer)

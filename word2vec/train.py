@@ -179,8 +179,9 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   the model, the loop, evaluation and export. `timings` (run.new_timings) has the phases
   so far: startup, vocabulary, encoding."""
   has_checkpoint, vocab, ids = prepared
-  if dist.coordinator is not None and cluster_input == "workers":
-    check_worker_input(config, vocab, ids, dist.num_workers)
+  # --cluster_input=workers: the workers' chunk size, checked to give each one a block.
+  worker_chunk = (check_worker_input(config, vocab, ids, dist.num_workers)
+                  if dist.coordinator is not None and cluster_input == "workers" else None)
   setup_start = time.monotonic()
   latest = rundir.latest_checkpoint() if has_checkpoint else None
   with dist.scope():
@@ -334,14 +335,11 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
     return eval_seconds
 
   current = epoch
-  if cluster is not None and cluster_input == "workers":
+  if worker_chunk is not None:
     ids_path = os.path.abspath(os.path.join(config.model_dir, inputs.IDS_FILE))
     num_workers = dist.num_workers
-    # Equal chunks, a multiple of the number of workers (pipeline_ops.worker_chunk_tokens);
-    # the resumed position in them.
-    chunk = pipeline_ops.worker_chunk_tokens(stream.num_tokens, config.chunk_tokens,
-                                             num_workers)
-    first = start_chunk * config.chunk_tokens // chunk
+    chunk = worker_chunk
+    first = start_chunk * config.chunk_tokens // chunk  # the resumed position in them
 
     def dataset_fn():
       return pipeline_ops.worker_blocks(
@@ -419,8 +417,10 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
 
 
 def check_worker_input(config, vocab, ids, num_workers):
-  """Raises UserError unless every worker's share of the training text gives a block
-  (--cluster_input=workers; a worker without one would wait for its input forever)."""
+  """The chunk size of the workers' own input (--cluster_input=workers: equal chunks, a
+  multiple of the number of workers, pipeline_ops.worker_chunk_tokens). Raises UserError
+  unless every worker's share of the training text gives a block (a worker without one
+  would wait for its input forever)."""
   train_tokens = inputs.split_ids(ids, config.eval_fraction)[0].shape[0]
   chunk = pipeline_ops.worker_chunk_tokens(train_tokens, config.chunk_tokens, num_workers)
   smallest = min(pipeline_ops.worker_tokens(train_tokens, chunk, num_workers))
@@ -432,6 +432,7 @@ def check_worker_input(config, vocab, ids, num_workers):
         f"gives less than one block of --batch_size={config.batch_size} x "
         f"--steps_per_call={config.steps_per_call} centres: use "
         "--cluster_input=coordinator, fewer workers or a bigger corpus")
+  return chunk
 
 
 def worker_plan(stream, epoch, start_chunk, epochs, blocks_per_epoch):
