@@ -126,7 +126,9 @@ def ours_command(path, model, model_dir, args):
   return [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={path}", f"--model={model}",
           f"--model_dir={model_dir}", f"--embedding_dim={args.dim}", f"--window={args.window}",
           "--subsample=1e-3", "--min_count=5", f"--epochs={args.epochs}",
-          f"--seed={args.seed}", "--words="]
+          f"--seed={args.seed}", "--words="] + (
+              [] if args.eval_every_epochs is None else
+              [f"--eval_every_epochs={args.eval_every_epochs}"])
 
 
 def run_ours(path, model, args, n_tokens, tmp):
@@ -169,6 +171,9 @@ def main():
                  help="run ours and gensim alternately this many times; the table gives "
                  "medians (a shared machine's speed drifts by 2x within minutes)")
   p.add_argument("--seed", type=int, default=1)
+  p.add_argument("--eval_every_epochs", type=int, default=None,
+                 help="passed to ours (default: the app's, 0); the run lines then give the "
+                 "evaluations during training as a share of the training time")
   args = p.parse_args()
   tmp = tempfile.mkdtemp(prefix="w2v_bench_")
   path = os.path.join(tmp, "corpus.txt")
@@ -197,6 +202,10 @@ def main():
             f"{theirs[-1]['peak_rss_mb']:,.0f} MB", flush=True)
       print("  ours: " + ", ".join(f"{k} {t[k]:.1f}" for k in PHASES) +
             f", other {ours[-1]['seconds'] - sum(t[k] for k in PHASES):.1f} s", flush=True)
+      if args.eval_every_epochs:
+        during = t.get("evaluation_during_training", 0.0)
+        print(f"  ours: evaluation during training {during:.2f} s = "
+              f"{100 * during / max(t['training'], 1e-9):.1f}% of training", flush=True)
     rows.append((model, ours, theirs, ratios))
   med = lambda runs, key: float(np.median([x[key] for x in runs]))
   print()

@@ -286,3 +286,42 @@ def test_similarity_with_a_prebuilt_case_index_and_a_table():
     got = intrinsic.similarity_spearman(_TfTable(vectors), index, pairs, restrict,
                                         upper_index=upper)
     assert got == pytest.approx(want) and 0 < got[1] < 1
+
+
+def test_analogy_sample_scores_a_fixed_subset_of_the_seen_questions(monkeypatch):
+  # evaluate.py's evaluations during training score a sample of the questions: the same
+  # questions at every call, a subset of the seen ones without repeats, each scored as in
+  # the whole test; a sample at least as big as the seen questions is the whole test.
+  monkeypatch.setattr(intrinsic, "_BATCH", 7)
+  words, vectors, analogies = _planted_vectors(seed=1, noise=2.5)
+  every = intrinsic.Analogies(words, analogies, restrict_vocab=150)
+  full = every.accuracy(vectors)
+  assert full == intrinsic.analogy_accuracy(vectors, words, analogies, 150)
+  n = full["seen"] // 3
+  got = intrinsic.analogy_accuracy(vectors, words, analogies, 150, sample=n)
+  sampled = every.sample(n)
+  assert sampled.accuracy(vectors) == got
+  assert got["seen"] == n and got["questions"] == full["questions"]
+  assert 0 < got["correct"] < n
+  assert sum(s["seen"] for s in got["sections"].values()) == n
+  rows = {tuple(r) for r in every.rows.tolist()}
+  picked = [tuple(r) for r in sampled.rows.tolist()]
+  assert len(set(picked)) == n and set(picked) <= rows
+  # Each picked question scored by the definition (one question, float64).
+  by_row = {}
+  for section, questions in analogies:
+    for q in questions:
+      one = [(section, [q])]
+      correct, seen = _reference_analogy(vectors, words, one, 150)
+      if seen:
+        row = tuple(intrinsic.Analogies(words, one, 150).rows[0].tolist())
+        by_row[row] = correct
+  assert got["correct"] == sum(by_row[r] for r in picked)
+  # Another table of the same vocabulary: the same questions.
+  other = np.random.default_rng(9).normal(size=vectors.shape).astype(np.float32)
+  assert (intrinsic.Analogies(words, analogies, 150, sample=n).sample(n).rows ==
+          sampled.rows).all()
+  assert intrinsic.analogy_accuracy(other, words, analogies, 150, sample=n) == \
+      sampled.accuracy(other)
+  assert intrinsic.analogy_accuracy(vectors, words, analogies, 150,
+                                    sample=full["seen"]) == full

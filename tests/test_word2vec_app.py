@@ -155,13 +155,14 @@ def event_files(run_dir):
 
 
 def read_scalars(paths):
-  """{tag: [(step, value)] sorted by step} of the train/ and eval/ scalars in event files."""
+  """{tag: [(step, value)] sorted by step} of the train/, eval/ and eval_sampled/ scalars in
+  event files."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   scalars = {}
   for path in paths:
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        if not value.tag.startswith(("train/", "eval/")):
+        if not value.tag.startswith(("train/", "eval/", "eval_sampled/")):
           continue
         if value.HasField("tensor"):
           number = float(tf.make_ndarray(value.tensor))
@@ -301,8 +302,17 @@ def test_train_writes_a_complete_run_directory(runs, flagfile, model, loss):
   assert all(v > 0 and math.isfinite(v) for _, v in scalars["train/words_per_sec"])
   assert all(math.isfinite(v) for _, v in scalars["train/loss"])
   assert scalars[f"eval/{key}"][-1][1] == pytest.approx(figures[key], rel=1e-6)
-  assert len(scalars[f"eval/{key}"]) == 3, "--eval_every_epochs=1: after each of 3 epochs"
-  assert_timings(run_dir)
+  # --eval_every_epochs=1: the sampled evaluation after each of 3 epochs, the whole one
+  # after the last; this run has fewer held-out examples and questions than the samples,
+  # so at the end both score the same ones.
+  assert len(scalars[f"eval/{key}"]) == 1
+  assert [s for s, _ in scalars[f"eval_sampled/{key}"]] == \
+      [s for s, _ in scalars["eval_sampled/analogy_accuracy"]]
+  assert len(scalars[f"eval_sampled/{key}"]) == 3
+  assert assert_timings(run_dir)["evaluation_during_training"] > 0
+  assert scalars[f"eval_sampled/{key}"][-1] == pytest.approx(scalars[f"eval/{key}"][0])
+  assert scalars["eval_sampled/analogy_accuracy"][-1] == \
+      pytest.approx(scalars["eval/analogy_accuracy"][0])
 
   # The projector: the --projector_words=20 most frequent words, 100-dimensional.
   train_dir = os.path.join(run_dir, "train")
@@ -317,11 +327,13 @@ def test_train_writes_a_complete_run_directory(runs, flagfile, model, loss):
 
 
 def assert_timings(run_dir):
-  """timings.json: every phase of the command, in seconds, adding up to at most the total."""
+  """timings.json: every phase of the command, in seconds, adding up to at most the total,
+  and the evaluations during training (a part of "evaluation")."""
   timings = read_json(os.path.join(run_dir, "timings.json"))
   phases = ("startup", "vocabulary", "encoding", "setup", "compilation", "training",
             "evaluation", "checkpoints", "export")
-  assert list(timings) == [*phases, "total"], timings
+  assert list(timings) == [*phases, "total", "evaluation_during_training"], timings
+  assert timings["evaluation_during_training"] <= timings["evaluation"], timings
   assert all(v >= 0 for v in timings.values()), timings
   for phase in ("startup", "vocabulary", "compilation", "training", "evaluation"):
     assert timings[phase] > 0, (phase, timings)

@@ -28,9 +28,10 @@ def _model_and_evaluator(model, loss, vocab_size=50, dim=8, scale=1.0, seed=0):
   return m, evaluate.Evaluator(config, vocab, heldout)
 
 
-def _reference(m, ev, loss):
-  """Dense numpy (float64) full softmax / full sigmoid loss of the held-out examples."""
-  inputs, lengths, targets = ev.examples
+def _reference(m, ev, loss, examples=None):
+  """Dense numpy (float64) full softmax / full sigmoid loss of the held-out examples (the
+  first `examples` of them)."""
+  inputs, lengths, targets = (x[:examples] for x in ev.examples)
   hidden = m.hidden(tf.constant(inputs), tf.constant(lengths)).numpy().astype(np.float64)
   w = m.output_embeddings.numpy().astype(np.float64)
   b = m.output_biases.numpy().astype(np.float64)
@@ -55,6 +56,24 @@ def test_heldout_loss_matches_numpy_in_chunks(monkeypatch, model, loss, scale):
   got = ev.heldout_loss(m)
   assert np.isfinite(got)
   assert got == pytest.approx(want, rel=2e-5)
+
+
+@pytest.mark.parametrize("model, loss", [("skipgram", "nce"), ("cbow", "sampled_softmax")])
+def test_sampled_evaluation_scores_the_first_examples_with_the_same_graph(monkeypatch, model,
+                                                                           loss):
+  # Evaluations during training: the held-out loss of the first SAMPLE_HELDOUT examples
+  # (a random sample: the examples are in random order), by the graph the whole evaluation
+  # uses (traced once for both sizes).
+  m, ev = _model_and_evaluator(model, loss)
+  monkeypatch.setattr(evaluate, "SAMPLE_HELDOUT", 100)
+  sampled = ev.run(m, sampled=True)
+  key = "heldout_full_sigmoid_loss" if loss == "nce" else "heldout_full_softmax_loss"
+  assert sampled["heldout_examples"] == 100
+  assert sampled[key] == pytest.approx(_reference(m, ev, loss, 100), rel=2e-5)
+  whole = ev.run(m)
+  assert whole["heldout_examples"] == 300
+  assert whole[key] == pytest.approx(_reference(m, ev, loss), rel=2e-5)
+  assert ev._loss_function(m).experimental_get_tracing_count() == 1  # pylint: disable=protected-access
 
 
 def test_heldout_examples_are_capped_by_the_logit_budget(monkeypatch):

@@ -16,12 +16,16 @@ and "the N most frequent words" are ids 1..N. Words are matched case-insensitive
 vocabulary has several case variants of a word, the most frequent (lowest id)
 one stands for it, and none of the variants of a, b, c can be an answer.
 """
+import copy
+
 import numpy as np
 
 # Questions scored per matrix product: [1024, 30000] float32 scores = 123 MB.
 _BATCH = 1024
 # Table rows normalised at a time by nearest_neighbours: [65536, 300] float32 = 79 MB.
 _ROW_CHUNK = 65536
+# The seed of analogy_accuracy's question sample.
+_SAMPLE_SEED = 20261202
 
 
 def _unit_rows(vectors):
@@ -65,7 +69,8 @@ def numpy_best(unit):
   return best
 
 
-def analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab=30000, best=None):
+def analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab=30000, best=None,
+                     sample=None):
   """Accuracy on word analogies a : b :: c : d with 3CosAdd.
 
   The answer to a question is argmax over candidate words w of
@@ -88,6 +93,10 @@ def analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab=30000, best
       rows, cols) -> [B] row of the best candidate of each query, where scores[rows, cols]
       (the question's own words) are excluded; default `numpy_best`. (word2vec/evaluate.py
       passes TensorFlow's product, which is 2x faster on 2 cores; tested equal.)
+    sample: when set and more questions are seen, score only `sample` of the seen questions,
+      drawn with a fixed seed: the same questions at every call with the same vocabulary,
+      so figures of one run's evaluations compare (word2vec/evaluate.py's evaluations
+      during training). "correct", "seen" and the accuracies are then the sample's.
 
   Returns:
     dict with
@@ -98,60 +107,95 @@ def analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab=30000, best
       "sections": dict section -> {"accuracy", "correct", "seen", "questions"},
         in file order.
   """
-  _check_table(vectors, vocab_words)
-  stop = min(int(restrict_vocab), len(vocab_words) - 1) + 1
-  unit = _unit_rows(vectors[1:stop])  # candidate rows; row r is id r + 1: [R, dim]
-  lookup, canon = _case_insensitive_ids(vocab_words, 1, stop)
-  canon -= 1  # work in row numbers
-  lookup = {k: v - 1 for k, v in lookup.items()}
-  # Rows whose case-insensitive group has more than one member (rare).
-  groups = {}
-  for row, c in enumerate(canon.tolist()):
-    groups.setdefault(c, []).append(row)
-  variants = {c: rows for c, rows in groups.items() if len(rows) > 1}
+  return Analogies(vocab_words, analogies, restrict_vocab, sample).accuracy(vectors, best)
 
-  # The seen questions of all sections, as rows [Q, 4], with their section numbers [Q].
-  rows, section_of = [], []
-  row_of = {}  # each distinct question word looked up once
-  for s, (_, questions) in enumerate(analogies):
-    for q in questions:
-      for w in q:
-        if w not in row_of:
-          row_of[w] = lookup.get(w.upper())
-      r = [row_of[w] for w in q]
-      if None not in r:
-        rows.append(r)
-        section_of.append(s)
-  rows = np.asarray(rows, dtype=np.int64).reshape(-1, 4)
-  hit = np.zeros(rows.shape[0], dtype=bool)
-  best = (best or numpy_best)(unit)
-  for start in range(0, rows.shape[0], _BATCH):
-    batch = rows[start:start + _BATCH]  # [B, 4]
-    a, b, c, d = batch.T
-    query = unit[b] - unit[a] + unit[c]  # 3CosAdd query per question: [B, dim]
-    # The excluded (question, row) cells: a, b, c and their case variants.
-    excluded = [(i, v) for i, abc in enumerate(batch[:, :3].tolist()) for row in abc
-                for v in variants.get(row, (row,))]
-    ex_rows, ex_cols = np.asarray(excluded, dtype=np.int64).T
-    predicted = best(query, ex_rows, ex_cols)
-    hit[start:start + len(batch)] = canon[predicted] == d
-  correct_by = np.bincount(np.asarray(section_of, dtype=np.int64), weights=hit,
-                           minlength=len(analogies))
-  seen_by = np.bincount(np.asarray(section_of, dtype=np.int64), minlength=len(analogies))
 
-  result = {"sections": {}}
-  total_correct = total_seen = total_questions = 0
-  for s, (section, questions) in enumerate(analogies):
-    correct, seen = int(correct_by[s]), int(seen_by[s])
-    result["sections"][section] = {
-        "accuracy": correct / seen if seen else 0.0, "correct": correct, "seen": seen,
-        "questions": len(questions)}
-    total_correct += correct
-    total_seen += seen
-    total_questions += len(questions)
-  result.update(accuracy=total_correct / total_seen if total_seen else 0.0,
-                correct=total_correct, seen=total_seen, questions=total_questions)
-  return result
+class Analogies:
+  """analogy_accuracy's questions prepared for one vocabulary, to score several tables
+  (the evaluations of a run) without repeating the word lookups: `accuracy(vectors, best)`
+  is analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab, best, sample)."""
+
+  def __init__(self, vocab_words, analogies, restrict_vocab=30000, sample=None):
+    self.vocab_words = vocab_words
+    self.analogies = analogies
+    self.stop = min(int(restrict_vocab), len(vocab_words) - 1) + 1
+    lookup, canon = _case_insensitive_ids(vocab_words, 1, self.stop)
+    self.canon = canon - 1  # work in row numbers
+    lookup = {k: v - 1 for k, v in lookup.items()}
+    # Rows whose case-insensitive group has more than one member (rare).
+    groups = {}
+    for row, c in enumerate(self.canon.tolist()):
+      groups.setdefault(c, []).append(row)
+    variants = {c: rows for c, rows in groups.items() if len(rows) > 1}
+
+    # The seen questions of all sections, as rows [Q, 4], with their section numbers [Q].
+    rows, section_of = [], []
+    row_of = {}  # each distinct question word looked up once
+    for s, (_, questions) in enumerate(analogies):
+      for q in questions:
+        for w in q:
+          if w not in row_of:
+            row_of[w] = lookup.get(w.upper())
+        r = [row_of[w] for w in q]
+        if None not in r:
+          rows.append(r)
+          section_of.append(s)
+    self._variants = variants
+    self._set_rows(np.asarray(rows, dtype=np.int64).reshape(-1, 4),
+                   np.asarray(section_of, dtype=np.int64), sample)
+
+  def _set_rows(self, rows, section_of, sample):
+    if sample is not None and rows.shape[0] > sample:
+      keep = np.sort(np.random.default_rng(_SAMPLE_SEED).choice(rows.shape[0], int(sample),
+                                                                 replace=False))
+      rows, section_of = rows[keep], section_of[keep]
+    self.rows, self.section_of = rows, section_of
+    # Per batch of _BATCH questions, the excluded (question, row) cells: a, b, c and their
+    # case variants.
+    self.excluded = []
+    for start in range(0, rows.shape[0], _BATCH):
+      batch = rows[start:start + _BATCH]
+      excluded = [(i, v) for i, abc in enumerate(batch[:, :3].tolist()) for row in abc
+                  for v in self._variants.get(row, (row,))]
+      self.excluded.append(tuple(np.asarray(excluded, dtype=np.int64).reshape(-1, 2).T))
+
+  def sample(self, sample):
+    """These questions with analogy_accuracy's `sample` (from all the seen ones, not
+    looked up again)."""
+    sampled = copy.copy(self)
+    sampled._set_rows(self.rows, self.section_of, sample)  # pylint: disable=protected-access
+    return sampled
+
+  def accuracy(self, vectors, best=None):
+    """analogy_accuracy's result for the table `vectors`."""
+    _check_table(vectors, self.vocab_words)
+    rows, analogies = self.rows, self.analogies
+    unit = _unit_rows(vectors[1:self.stop])  # candidate rows; row r is id r + 1: [R, dim]
+    hit = np.zeros(rows.shape[0], dtype=bool)
+    best = (best or numpy_best)(unit)
+    for k, start in enumerate(range(0, rows.shape[0], _BATCH)):
+      batch = rows[start:start + _BATCH]  # [B, 4]
+      a, b, c, d = batch.T
+      query = unit[b] - unit[a] + unit[c]  # 3CosAdd query per question: [B, dim]
+      ex_rows, ex_cols = self.excluded[k]
+      predicted = best(query, ex_rows, ex_cols)
+      hit[start:start + len(batch)] = self.canon[predicted] == d
+    correct_by = np.bincount(self.section_of, weights=hit, minlength=len(analogies))
+    seen_by = np.bincount(self.section_of, minlength=len(analogies))
+
+    result = {"sections": {}}
+    total_correct = total_seen = total_questions = 0
+    for s, (section, questions) in enumerate(analogies):
+      correct, seen = int(correct_by[s]), int(seen_by[s])
+      result["sections"][section] = {
+          "accuracy": correct / seen if seen else 0.0, "correct": correct, "seen": seen,
+          "questions": len(questions)}
+      total_correct += correct
+      total_seen += seen
+      total_questions += len(questions)
+    result.update(accuracy=total_correct / total_seen if total_seen else 0.0,
+                  correct=total_correct, seen=total_seen, questions=total_questions)
+    return result
 
 
 def _average_ranks(x):

@@ -240,6 +240,7 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   figures = {}
   last_summary = time.monotonic()
   eval_total = 0.0
+  eval_during = 0.0  # the sampled evaluations after epochs other than the last
   train_start = time.monotonic()
   start_done = done
   recorded = 0
@@ -312,7 +313,7 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   def end_of_epoch(epoch):
     """Checkpoint (after the last epoch, or when one is due) and evaluation (see
     evaluates_after); returns seconds spent evaluating."""
-    nonlocal figures
+    nonlocal figures, eval_during
     drain()
     if step == 0:  # checked before saving: a rerun must not resume from nothing learned
       raise UserError(
@@ -324,15 +325,31 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
     if not evaluates_after(config, epoch):
       return 0.0
     eval_start = time.monotonic()
-    figures = evaluator.run(evaluated_model())
-    evaluator.log(figures)
-    with writer.as_default(step=step):
-      for name, value in evaluate_lib.scalars(figures).items():
-        tf.summary.scalar(f"eval/{name}", value)
-    writer.flush()
+    last = epoch + 1 == config.epochs
+    evaluated = evaluated_model()
+    if config.eval_every_epochs > 0:
+      # The sampled evaluation (eval_sampled/ in TensorBoard): during training, and after
+      # the last epoch too, so its curve reaches the end of the run.
+      sampled = evaluator.run(evaluated, sampled=True)
+      if not last:
+        evaluator.log(sampled, prefix="eval_sampled")
+      summarise(sampled, "eval_sampled")
+    if last:
+      figures = evaluator.run(evaluated)
+      evaluator.log(figures)
+      summarise(figures, "eval")
     eval_seconds = time.monotonic() - eval_start
+    if not last:
+      eval_during += eval_seconds
+      logging.info("evaluation after epoch %d took %.2f s", epoch + 1, eval_seconds)
     progress.exclude(eval_seconds)
     return eval_seconds
+
+  def summarise(scores, group):
+    with writer.as_default(step=step):
+      for name, value in evaluate_lib.scalars(scores).items():
+        tf.summary.scalar(f"{group}/{name}", value)
+    writer.flush()
 
   current = epoch
   if worker_chunk is not None:
@@ -412,6 +429,8 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
                             timings["compilation"])
   timings["export"] = time.monotonic() - export_start
   timings["total"] = run_lib.seconds_since_process_start() or sum(timings.values())
+  # Beside the phases: the part of "evaluation" spent before the last epoch's end.
+  timings["evaluation_during_training"] = eval_during
   write_timings(config.model_dir, timings)
   return figures
 
