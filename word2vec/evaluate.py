@@ -18,7 +18,6 @@ cost a few percent of an epoch (CBOW on 8M tokens: 0.86 s for the whole evaluati
 third of an epoch's training; sampled: see README "Evaluation"). The evaluation after the last
 epoch scores everything.
 """
-import functools
 import math
 
 import numpy as np
