@@ -460,13 +460,13 @@ def test_word2vec_workers_make_their_own_blocks(tmp_path):
   assert not os.path.exists(os.path.join(tmp_path, "tiny", "checkpoints"))
 
 
-@pytest.mark.parametrize("cluster_input", ["coordinator", "workers"])
-def test_word2vec_killed_worker_is_survived(tmp_path, cluster_input):
+def test_word2vec_killed_worker_is_survived(tmp_path):
   """2 workers + 1 ps, CBOW: kill -9 of worker 1 mid-run. The coordinator puts its block
-  back, the other worker trains the rest (with --cluster_input=workers: from its own
-  dataset), and the chief finishes, prints its figures and exits 0 (before run_and_exit
-  it trained to the end, then hung in TensorFlow's teardown waiting for the dead worker);
-  no server is left behind."""
+  back, the other worker trains the rest, and the chief finishes, prints its figures and
+  exits 0 (before run_and_exit it trained to the end, then hung in TensorFlow's teardown
+  waiting for the dead worker); no server is left behind. (--cluster_input=workers:
+  test_word2vec_killed_worker_survived_killed_ps_resumes.)"""
+  cluster_input = "coordinator"
   corpus = str(tmp_path / "corpus.txt")
   _topic_corpus(corpus, n_tokens=60000)
   mark = uuid.uuid4().hex
@@ -483,6 +483,40 @@ def test_word2vec_killed_worker_is_survived(tmp_path, cluster_input):
   assert not wait_gone(mark), "server processes outlived the chief"
 
 
+def test_word2vec_killed_worker_survived_killed_ps_resumes(tmp_path):
+  """2 workers + 1 ps, CBOW, the workers reading their own input (--cluster_input=workers):
+  kill -9 of worker 1 mid-run is survived (the other worker's dataset goes on); kill -9 of
+  the parameter server after a checkpoint of the second epoch: one error line, exit 2, no
+  server left; the same command resumes from that checkpoint (tables, position and step
+  restored on a fresh cluster) and finishes."""
+  corpus = str(tmp_path / "corpus.txt")
+  _topic_corpus(corpus, n_tokens=60000)
+  mark = uuid.uuid4().hex
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
+  args = [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={corpus}",
+          f"--model_dir={tmp_path}/run", *W2V, "--epochs=2", "--checkpoint_every_steps=100",
+          "--summary_every_secs=1",
+          "--strategy=parameter_server", "--local_cluster=workers:2,ps:1",
+          "--cluster_input=workers"]
+  rc, _, lines = _start_and_kill(args, env, [("train: ", "worker:1"),
+                                             ("(epoch 1, chunk ", "ps:0")])
+  err = "".join(lines)
+  failed = [i for i, l in enumerate(lines) if "Worker /job:worker/replica:0/task:1 failed" in l]
+  epoch1 = [i for i, l in enumerate(lines) if "(epoch 1, chunk " in l]
+  assert failed and epoch1 and failed[0] < epoch1[0], err[-3000:]  # survived mid-run
+  assert rc == 2, err[-3000:]
+  assert "error: the cluster lost a server (" in err and "Traceback" not in err, err[-3000:]
+  saved = [int(l.split(" at step ")[1].split()[0]) for l in lines if "saved checkpoint " in l]
+  assert saved and not wait_gone(mark)
+  res = subprocess.run(args, env=env, cwd=ROOT, text=True, capture_output=True, timeout=240,
+                       check=False)
+  assert res.returncode == 0, res.stderr[-3000:]
+  resumed = int(res.stderr.split("resumed from ")[1].split(", step ")[1].split()[0])
+  assert resumed in saved
+  assert np.isfinite(json.loads(res.stdout)["heldout_full_softmax_loss"])
+  assert not wait_gone(mark)
+
+
 def test_error_summary_drops_the_graph_header_and_the_python_stack():
   """What the one-line 'the cluster lost a server/worker' errors quote of TensorFlow's."""
   message = ("Graph execution error:\n\nDetected at node step/Gather defined at (most recent "
@@ -494,3 +528,12 @@ def test_error_summary_drops_the_graph_header_and_the_python_stack():
       "[Op:__inference_step_1]")
   assert distribute.error_summary("plain\n message") == "plain message"
   assert len(distribute.error_summary("x" * 500)) == 200
+
+
+def test_cluster_lost_names_the_tasks_not_answering():
+  error = ValueError("Graph execution error:\n\nDetected at node x defined at:\n  File a\n"
+                     "Socket closed")
+  msg = str(distribute.cluster_lost("server", error, ["ps:0"]))
+  assert msg == ("the cluster lost a server (ps:0 not answering; ValueError: Socket closed): "
+                 "restart it and rerun the same command to resume from the last checkpoint")
+  assert "not answering" not in str(distribute.cluster_lost("worker", error))

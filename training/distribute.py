@@ -408,6 +408,16 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
         # A parameter server (or every worker) is gone: the variables live there, so the
         # run cannot go on; its checkpoints can.
         raise cluster_lost("server", e) from None
+      except UserError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        # Another error while a server no longer answers is that server's loss (an op on
+        # its variables can fail with another error class, depending on when it died).
+        gone = [f"{job}:{i}" for job in ("ps", "worker")
+                for i, address in enumerate(cluster[job]) if not _answers(address)]
+        if not gone:
+          raise
+        raise cluster_lost("server", e, gone) from None
     return
   if local_cluster:
     raise UserError(f"--strategy={strategy} runs no --local_cluster here: "
@@ -434,9 +444,11 @@ def lost_peer_errors():
   return (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError)
 
 
-def cluster_lost(what, error):
-  """The one-line UserError for a lost "server" or "worker" (`error` its TF error)."""
-  return UserError(f"the cluster lost a {what} ({type(error).__name__}: "
+def cluster_lost(what, error, gone=()):
+  """The one-line UserError for a lost "server" or "worker" (`error` its TF error; `gone`
+  the tasks found not answering, if checked)."""
+  where = f"{', '.join(gone)} not answering; " if gone else ""
+  return UserError(f"the cluster lost a {what} ({where}{type(error).__name__}: "
                    f"{error_summary(error)}): restart it and rerun the same command to "
                    "resume from the last checkpoint")
 

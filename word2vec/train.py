@@ -299,8 +299,10 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
     state["epoch"].assign(epoch)
     state["next_chunk"].assign(next_chunk)
     state["step"].assign(step)
-    manager.save(checkpoint_number=step)
+    path = manager.save(checkpoint_number=step)
     last_ckpt_time = time.monotonic()
+    logging.info("saved checkpoint %s at step %d (epoch %d, chunk %d) in %.1f s", path, step,
+                 epoch, next_chunk, last_ckpt_time - save_start)
     timings["checkpoints"] += last_ckpt_time - save_start
     progress.exclude(last_ckpt_time - save_start)
 
