@@ -9,7 +9,7 @@ weights, chunk by chunk, so a 1M-class vocabulary never materialises a
 
 Conventions shared by the four functions:
   weights: float [num_classes, dim] output embeddings (a single tensor or
-    variable; no partitioned variables).
+    variable; the two full losses also take a ShardedVariable).
   biases: float [num_classes].
   inputs: float [batch_size, dim], the hidden representation of the examples.
   Every function returns a scalar: the MEAN over the batch of the
@@ -153,12 +153,61 @@ def _chunk_logits(weights, biases, inputs, chunk_index, chunk_size,
   return tf.matmul(inputs, w, transpose_b=True) + b
 
 
+def _shards(table):
+  """The shards of a sharded table (a ShardedVariable's `variables`, row blocks in order),
+  or None for a single tensor or variable."""
+  shards = getattr(table, "variables", None)
+  return list(shards) if isinstance(shards, (list, tuple)) else None
+
+
 def _true_logits(weights, biases, labels, inputs):
   """w_label . x + b_label for labels [batch_size, num_true]."""
   # Target weights: [batch_size, num_true, dim].
-  true_w = tf.cast(tf.gather(weights, labels), inputs.dtype)
-  true_b = tf.cast(tf.gather(biases, labels), inputs.dtype)
+  if _shards(weights) is None:
+    true_w = tf.gather(weights, labels)
+    true_b = tf.gather(biases, labels)
+  else:  # row blocks: embedding_lookup's "div" split, the parameter-server strategy's
+    true_w = tf.nn.embedding_lookup(_shards(weights), labels)
+    true_b = tf.nn.embedding_lookup(_shards(biases), labels)
+  true_w = tf.cast(true_w, inputs.dtype)
+  true_b = tf.cast(true_b, inputs.dtype)
   return tf.einsum("bd,btd->bt", inputs, true_w) + true_b
+
+
+def _over_classes(weights, biases, inputs, chunk_size, per_chunk, combine):
+  """Reduces per_chunk(logits of a chunk) -> [batch_size] over all classes, chunk by chunk,
+  with combine(a, b). For a sharded table, shard by shard on each shard's device (only the
+  [batch_size] partial results leave it), the partial results then combined."""
+  shards = _shards(weights)
+  if shards is None:
+    num_classes, num_chunks = _num_classes_and_chunks(weights, chunk_size)
+    size = tf.constant(chunk_size, tf.int64)
+
+    def body(i, acc):
+      return i + 1, combine(acc, per_chunk(
+          _chunk_logits(weights, biases, inputs, i, size, num_classes)))
+
+    _, total = tf.while_loop(
+        lambda i, _: i < num_chunks, body,
+        (tf.constant(1, tf.int64),
+         per_chunk(_chunk_logits(weights, biases, inputs, tf.constant(0, tf.int64), size,
+                                 num_classes))))
+    return total
+  bias_shards = _shards(biases)
+  if bias_shards is None or len(bias_shards) != len(shards):
+    raise ValueError("a sharded weights table needs biases sharded the same way")
+  partial = []
+  for w, b in zip(shards, bias_shards):
+    with tf.device(w.device):
+      partial.append(_over_classes(w, b, inputs, chunk_size, per_chunk, combine))
+  total = partial[0]
+  for part in partial[1:]:
+    total = combine(total, part)
+  return total
+
+
+def _log_add_exp(a, b):
+  return tf.math.reduce_logsumexp(tf.stack([a, b], axis=0), axis=0)
 
 
 def full_softmax_loss(weights, biases, labels, inputs, chunk_size=65536):
@@ -174,7 +223,9 @@ def full_softmax_loss(weights, biases, labels, inputs, chunk_size=65536):
   bound.
 
   Args:
-    weights: float [num_classes, dim].
+    weights: float [num_classes, dim]; or a ShardedVariable (row blocks, e.g. on
+      parameter servers; biases then sharded alike): each shard is scored on its own
+      device, nothing of the table is copied here.
     biases: float [num_classes].
     labels: int [batch_size] or [batch_size, 1] target classes.
     inputs: float [batch_size, dim].
@@ -185,22 +236,9 @@ def full_softmax_loss(weights, biases, labels, inputs, chunk_size=65536):
   """
   inputs = tf.convert_to_tensor(inputs)
   labels = tf.reshape(tf.cast(labels, tf.int64), [-1])
-  num_classes, num_chunks = _num_classes_and_chunks(weights, chunk_size)
-  chunk_size = tf.constant(chunk_size, tf.int64)
-
-  def chunk_lse(i):
-    return tf.reduce_logsumexp(
-        _chunk_logits(weights, biases, inputs, i, chunk_size, num_classes),
-        axis=1)
-
-  def body(i, lse):
-    return i + 1, tf.math.reduce_logsumexp(
-        tf.stack([lse, chunk_lse(i)], axis=0), axis=0)
-
   # Running logsumexp over classes: [batch_size].
-  _, lse = tf.while_loop(
-      lambda i, _: i < num_chunks, body,
-      (tf.constant(1, tf.int64), chunk_lse(tf.constant(0, tf.int64))))
+  lse = _over_classes(weights, biases, inputs, chunk_size,
+                      lambda logits: tf.reduce_logsumexp(logits, axis=1), _log_add_exp)
   true_logit = _true_logits(weights, biases, labels[:, None], inputs)[:, 0]
   return tf.reduce_mean(lse - true_logit)
 
@@ -218,7 +256,8 @@ def full_sigmoid_loss(weights, biases, labels, inputs, num_true=1,
   No logQ correction: the true model loss of the NCE-trained weights.
 
   Args:
-    weights: float [num_classes, dim].
+    weights: float [num_classes, dim]; or a ShardedVariable, as in
+      full_softmax_loss.
     biases: float [num_classes].
     labels: int [batch_size, num_true] ([batch_size] if num_true == 1).
     inputs: float [batch_size, dim].
@@ -231,17 +270,9 @@ def full_sigmoid_loss(weights, biases, labels, inputs, num_true=1,
   """
   inputs = tf.convert_to_tensor(inputs)
   labels = _int64_labels(labels, num_true)
-  num_classes, num_chunks = _num_classes_and_chunks(weights, chunk_size)
-  chunk_size = tf.constant(chunk_size, tf.int64)
-
-  def body(i, total):
-    logits = _chunk_logits(weights, biases, inputs, i, chunk_size, num_classes)
-    return i + 1, total + tf.reduce_sum(tf.math.softplus(logits), axis=1)
-
-  batch_size = tf.shape(inputs)[0]
-  _, softplus_sum = tf.while_loop(
-      lambda i, _: i < num_chunks, body,
-      (tf.constant(0, tf.int64), tf.zeros([batch_size], inputs.dtype)))
+  softplus_sum = _over_classes(weights, biases, inputs, chunk_size,
+                               lambda logits: tf.reduce_sum(tf.math.softplus(logits), axis=1),
+                               tf.add)
   true_logits = _true_logits(weights, biases, labels, inputs)
   per_example = softplus_sum - tf.reduce_sum(true_logits, axis=1) / num_true
   return tf.reduce_mean(per_example)

@@ -416,7 +416,14 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
   saved, vocab, model = model_lib.restore(run)
   evaluator = evaluate_lib.Evaluator(saved, vocab,
                                      inputs.saved_heldout_ids(run, saved.eval_fraction))
-  assert abs(evaluator.run(model)["heldout_full_softmax_loss"] - cluster) < 1e-4
+  one = evaluator.run(model)
+  assert abs(one["heldout_full_softmax_loss"] - cluster) < 1e-4
+  # The cluster's evaluation read the rows where they are (no copy of the tables on the
+  # chief): the same neighbours and analogy figures as the restored tables here.
+  figures = json.loads(out)
+  assert [w for w, _ in figures["nearest_neighbours"]["kingalpha"]] == \
+      [w for w, _ in one["nearest_neighbours"]["kingalpha"]]
+  assert figures["analogy_seen"] == one["analogy_seen"]
   out_dir = str(tmp_path / "npy")
   export_lib.export(run, "npy", out_dir, overwrite=False)
   vectors = np.load(os.path.join(out_dir, "vectors.npy"))

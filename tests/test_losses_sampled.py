@@ -301,3 +301,38 @@ def test_full_softmax_in_tf_function_with_dynamic_shapes():
       rtol=1e-5)
   with pytest.raises(ValueError):
     losses.full_softmax_loss(w, b, labels, x, chunk_size=0)
+
+
+@pytest.mark.parametrize("num_classes,shards,chunk_size", [(11, 3, 2), (37, 2, 8), (5, 5, 1)])
+def test_full_twins_over_a_sharded_table_match_numpy(num_classes, shards, chunk_size):
+  # A ShardedVariable (row blocks in "div" order, the first shards one row longer, as the
+  # parameter-server strategy splits tables) is scored shard by shard: the same losses as
+  # the dense table, with extreme logits too.
+  from tensorflow.python.distribute import sharded_variable  # pylint: disable=import-outside-toplevel
+  r = np.random.default_rng(num_classes)
+  w = r.normal(size=[num_classes, 5])
+  b = r.normal(size=[num_classes])
+  w[1] *= 300.0  # logits in the thousands: exp overflows without the running logsumexp
+  x = r.normal(scale=2, size=[6, 5])
+  labels = r.integers(0, num_classes, size=[6, 2])
+  labels[:, 0] = [0, 1, num_classes - 1, 1, 2 % num_classes, 3 % num_classes]
+  sizes = [num_classes // shards + (i < num_classes % shards) for i in range(shards)]
+  bounds = np.cumsum([0] + sizes)
+  table = sharded_variable.ShardedVariable(
+      [tf.Variable(w[a:z]) for a, z in zip(bounds[:-1], bounds[1:])])
+  bias = sharded_variable.ShardedVariable(
+      [tf.Variable(b[a:z]) for a, z in zip(bounds[:-1], bounds[1:])])
+  logits = dense(w, b, x)
+  want_softmax = np.mean(np_lse(logits) - logits[np.arange(6), labels[:, 0]])
+  got = losses.full_softmax_loss(table, bias, labels[:, 0], x, chunk_size=chunk_size)
+  np.testing.assert_allclose(got.numpy(), want_softmax, rtol=1e-12)
+  multi_hot = np.zeros_like(logits)
+  for i, row in enumerate(labels):
+    for c in row:
+      multi_hot[i, c] += 0.5
+  want_sigmoid = np.mean(np.sum(np_softplus(logits) - multi_hot * logits, axis=1))
+  got = tf.function(lambda: losses.full_sigmoid_loss(table, bias, labels, x, num_true=2,
+                                                     chunk_size=chunk_size))()
+  np.testing.assert_allclose(got.numpy(), want_sigmoid, rtol=1e-12)
+  with pytest.raises(ValueError, match="biases sharded the same way"):
+    losses.full_softmax_loss(table, tf.constant(b), labels[:, 0], x)

@@ -28,6 +28,7 @@ from tf_embeddings import losses
 from tf_embeddings.data import evalsets
 from tf_embeddings.data import pipeline
 from tf_embeddings.data.errors import UserError
+from tf_embeddings.training.distribute import gather_rows
 from tf_embeddings.word2vec import intrinsic
 
 SIMILARITY_SETS = ("wordsim353", "simlex999")
@@ -42,7 +43,8 @@ SAMPLE_QUESTIONS = 1024
 
 
 class TableRows:
-  """Rows of a [vocab, dim] tf.Variable read on demand, as numpy (no copy of the table).
+  """Rows of a [vocab, dim] tf.Variable (or ShardedVariable) read on demand, as numpy (no
+  copy of the table).
 
   Supports `.shape`, `table[start:stop]` and `table[int array]`, what word2vec/intrinsic.py
   reads.
@@ -55,7 +57,7 @@ class TableRows:
   def __getitem__(self, key):
     if isinstance(key, slice):
       key = np.arange(*key.indices(self.shape[0]))
-    return tf.gather(self.variable, np.asarray(key, dtype=np.int64)).numpy()
+    return gather_rows(self.variable, tf.constant(np.asarray(key, dtype=np.int64))).numpy()
 
 
 def tensorflow_best(unit):
@@ -203,5 +205,5 @@ def write_projector(rundir, config, vocab, vectors):
   n = min(len(vocab), config.projector_words + 1)
   # A gather, not a slice: a variable that was updated sparsely copies itself whole on a
   # dense read (a 1M x 300 table: +1.3 GB peak RSS at the end of training).
-  rows = tf.gather(vectors, tf.range(1, n)).numpy()
+  rows = gather_rows(vectors, tf.range(1, n)).numpy()
   rundir.write_projector(vocab.words[1:n], rows, counts=vocab.counts[1:n])

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_embeddings.losses import samplers as samplers_lib
+from tf_embeddings.training.distribute import gather_rows
 
 # Samplers with a fixed distribution, drawn inside the compiled block (`draw`);
 # learned_unigram is stateful and uses the tf op outside XLA (`sample_with_op`).
@@ -309,12 +310,12 @@ def hidden(config, tables, inputs, lengths=None):
     lengths: int32 [batch] number of real context ids (CBOW only).
 
   Returns:
-    float32 [batch, dim].
+    float32 [batch, dim]. (The tables may be ShardedVariables: evaluation on a cluster.)
   """
   if config.model == "skipgram":
-    return tf.gather(tables.input_embeddings, inputs)
+    return gather_rows(tables.input_embeddings, inputs)
   mask = tf.sequence_mask(lengths, tf.shape(inputs)[1], tf.float32)   # [B, 2w]
-  vectors = tf.gather(tables.input_embeddings, inputs)                  # [B, 2w, d]
+  vectors = gather_rows(tables.input_embeddings, inputs)                # [B, 2w, d]
   total = tf.reduce_sum(vectors * mask[:, :, None], 1)
   return total / tf.cast(lengths, tf.float32)[:, None]
 

@@ -6,7 +6,8 @@ on the parameter servers and this process, the chief, makes the blocks as in one
 and schedules each on a worker (`ClusterBlocks`), which reads the rows the block touches,
 runs the compiled block on them and adds their change back (`Word2Vec.train_block_on_rows`,
 asynchronous: Hogwild, as word2vec is trained); the chief joins the workers before every
-checkpoint and evaluation, and evaluates on a copy of the tables in this process. With
+checkpoint and evaluation, and evaluates reading the tables where they are (the rows it
+needs; the held-out loss shard by shard on the parameter servers). With
 --cluster_input=workers each worker makes its own blocks instead (data/pipeline_ops.py) and
 the chief schedules the expected number of them (`worker_plan`).
 """
@@ -192,7 +193,6 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
       # A resumed run's tables are read straight from its last checkpoint (one copy each).
       model = model_lib.build_model(config, vocab, checkpoint=latest)
   cluster = None
-  local = None  # on a cluster, the copy of the tables evaluation reads (`evaluated_model`)
   if dist.coordinator is not None:
     _log_table_shards(model)
     cluster = ClusterBlocks(dist, model, in_flight=4 * dist.num_workers)
@@ -278,18 +278,11 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
         record(loss, *info)
 
   def evaluated_model():
-    """The model evaluation reads: this one, or on a cluster a copy of the tables here."""
-    nonlocal local
-    if cluster is None:
-      return model
-    if local is None:
-      local = model_lib.build_model(config, vocab)
-    for mine, theirs in zip((local.input_embeddings, local.output_embeddings,
-                             local.output_biases), (model.input_embeddings,
-                                                    model.output_embeddings,
-                                                    model.output_biases)):
-      mine.assign(tf.convert_to_tensor(theirs))
-    return local
+    """The model evaluation reads: this one. On a cluster its tables stay on the parameter
+    servers: evaluation gathers the rows it reads (analogies, similarity, neighbours, in
+    chunks) and scores the held-out loss shard by shard on the shards' devices
+    (losses.full_softmax_loss), so nothing copies a whole table here."""
+    return model
 
   def save(epoch, next_chunk):
     nonlocal last_ckpt_step, last_ckpt_time
