@@ -544,3 +544,41 @@ def test_cluster_lost_names_the_tasks_not_answering():
   assert msg == ("the cluster lost a server (ps:0 not answering; ValueError: Socket closed): "
                  "restart it and rerun the same command to resume from the last checkpoint")
   assert "not answering" not in str(distribute.cluster_lost("worker", error))
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "normal"])
+def test_stateless_rows_are_the_rows_of_the_whole_draw(distribution):
+  # Each shard of a table makes its own rows (row_initial): the same bits as the rows of
+  # the whole table's draw, at every start (also not on a 4-value counter step).
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  draw = {"uniform": tf.random.stateless_uniform, "normal": tf.random.stateless_normal}
+  for shape in ([37, 6], [9, 1], [5, 7]):
+    whole = draw[distribution](shape, [5, 1]).numpy()
+    for start in range(shape[0]):
+      for count in {1, 2, shape[0] - start} - {0}:
+        if start + count <= shape[0]:
+          got = distribute.stateless_rows(distribution, shape, [5, 1], start, count)
+          assert np.array_equal(got.numpy(), whole[start:start + count]), (shape, start)
+  table = np.arange(37 * 6).reshape(37, 6)
+  initial = distribute.row_initial([37, 6], lambda start, count: table[start:start + count])
+  assert np.array_equal(initial(), table)
+  assert np.array_equal(initial(partition_shape=(13, 6), partition_offset=(24, 0)), table[24:])
+
+
+def test_twotower_tables_keep_their_initial_values():
+  # The tables are made row block by row block (row_initial): the same values as the
+  # whole draws they replaced, the OOV row drawn apart at the end.
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tf_embeddings.twotower import model as model_lib  # pylint: disable=import-outside-toplevel
+  values = np.zeros([10, 2], np.int32)
+  history = (np.array([0, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3]), np.array([0, 4, 2]), 6)
+  tower = model_lib.Tower(10, [("f", 5, values)], 4, (8,), seed=3, history=history,
+                          bias_column="learned", oov=True)
+  want = tf.concat([tf.random.stateless_normal([10, 4], [3, 1]) * 0.1,
+                    tf.random.stateless_normal([1, 4], [3, 3]) * 0.1], 0)
+  assert np.array_equal(tower.id_table.numpy(), want.numpy())
+  assert np.array_equal(tower.feature_embeddings[0].numpy(),
+                        (tf.random.stateless_normal([5, 4], [3, 10]) * 0.1).numpy())
+  assert np.array_equal(tower.history_table.numpy(),
+                        (tf.random.stateless_normal([6, 4], [3, 50]) * 0.1).numpy())
+  assert np.array_equal(tower.bias_table.numpy(), np.zeros([10, 1], np.float32))

@@ -658,3 +658,47 @@ def gather_rows(table, ids):
   if ids.shape.rank == 1:
     return rows
   return tf.reshape(rows, tf.concat([tf.shape(ids), tf.shape(rows)[1:]], 0))
+
+
+def stateless_rows(distribution, shape, seed, start, count):
+  """Rows [start, start + count) of tf.random.stateless_uniform(shape, seed) (values in
+  [0, 1)) or tf.random.stateless_normal(shape, seed): the same bits, made without the
+  other rows. Philox gives 4 float32 per counter step for both, so the rows begin at
+  counter + floor(start * dim / 4), less the elements before `start` in that step.
+
+  Args:
+    distribution: "uniform" or "normal".
+    shape: [rows, dim] of the whole table.
+    seed: the stateless seed, shape [2] ints.
+  """
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  dim = int(shape[1])
+  first = start * dim
+  aligned = first // 4 * 4
+  key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(seed=tf.constant(seed, tf.int64))
+  alg = tf.raw_ops.StatelessRandomGetAlg()
+  low, high = (int(x) for x in counter.numpy())
+  step = low + aligned // 4  # a 128-bit counter: carry into `high`
+  moved = tf.constant([step % (1 << 64), (high + (step >> 64)) % (1 << 64)], tf.uint64)
+  op = {"uniform": tf.raw_ops.StatelessRandomUniformV2,
+        "normal": tf.raw_ops.StatelessRandomNormalV2}[distribution]
+  flat = op(shape=[(start + count) * dim - aligned], key=key, counter=moved, alg=alg,
+            dtype=tf.float32)
+  return tf.reshape(flat[first - aligned:], [count, dim])
+
+
+def row_initial(shape, rows):
+  """An initial value for tf.Variable(row_initial(shape, rows), shape=shape, dtype=float32)
+  made by rows(start, count) -> the rows [start, start + count) of the table.
+
+  Under a ParameterServerStrategy with a partitioner, each shard's rows are made alone, on
+  the shard's parameter server (the strategy passes partition_shape and partition_offset),
+  so no whole table is ever made on the chief (100M x 32 float32: 12.8 GB); in one process,
+  the whole table at once.
+  """
+  def initial(partition_shape=None, partition_offset=None):
+    if partition_shape is None:
+      return rows(0, int(shape[0]))
+    return rows(int(partition_offset[0]), int(partition_shape[0]))
+
+  return initial

@@ -13,6 +13,8 @@ from absl import logging
 
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.training.distribute import gather_rows
+from tf_embeddings.training.distribute import row_initial
+from tf_embeddings.training.distribute import stateless_rows
 from tf_embeddings.twotower import config as config_lib
 
 
@@ -66,6 +68,24 @@ class Tower(tf.Module):
     rows_total = self.num_ids + int(self.oov)
     feature_dim = int(feature_dim or embedding_dim)
     init = lambda shape, s, scale: tf.random.stateless_normal(shape, [seed, s]) * scale
+
+    def table_variable(shape, s, scale, name, extra_row=None):
+      """A table of init(shape, s, scale) (plus the row init([1, dim], extra_row, scale)
+      at the end), made shard by shard on the parameter servers when sharded: the same
+      values (distribute.stateless_rows), no whole table on the chief."""
+      rows_total = shape[0] + (extra_row is not None)
+
+      def rows(start, count):
+        stop = min(start + count, shape[0])
+        parts = [] if stop <= start else [
+            stateless_rows("normal", shape, [seed, s], start, stop - start) * scale]
+        if start + count > shape[0]:  # the extra row
+          parts.append(init([1, shape[1]], extra_row, scale))
+        return parts[0] if len(parts) == 1 else tf.concat(parts, 0)
+
+      full = [rows_total, shape[1]]
+      return tf.Variable(row_initial(full, rows), shape=full, dtype=tf.float32, name=name)
+
     self.feature_names = [f[0] for f in feature_tables]
     # Per-entity side-feature token indices: list of int32 [num_ids, L_f].
     self.feature_values = [tf.constant(np.asarray(v, np.int32)) for _, _, v in feature_tables]
@@ -74,15 +94,13 @@ class Tower(tf.Module):
       if self.use_ids:
         # Id embeddings: [num_ids (+ 1 OOV row), embedding_dim]. The OOV row is drawn
         # apart, so the entities' rows are those of a table without it.
-        table = init([self.num_ids, self.embedding_dim], 1, 0.1)
-        if self.oov:
-          table = tf.concat([table, init([1, self.embedding_dim], 3, 0.1)], 0)
-        self.id_table = tf.Variable(table, name="id_embeddings")
+        self.id_table = table_variable([self.num_ids, self.embedding_dim], 1, 0.1,
+                                       "id_embeddings", 3 if self.oov else None)
         in_dim += self.embedding_dim
       self.feature_embeddings = []
       for k, (fname, vocab_size, _) in enumerate(feature_tables):
-        self.feature_embeddings.append(tf.Variable(
-            init([int(vocab_size), feature_dim], 10 + k, 0.1), name=f"{fname}_embeddings"))
+        self.feature_embeddings.append(table_variable(
+            [int(vocab_size), feature_dim], 10 + k, 0.1, f"{fname}_embeddings"))
         in_dim += feature_dim
       self.history = None
       if history is not None:
@@ -95,14 +113,16 @@ class Tower(tf.Module):
         # Number of history items per entity: [num_ids (+ 1)].
         self.history_len = tf.constant(np.concatenate(
             [np.diff(indptr), np.zeros(int(self.oov))]).astype(np.float32))
-        self.history_table = tf.Variable(init([int(num_items), feature_dim], 50, 0.1),
-                                         name="history_embeddings")
+        self.history_table = table_variable([int(num_items), feature_dim], 50, 0.1,
+                                            "history_embeddings")
         in_dim += feature_dim
       self.bias_column = bias_column
       self.normalize = bool(normalize)
       if bias_column == "learned":
         # Per-entity bias: [num_ids, 1].
-        self.bias_table = tf.Variable(tf.zeros([self.num_ids, 1]), name="bias")
+        self.bias_table = tf.Variable(
+            row_initial([self.num_ids, 1], lambda start, count: tf.zeros([count, 1])),
+            shape=[self.num_ids, 1], dtype=tf.float32, name="bias")
     self.identity = (not layers and not feature_tables and self.use_ids and history is None)
     self.weights, self.biases = [], []
     if not self.identity:

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tf_embeddings.data.errors import UserError
 from tf_embeddings.training.distribute import gather_rows
+from tf_embeddings.training.distribute import row_initial
 from tf_embeddings.word2vec import config as config_lib
 from tf_embeddings.word2vec import inputs
 from tf_embeddings.word2vec import kernels
@@ -34,6 +35,10 @@ from tf_embeddings.word2vec.kernels import IN_GRAPH_SAMPLERS
 # allocator afterwards. Process RSS after building a 1M-word dim-300 model (tables 2.4 GB,
 # imports 0.55 GB): 16 MB chunks 3.15 GB, 78 MB chunks 3.33 GB, the one-shot op 4.37 GB.
 INIT_CHUNK_BYTES = 16 << 20
+
+
+def _zero_rows(shape, start, count):  # pylint: disable=unused-argument
+  return tf.zeros([count, *shape[1:]])
 
 
 def fill_stateless_uniform(table, seed, minval, maxval, chunk_rows=None):
@@ -161,16 +166,22 @@ class Word2Vec(tf.Module):
         if tables[name].shape.as_list() != shape:
           raise ValueError(f"{name} has shape {tables[name].shape.as_list()}, the model "
                            f"{shape}")
-    initial = tables or {name: tf.zeros(shape) for name, shape in shapes.items()}
+    # Zeros made shard by shard on their servers when the tables are sharded (row_initial).
+    initial = tables or {name: row_initial(shape, functools.partial(_zero_rows, shape))
+                         for name, shape in shapes.items()}
     with table_scope() if table_scope else contextlib.nullcontext():
       # Input vectors, the exported embeddings: [vocab_size, dim].
       self.input_embeddings = tf.Variable(initial["input_embeddings"],
+                                          shape=shapes["input_embeddings"], dtype=tf.float32,
                                           name="input_embeddings")
       # Output vectors of NCE / sampled softmax: [vocab_size, dim].
       self.output_embeddings = tf.Variable(initial["output_embeddings"],
-                                           name="output_embeddings")
+                                           shape=shapes["output_embeddings"],
+                                           dtype=tf.float32, name="output_embeddings")
       # Output biases: [vocab_size].
-      self.output_biases = tf.Variable(initial["output_biases"], name="output_biases")
+      self.output_biases = tf.Variable(initial["output_biases"],
+                                       shape=shapes["output_biases"], dtype=tf.float32,
+                                       name="output_biases")
     # The variables must hold the only references to their buffers before the first
     # scatter, which otherwise copies the whole table (copy on write): +1.2 GB RSS for a
     # 1M x 300 table when the fill below ran while `initial` still held its zeros.
