@@ -375,10 +375,13 @@ W2V = [f"--{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in W2V_FIE
 
 
 def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
-  """2 workers + 2 parameter servers: the tables are split over both servers, the run
-  finishes within noise of one process on the same text, resumes on 1 server with 3
-  shards a table, and its checkpoint restores into one process (the same held-out loss)
-  and exports; no server is left behind."""
+  """2 workers + 2 parameter servers, blocks made by the chief: the tables are split over
+  both servers; worker 1 killed with -9 mid-run is survived (the coordinator puts its block
+  back, the other worker trains the rest; before run_and_exit the chief then hung in
+  TensorFlow's teardown waiting for the dead worker); the run finishes within noise of one
+  process on the same text, resumes on 1 server with 3 shards a table, and its checkpoint
+  restores into one process (the same held-out loss) and exports; no server is left
+  behind."""
   from tf_embeddings.word2vec import config as config_lib  # pylint: disable=import-outside-toplevel
   from tf_embeddings.word2vec import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
   from tf_embeddings.word2vec import export as export_lib  # pylint: disable=import-outside-toplevel
@@ -389,15 +392,18 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
   _topic_corpus(corpus)
   mark = uuid.uuid4().hex
   run = str(tmp_path / "ps")
-  res = app("word2vec", "train", f"--corpus={corpus}", f"--model_dir={run}", *W2V,
-            "--strategy=parameter_server", "--local_cluster=workers:2,ps:2",
-            env={"TEST_MARK": mark}, timeout=300)
-  assert res.returncode == 0, res.stderr[-3000:]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
+  rc, out, lines = _start_and_kill(
+      [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={corpus}",
+       f"--model_dir={run}", *W2V, "--summary_every_secs=1", "--strategy=parameter_server",
+       "--local_cluster=workers:2,ps:2"], env, [("train: ", "worker:1")])
+  err = "".join(lines)
+  assert rc == 0, err[-3000:]
+  assert "Worker /job:worker/replica:0/task:1 failed" in err, err[-3000:]
   for table in ("input_embeddings", "output_embeddings", "output_biases"):
     assert (f"{table} in 2 shards on /job:ps/replica:0/task:0, /job:ps/replica:0/task:1"
-            in res.stderr), res.stderr[-3000:]
+            in err), err[-3000:]
   assert not wait_gone(mark), "server processes outlived the chief"
-  out = res.stdout
   cluster = json.loads(out)["heldout_full_softmax_loss"]
   # The same text in one process (the library entry, in this process).
   single = train_lib.train(config_lib.Config(model_dir=str(tmp_path / "one"), corpus=corpus,
@@ -434,28 +440,10 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
   assert _topic_purity(words, vectors) > 0.8
 
 
-def test_word2vec_workers_make_their_own_blocks(tmp_path):
-  """--cluster_input=workers, skip-gram (a program per reduced window, picked on the worker
-  by the block's window), 2 workers + 1 ps: each worker makes its blocks from its share of
-  ids.int32 with TensorFlow ops; the run finishes and learns the topics, its checkpoint
-  exports in one process. A corpus whose share per worker gives no block: one line, exit 2,
-  before any training."""
-  from tf_embeddings.word2vec import export as export_lib  # pylint: disable=import-outside-toplevel
-  corpus = str(tmp_path / "corpus.txt")
-  _topic_corpus(corpus)
-  run = str(tmp_path / "workers")
-  fields = dict(W2V_FIELDS, model="skipgram", window=2, batch_size=32, steps_per_call=8)
-  args = [f"--{k}={','.join(v) if isinstance(v, tuple) else v}" for k, v in fields.items()]
-  res = app("word2vec", "train", f"--corpus={corpus}", f"--model_dir={run}", *args,
-            "--strategy=parameter_server", "--local_cluster=workers:2,ps:1",
-            "--cluster_input=workers", timeout=300)
-  assert res.returncode == 0, res.stderr[-3000:]
-  assert np.isfinite(json.loads(res.stdout)["heldout_full_sigmoid_loss"])
-  out_dir = str(tmp_path / "npy")
-  export_lib.export(run, "npy", out_dir, overwrite=False)
-  with open(os.path.join(out_dir, "vocab.txt"), encoding="utf-8") as f:
-    words = f.read().split()
-  assert _topic_purity(words, np.load(os.path.join(out_dir, "vectors.npy"))) > 0.8
+def test_word2vec_workers_share_too_small_is_one_line(tmp_path):
+  """--cluster_input=workers: a corpus whose share per worker gives no block: one line,
+  exit 2, before any training. (A whole run of workers making their own blocks:
+  test_word2vec_killed_worker_survived_killed_ps_resumes.)"""
   tiny = str(tmp_path / "tiny.txt")
   _topic_corpus(tiny, n_tokens=600)
   res = app("word2vec", "train", f"--corpus={tiny}", f"--model_dir={tmp_path}/tiny", *W2V,
@@ -467,41 +455,25 @@ def test_word2vec_workers_make_their_own_blocks(tmp_path):
   assert not os.path.exists(os.path.join(tmp_path, "tiny", "checkpoints"))
 
 
-def test_word2vec_killed_worker_is_survived(tmp_path):
-  """2 workers + 1 ps, CBOW: kill -9 of worker 1 mid-run. The coordinator puts its block
-  back, the other worker trains the rest, and the chief finishes, prints its figures and
-  exits 0 (before run_and_exit it trained to the end, then hung in TensorFlow's teardown
-  waiting for the dead worker); no server is left behind. (--cluster_input=workers:
-  test_word2vec_killed_worker_survived_killed_ps_resumes.)"""
-  cluster_input = "coordinator"
-  corpus = str(tmp_path / "corpus.txt")
-  _topic_corpus(corpus, n_tokens=60000)
-  mark = uuid.uuid4().hex
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
-  args = [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={corpus}",
-          f"--model_dir={tmp_path}/run", "--summary_every_secs=1", *W2V, "--epochs=2",
-          "--strategy=parameter_server", "--local_cluster=workers:2,ps:1",
-          f"--cluster_input={cluster_input}"]
-  rc, out, lines = _start_and_kill(args, env, [("train: ", "worker:1")])
-  err = "".join(lines)
-  assert rc == 0, err[-3000:]
-  assert "Worker /job:worker/replica:0/task:1 failed" in err, err[-3000:]
-  assert np.isfinite(json.loads(out)["heldout_full_softmax_loss"])
-  assert not wait_gone(mark), "server processes outlived the chief"
-
-
 def test_word2vec_killed_worker_survived_killed_ps_resumes(tmp_path):
-  """2 workers + 1 ps, CBOW, the workers reading their own input (--cluster_input=workers):
-  kill -9 of worker 1 mid-run is survived (the other worker's dataset goes on); kill -9 of
-  the parameter server after a checkpoint of the second epoch: one error line, exit 2, no
-  server left; the same command resumes from that checkpoint (tables, position and step
-  restored on a fresh cluster) and finishes."""
+  """2 workers + 1 ps, skip-gram, the workers making their own blocks from their shares of
+  ids.int32 with TensorFlow ops (--cluster_input=workers; a compiled program per reduced
+  window, picked on the worker by the block's window): kill -9 of worker 1 mid-run is
+  survived (the other worker's dataset goes on); kill -9 of the parameter server after a
+  checkpoint of the second epoch: one error line, exit 2, no server left; the same command
+  resumes from that checkpoint (tables, position and step restored on a fresh cluster),
+  finishes and learns the topics; its checkpoint exports in one process."""
+  from tf_embeddings.word2vec import export as export_lib  # pylint: disable=import-outside-toplevel
   corpus = str(tmp_path / "corpus.txt")
-  _topic_corpus(corpus, n_tokens=60000)
+  _topic_corpus(corpus, n_tokens=40000)
   mark = uuid.uuid4().hex
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
+  fields = dict(W2V_FIELDS, model="skipgram", window=2, batch_size=32, steps_per_call=8)
+  run = str(tmp_path / "run")
   args = [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={corpus}",
-          f"--model_dir={tmp_path}/run", *W2V, "--epochs=2", "--checkpoint_every_steps=100",
+          f"--model_dir={run}", "--epochs=2", "--checkpoint_every_steps=200",
+          *[f"--{k}={','.join(v) if isinstance(v, tuple) else v}"
+            for k, v in fields.items() if k != "epochs"],
           "--summary_every_secs=1",
           "--strategy=parameter_server", "--local_cluster=workers:2,ps:1",
           "--cluster_input=workers"]
@@ -520,8 +492,13 @@ def test_word2vec_killed_worker_survived_killed_ps_resumes(tmp_path):
   assert res.returncode == 0, res.stderr[-3000:]
   resumed = int(res.stderr.split("resumed from ")[1].split(", step ")[1].split()[0])
   assert resumed in saved
-  assert np.isfinite(json.loads(res.stdout)["heldout_full_softmax_loss"])
+  assert np.isfinite(json.loads(res.stdout)["heldout_full_sigmoid_loss"])
   assert not wait_gone(mark)
+  out_dir = str(tmp_path / "npy")
+  export_lib.export(run, "npy", out_dir, overwrite=False)
+  with open(os.path.join(out_dir, "vocab.txt"), encoding="utf-8") as f:
+    words = f.read().split()
+  assert _topic_purity(words, np.load(os.path.join(out_dir, "vectors.npy"))) > 0.8
 
 
 def test_error_summary_drops_the_graph_header_and_the_python_stack():
