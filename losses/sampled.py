@@ -144,10 +144,13 @@ def _chunk_logits(weights, biases, inputs, chunk_index, chunk_size,
   """Logits of the classes of one chunk: [batch_size, <= chunk_size]."""
   start = chunk_index * chunk_size
   size = tf.minimum(chunk_size, num_classes - start)
-  # Output weights of this chunk: [size, dim].
-  w = tf.slice(weights, tf.stack([start, tf.constant(0, tf.int64)]),
-               tf.stack([size, tf.constant(-1, tf.int64)]))
-  b = tf.slice(biases, tf.reshape(start, [1]), tf.reshape(size, [1]))
+  # Output weights of this chunk: [size, dim]. A gather of the chunk's rows, not a slice: on
+  # a variable that lives elsewhere (a parameter server's shard) the gather runs where the
+  # variable is and only the chunk's rows come here; a slice would first read the whole
+  # variable here, once per chunk.
+  rows = tf.range(start, start + size)
+  w = tf.gather(weights, rows)
+  b = tf.gather(biases, rows)
   w = tf.cast(w, inputs.dtype)
   b = tf.cast(b, inputs.dtype)
   return tf.matmul(inputs, w, transpose_b=True) + b
@@ -176,8 +179,9 @@ def _true_logits(weights, biases, labels, inputs):
 
 def _over_classes(weights, biases, inputs, chunk_size, per_chunk, combine):
   """Reduces per_chunk(logits of a chunk) -> [batch_size] over all classes, chunk by chunk,
-  with combine(a, b). For a sharded table, shard by shard on each shard's device (only the
-  [batch_size] partial results leave it), the partial results then combined."""
+  with combine(a, b). A sharded table is reduced shard by shard, the partial results then
+  combined; each chunk's rows are gathered where the shard lives (_chunk_logits), so only
+  one chunk of the table is here at a time."""
   shards = _shards(weights)
   if shards is None:
     num_classes, num_chunks = _num_classes_and_chunks(weights, chunk_size)
@@ -196,10 +200,8 @@ def _over_classes(weights, biases, inputs, chunk_size, per_chunk, combine):
   bias_shards = _shards(biases)
   if bias_shards is None or len(bias_shards) != len(shards):
     raise ValueError("a sharded weights table needs biases sharded the same way")
-  partial = []
-  for w, b in zip(shards, bias_shards):
-    with tf.device(w.device):
-      partial.append(_over_classes(w, b, inputs, chunk_size, per_chunk, combine))
+  partial = [_over_classes(w, b, inputs, chunk_size, per_chunk, combine)
+             for w, b in zip(shards, bias_shards)]
   total = partial[0]
   for part in partial[1:]:
     total = combine(total, part)
@@ -224,8 +226,8 @@ def full_softmax_loss(weights, biases, labels, inputs, chunk_size=65536):
 
   Args:
     weights: float [num_classes, dim]; or a ShardedVariable (row blocks, e.g. on
-      parameter servers; biases then sharded alike): each shard is scored on its own
-      device, nothing of the table is copied here.
+      parameter servers; biases then sharded alike): scored shard by shard, a chunk of
+      rows gathered from its server at a time; no whole table or shard is copied here.
     biases: float [num_classes].
     labels: int [batch_size] or [batch_size, 1] target classes.
     inputs: float [batch_size, dim].

@@ -6,8 +6,8 @@ on the parameter servers and this process, the chief, makes the blocks as in one
 and schedules each on a worker (`ClusterBlocks`), which reads the rows the block touches,
 runs the compiled block on them and adds their change back (`Word2Vec.train_block_on_rows`,
 asynchronous: Hogwild, as word2vec is trained); the chief joins the workers before every
-checkpoint and evaluation, and evaluates reading the tables where they are (the rows it
-needs; the held-out loss shard by shard on the parameter servers). With
+checkpoint and evaluation, and evaluates reading the rows it needs from the parameter
+servers, in chunks (no copy of a table here). With
 --cluster_input=workers each worker makes its own blocks instead (data/pipeline_ops.py) and
 the chief schedules the expected number of them (`worker_plan`).
 """
@@ -280,7 +280,7 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   def evaluated_model():
     """The model evaluation reads: this one. On a cluster its tables stay on the parameter
     servers: evaluation gathers the rows it reads (analogies, similarity, neighbours, in
-    chunks) and scores the held-out loss shard by shard on the shards' devices
+    chunks) and scores the held-out loss shard by shard, a chunk of rows at a time
     (losses.full_softmax_loss), so nothing copies a whole table here."""
     return model
 
