@@ -206,7 +206,7 @@ def test_multi_worker_local_cluster_matches_one_process_and_resumes(tmp_path):
       "ckpt-92.data-00000-of-00001", "ckpt-92.index"]
   if "dataset" not in flags.FLAGS:
     twotower_flags.define_twotower_flags()
-  single = []
+  single = []  # one process, the same way: 1 epoch, then resumed to 2
   for epochs in (1, 2):
     with flagsaver.flagsaver():
       flags.FLAGS([sys.argv[0], f"--model_dir={tmp_path / 'one'}", *TINY,
