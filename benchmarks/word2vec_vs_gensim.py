@@ -16,6 +16,11 @@ Same corpus, same shared settings, same machine, alternated in one invocation. F
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/word2vec_vs_gensim.py --corpus=PATH [--repeats=3]
+        [--models=skipgram,cbow] [--eval_every_epochs=N]
+
+(--eval_every_epochs=N is passed to ours; each run line then gives the sampled evaluations
+during training as a share of the training time, timings.json's
+evaluation_during_training.)
 
 Both read the corpus through this project's tokenizer (text8: lowercase letters), written once
 to a temporary file, one line per input line (gensim's LineSentence cuts lines at 10,000
