@@ -134,7 +134,11 @@ def sampled_softmax_loss(weights, biases, labels, inputs, num_sampled,
 def _num_classes_and_chunks(weights, chunk_size):
   if chunk_size < 1:
     raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-  num_classes = tf.shape(weights, out_type=tf.int64)[0]
+  # The static size when known: tf.shape of a variable adds a read of the whole variable
+  # to the graph (unused once the shape is folded, but a dense read all the same).
+  static = weights.shape[0]
+  num_classes = (tf.constant(static, tf.int64) if static is not None else
+                 tf.shape(weights, out_type=tf.int64)[0])
   num_chunks = (num_classes + chunk_size - 1) // chunk_size
   return num_classes, num_chunks
 

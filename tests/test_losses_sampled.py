@@ -337,3 +337,30 @@ def test_full_twins_over_a_sharded_table_match_numpy(num_classes, shards, chunk_
   np.testing.assert_allclose(got.numpy(), want_sigmoid, rtol=1e-12)
   with pytest.raises(ValueError, match="biases sharded the same way"):
     losses.full_softmax_loss(table, tf.constant(b), labels[:, 0], x)
+
+
+def test_full_twins_never_read_a_table_whole():
+  # The full losses read a variable table by gathering its rows a chunk at a time, never
+  # with a dense read (a dense read of a sparsely updated variable copies it whole; one of a
+  # parameter server's shard brings all of it to the caller; a ShardedVariable made one
+  # tensor reads every shard so).
+  from tensorflow.python.distribute import sharded_variable  # pylint: disable=import-outside-toplevel
+  r = np.random.default_rng(4)
+  w = r.normal(size=[11, 3]).astype(np.float32)
+  b = r.normal(size=[11]).astype(np.float32)
+  x = tf.constant(r.normal(size=[4, 3]).astype(np.float32))
+  labels = tf.constant([3, 0, 10, 3], tf.int64)
+  tables = {"variable": (tf.Variable(w), tf.Variable(b)),
+            "sharded": (sharded_variable.ShardedVariable([tf.Variable(w[:6]),
+                                                          tf.Variable(w[6:])]),
+                        sharded_variable.ShardedVariable([tf.Variable(b[:6]),
+                                                          tf.Variable(b[6:])]))}
+  for name, (table, bias) in tables.items():
+    for loss in (losses.full_softmax_loss, losses.full_sigmoid_loss):
+      fn = tf.function(lambda: loss(table, bias, labels, x, chunk_size=4))  # pylint: disable=cell-var-from-loop
+      graph = fn.get_concrete_function().graph.as_graph_def()
+      ops = [n.op for n in graph.node]
+      for f in graph.library.function:
+        ops += [n.op for n in f.node_def]
+      assert "ReadVariableOp" not in ops, (name, loss.__name__, sorted(set(ops)))
+      assert "ResourceGather" in ops, (name, sorted(set(ops)))
