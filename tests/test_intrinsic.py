@@ -319,8 +319,7 @@ def test_analogy_sample_scores_a_fixed_subset_of_the_seen_questions(monkeypatch)
   assert got["correct"] == sum(by_row[r] for r in picked)
   # Another table of the same vocabulary: the same questions.
   other = np.random.default_rng(9).normal(size=vectors.shape).astype(np.float32)
-  assert (intrinsic.Analogies(words, analogies, 150, sample=n).sample(n).rows ==
-          sampled.rows).all()
+  assert (intrinsic.Analogies(words, analogies, 150).sample(n).rows == sampled.rows).all()
   assert intrinsic.analogy_accuracy(other, words, analogies, 150, sample=n) == \
       sampled.accuracy(other)
   assert intrinsic.analogy_accuracy(vectors, words, analogies, 150,

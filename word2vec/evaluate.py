@@ -153,13 +153,13 @@ class Evaluator:
     "heldout_examples" and "analogy_seen" say how many were scored)."""
     vectors = TableRows(model.input_embeddings)
     figures = {"vocab_size": len(self.vocab)}
-    loss = self.heldout_loss(model, SAMPLE_HELDOUT if sampled else None)
+    examples = SAMPLE_HELDOUT if sampled else None
+    loss = self.heldout_loss(model, examples)
     if loss is not None:
       name = "heldout_full_sigmoid_loss" if self.config.loss == "nce" else \
           "heldout_full_softmax_loss"
       figures[name] = loss
-      figures["heldout_examples"] = int(self.examples[2][:SAMPLE_HELDOUT if sampled else None]
-                                        .shape[0])
+      figures["heldout_examples"] = int(self.examples[2][:examples].shape[0])
     analogy = self._questions[sampled].accuracy(vectors, best=tensorflow_best)
     figures["analogy_accuracy"] = analogy["accuracy"]
     figures["analogy_seen"] = analogy["seen"]

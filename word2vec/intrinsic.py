@@ -107,15 +107,19 @@ def analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab=30000, best
       "sections": dict section -> {"accuracy", "correct", "seen", "questions"},
         in file order.
   """
-  return Analogies(vocab_words, analogies, restrict_vocab, sample).accuracy(vectors, best)
+  questions = Analogies(vocab_words, analogies, restrict_vocab)
+  if sample is not None:
+    questions = questions.sample(sample)
+  return questions.accuracy(vectors, best)
 
 
 class Analogies:
   """analogy_accuracy's questions prepared for one vocabulary, to score several tables
   (the evaluations of a run) without repeating the word lookups: `accuracy(vectors, best)`
-  is analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab, best, sample)."""
+  is analogy_accuracy(vectors, vocab_words, analogies, restrict_vocab, best), and
+  `sample(n).accuracy(vectors, best)` the same with sample=n."""
 
-  def __init__(self, vocab_words, analogies, restrict_vocab=30000, sample=None):
+  def __init__(self, vocab_words, analogies, restrict_vocab=30000):
     self.vocab_words = vocab_words
     self.analogies = analogies
     self.stop = min(int(restrict_vocab), len(vocab_words) - 1) + 1
@@ -142,9 +146,9 @@ class Analogies:
           section_of.append(s)
     self._variants = variants
     self._set_rows(np.asarray(rows, dtype=np.int64).reshape(-1, 4),
-                   np.asarray(section_of, dtype=np.int64), sample)
+                   np.asarray(section_of, dtype=np.int64))
 
-  def _set_rows(self, rows, section_of, sample):
+  def _set_rows(self, rows, section_of, sample=None):
     if sample is not None and rows.shape[0] > sample:
       keep = np.sort(np.random.default_rng(_SAMPLE_SEED).choice(rows.shape[0], int(sample),
                                                                  replace=False))

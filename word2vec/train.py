@@ -277,13 +277,6 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
       for loss, info in cluster.finished(join=True):
         record(loss, *info)
 
-  def evaluated_model():
-    """The model evaluation reads: this one. On a cluster its tables stay on the parameter
-    servers: evaluation gathers the rows it reads (analogies, similarity, neighbours, in
-    chunks) and scores the held-out loss shard by shard, a chunk of rows at a time
-    (losses.full_softmax_loss), so nothing copies a whole table here."""
-    return model
-
   def save(epoch, next_chunk):
     nonlocal last_ckpt_step, last_ckpt_time
     drain()
@@ -321,16 +314,19 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
       return 0.0
     eval_start = time.monotonic()
     last = epoch + 1 == config.epochs
-    evaluated = evaluated_model()
+    # On a cluster too, evaluation reads `model`: its tables stay on the parameter servers
+    # and evaluation gathers the rows it reads (analogies, similarity, neighbours, in
+    # chunks) and scores the held-out loss shard by shard, a chunk of rows at a time
+    # (losses.full_softmax_loss); nothing copies a whole table here.
     if config.eval_every_epochs > 0:
       # The sampled evaluation (eval_sampled/ in TensorBoard): during training, and after
       # the last epoch too, so its curve reaches the end of the run.
-      sampled = evaluator.run(evaluated, sampled=True)
+      sampled = evaluator.run(model, sampled=True)
       if not last:
         evaluator.log(sampled, prefix="eval_sampled")
       summarise(sampled, "eval_sampled")
     if last:
-      figures = evaluator.run(evaluated)
+      figures = evaluator.run(model)
       evaluator.log(figures)
       summarise(figures, "eval")
     eval_seconds = time.monotonic() - eval_start
@@ -409,13 +405,13 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   drain()
   if not figures:
     eval_start = time.monotonic()
-    figures = evaluator.run(evaluated_model())
+    figures = evaluator.run(model)
     evaluator.log(figures)
     eval_total += time.monotonic() - eval_start
   figures["train_seconds"] = train_seconds
   figures["train_words_per_sec"] = (done - start_done) / max(train_seconds, 1e-9)
   export_start = time.monotonic()
-  evaluate_lib.write_projector(rundir, config, vocab, evaluated_model().input_embeddings)
+  evaluate_lib.write_projector(rundir, config, vocab, model.input_embeddings)
   rundir.save_eval(figures)
   writer.flush()
   timings["compilation"] = step_timer.compilation
