@@ -19,6 +19,7 @@ Conventions shared by the four functions:
 import tensorflow as tf
 
 from tf_embeddings.losses import samplers as samplers_lib
+from tf_embeddings.training.distribute import gather_rows
 
 
 def _sampled_values(sampler, labels, num_true, num_sampled, num_classes,
@@ -169,15 +170,9 @@ def _shards(table):
 
 def _true_logits(weights, biases, labels, inputs):
   """w_label . x + b_label for labels [batch_size, num_true]."""
-  # Target weights: [batch_size, num_true, dim].
-  if _shards(weights) is None:
-    true_w = tf.gather(weights, labels)
-    true_b = tf.gather(biases, labels)
-  else:  # row blocks: embedding_lookup's "div" split, the parameter-server strategy's
-    true_w = tf.nn.embedding_lookup(_shards(weights), labels)
-    true_b = tf.nn.embedding_lookup(_shards(biases), labels)
-  true_w = tf.cast(true_w, inputs.dtype)
-  true_b = tf.cast(true_b, inputs.dtype)
+  # Target weights: [batch_size, num_true, dim] (gather_rows: also of a sharded table).
+  true_w = tf.cast(gather_rows(weights, labels), inputs.dtype)
+  true_b = tf.cast(gather_rows(biases, labels), inputs.dtype)
   return tf.einsum("bd,btd->bt", inputs, true_w) + true_b
 
 

@@ -687,15 +687,20 @@ def stateless_rows(distribution, shape, seed, start, count):
   return tf.reshape(flat[first - aligned:], [count, dim])
 
 
-def row_initial(shape, rows):
+def row_initial(shape, rows=None):
   """An initial value for tf.Variable(row_initial(shape, rows), shape=shape, dtype=float32)
-  made by rows(start, count) -> the rows [start, start + count) of the table.
+  made by rows(start, count) -> the rows [start, start + count) of the table; without
+  `rows`, zeros.
 
   Under a ParameterServerStrategy with a partitioner, each shard's rows are made alone, on
   the shard's parameter server (the strategy passes partition_shape and partition_offset),
   so no whole table is ever made on the chief (100M x 32 float32: 12.8 GB); in one process,
   the whole table at once.
   """
+  if rows is None:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    rows = lambda start, count: tf.zeros([count, *shape[1:]])
+
   def initial(partition_shape=None, partition_offset=None):
     if partition_shape is None:
       return rows(0, int(shape[0]))

@@ -73,8 +73,6 @@ class Tower(tf.Module):
       """A table of init(shape, s, scale) (plus the row init([1, dim], extra_row, scale)
       at the end), made shard by shard on the parameter servers when sharded: the same
       values (distribute.stateless_rows), no whole table on the chief."""
-      rows_total = shape[0] + (extra_row is not None)
-
       def rows(start, count):
         stop = min(start + count, shape[0])
         parts = [] if stop <= start else [
@@ -83,7 +81,7 @@ class Tower(tf.Module):
           parts.append(init([1, shape[1]], extra_row, scale))
         return parts[0] if len(parts) == 1 else tf.concat(parts, 0)
 
-      full = [rows_total, shape[1]]
+      full = [shape[0] + (extra_row is not None), shape[1]]
       return tf.Variable(row_initial(full, rows), shape=full, dtype=tf.float32, name=name)
 
     self.feature_names = [f[0] for f in feature_tables]
@@ -120,9 +118,8 @@ class Tower(tf.Module):
       self.normalize = bool(normalize)
       if bias_column == "learned":
         # Per-entity bias: [num_ids, 1].
-        self.bias_table = tf.Variable(
-            row_initial([self.num_ids, 1], lambda start, count: tf.zeros([count, 1])),
-            shape=[self.num_ids, 1], dtype=tf.float32, name="bias")
+        self.bias_table = tf.Variable(row_initial([self.num_ids, 1]), shape=[self.num_ids, 1],
+                                      dtype=tf.float32, name="bias")
     self.identity = (not layers and not feature_tables and self.use_ids and history is None)
     self.weights, self.biases = [], []
     if not self.identity:

@@ -37,10 +37,6 @@ from tf_embeddings.word2vec.kernels import IN_GRAPH_SAMPLERS
 INIT_CHUNK_BYTES = 16 << 20
 
 
-def _zero_rows(shape, start, count):  # pylint: disable=unused-argument
-  return tf.zeros([count, *shape[1:]])
-
-
 def fill_stateless_uniform(table, seed, minval, maxval, chunk_rows=None):
   """table[:] = tf.random.stateless_uniform(table.shape, seed, minval, maxval), by chunks.
 
@@ -167,8 +163,7 @@ class Word2Vec(tf.Module):
           raise ValueError(f"{name} has shape {tables[name].shape.as_list()}, the model "
                            f"{shape}")
     # Zeros made shard by shard on their servers when the tables are sharded (row_initial).
-    initial = tables or {name: row_initial(shape, functools.partial(_zero_rows, shape))
-                         for name, shape in shapes.items()}
+    initial = tables or {name: row_initial(shape) for name, shape in shapes.items()}
     with table_scope() if table_scope else contextlib.nullcontext():
       # Input vectors, the exported embeddings: [vocab_size, dim].
       self.input_embeddings = tf.Variable(initial["input_embeddings"],
