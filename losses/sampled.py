@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tf_embeddings.losses import samplers as samplers_lib
 from tf_embeddings.training.distribute import gather_rows
+from tf_embeddings.training.distribute import table_shards
 
 
 def _sampled_values(sampler, labels, num_true, num_sampled, num_classes,
@@ -161,13 +162,6 @@ def _chunk_logits(weights, biases, inputs, chunk_index, chunk_size,
   return tf.matmul(inputs, w, transpose_b=True) + b
 
 
-def _shards(table):
-  """The shards of a sharded table (a ShardedVariable's `variables`, row blocks in order),
-  or None for a single tensor or variable."""
-  shards = getattr(table, "variables", None)
-  return list(shards) if isinstance(shards, (list, tuple)) else None
-
-
 def _true_logits(weights, biases, labels, inputs):
   """w_label . x + b_label for labels [batch_size, num_true]."""
   # Target weights: [batch_size, num_true, dim] (gather_rows: also of a sharded table).
@@ -181,7 +175,7 @@ def _over_classes(weights, biases, inputs, chunk_size, per_chunk, combine):
   with combine(a, b). A sharded table is reduced shard by shard, the partial results then
   combined; each chunk's rows are gathered where the shard lives (_chunk_logits), so only
   one chunk of the table is here at a time."""
-  shards = _shards(weights)
+  shards = table_shards(weights)
   if shards is None:
     num_classes, num_chunks = _num_classes_and_chunks(weights, chunk_size)
     size = tf.constant(chunk_size, tf.int64)
@@ -196,7 +190,7 @@ def _over_classes(weights, biases, inputs, chunk_size, per_chunk, combine):
          per_chunk(_chunk_logits(weights, biases, inputs, tf.constant(0, tf.int64), size,
                                  num_classes))))
     return total
-  bias_shards = _shards(biases)
+  bias_shards = table_shards(biases)
   if bias_shards is None or len(bias_shards) != len(shards):
     raise ValueError("a sharded weights table needs biases sharded the same way")
   partial = [_over_classes(w, b, inputs, chunk_size, per_chunk, combine)

@@ -639,6 +639,13 @@ def run_local_workers(app_module, workers, timeout, argv=None):
 # ----------------------------------------------------------------------------- tables
 
 
+def table_shards(table):
+  """The shards of a sharded table (a ShardedVariable's `variables`: row blocks in order,
+  the first ones a row longer), or None for a single tensor or variable."""
+  shards = getattr(table, "variables", None)
+  return list(shards) if isinstance(shards, (list, tuple)) else None
+
+
 def gather_rows(table, ids):
   """tf.gather(table, ids) for a tf.Variable or a ShardedVariable, ids of any rank.
 
@@ -650,11 +657,11 @@ def gather_rows(table, ids):
   1-D ids only. Both apps read their tables through this.
   """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  shards = getattr(table, "variables", None)
-  if not isinstance(shards, (list, tuple)):
+  shards = table_shards(table)
+  if shards is None:
     return tf.gather(table, ids)
   flat = tf.reshape(ids, [-1])
-  rows = tf.nn.embedding_lookup(list(shards), flat)
+  rows = tf.nn.embedding_lookup(shards, flat)
   if ids.shape.rank == 1:
     return rows
   return tf.reshape(rows, tf.concat([tf.shape(ids), tf.shape(rows)[1:]], 0))
