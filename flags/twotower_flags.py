@@ -126,6 +126,12 @@ def define_twotower_flags():
   flags.DEFINE_integer("log_every", t.log_every, "Summaries every N steps.", lower_bound=1)
   flags.DEFINE_bool("eval_every_epoch", t.eval_every_epoch,
                     "Full-corpus eval after each epoch (TensorBoard eval/*).")
+  flags.DEFINE_integer("eval_users", t.eval_users,
+                       "Evaluations during training score a fixed seeded sample of at most "
+                       "this many users of the split (TensorBoard eval_sampled/* when it is "
+                       "smaller than the split); the last one, all of them (eval/*). "
+                       "0 = all users every time. `twotower eval` scores all users unless "
+                       "this flag is given.", lower_bound=0)
   flags.DEFINE_bool("include_seen", t.include_seen,
                     "Keep each user's training items in the ranking (as TFRS "
                     "FactorizedTopK does); default: excluded.")

@@ -48,6 +48,13 @@ def test_train_eval_export_end_to_end(tmp_path):
     assert k in ev["seen_excluded"] and k in ev["seen_included"]
   # Excluding seen items can only move test items up.
   assert ev["seen_excluded"]["hit@10"] >= ev["seen_included"]["hit@10"]
+  assert "users" not in ev
+  # --eval_users: a seeded sample of the split's users (the synthetic test split has ~500).
+  res = twotower("eval", f"--model_dir={run}", "--eval_users=20")
+  assert res.returncode == 0, res.stderr
+  assert "test: a sample of 20 of " in res.stdout
+  with open(os.path.join(run, "eval.json")) as f:
+    assert json.load(f)["users"]["evaluated"] == 20
   out = str(tmp_path / "export")
   res = twotower("export", f"--model_dir={run}", f"--output={out}", "--top_k=5")
   assert res.returncode == 0, res.stderr
@@ -67,6 +74,7 @@ def test_train_eval_export_end_to_end(tmp_path):
      "--average_momentum"),
     (["train", "--dataset=synthetic", "--id_dropout=0.3", "--nouser_oov", "--model_dir=x"],
      "--id_dropout needs --user_oov"),
+    (["train", "--dataset=synthetic", "--eval_users=-1", "--model_dir=x"], "--eval_users"),
     (["fly", "--model_dir=x"], "error: expected one action, got fly"),
     (["train"], "error: --model_dir is required"),
 ])

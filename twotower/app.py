@@ -61,14 +61,20 @@ def _train():
 def _eval():
   from tf_embeddings.twotower import evaluate as evaluate_lib  # pylint: disable=import-outside-toplevel
   config, prepared, two_tower = evaluate_lib.restore(FLAGS.model_dir)
+  # Every user of the split unless --eval_users is given.
+  max_users = FLAGS.eval_users if FLAGS["eval_users"].present else 0
   both = evaluate_lib.evaluate_both(two_tower, prepared, FLAGS.eval_split,
-                                    config.train.temperature, config.train.tasks)
+                                    config.train.temperature, config.train.tasks,
+                                    max_users=max_users, seed=config.train.seed)
   primary = "seen_included" if FLAGS.include_seen else "seen_excluded"
   result = {"split": FLAGS.eval_split, "primary": primary, **both}
   if prepared.cold is not None:
     result["cold_users"] = evaluate_lib.evaluate_cold(two_tower, prepared,
                                                       config.train.temperature)
   config_lib.run_dir(FLAGS.model_dir).save_eval(result)
+  if "users" in both:
+    print(f"{FLAGS.eval_split}: a sample of {both['users']['evaluated']:,} of "
+          f"{both['users']['in_split']:,} users")
   for name in (primary, "seen_included" if primary == "seen_excluded" else "seen_excluded"):
     print(f"{FLAGS.eval_split} ({name.replace('_', ' ')}): "
           f"{evaluate_lib.summary(both[name])}")

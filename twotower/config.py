@@ -96,6 +96,9 @@ class TrainConfig:
   checkpoint_every: int = 500
   log_every: int = 50
   eval_every_epoch: bool = True
+  # Evaluations during training score at most this many users of the split (a seeded
+  # sample, the same each time; 0 = all); the one after the last epoch scores all of them.
+  eval_users: int = 10000
   include_seen: bool = False
   jit_compile: bool = False
   # Multi-task: two or more heads (names of LOSSES) over the same towers. Off when empty.
@@ -280,7 +283,8 @@ def _check(config):
 # Settings that may change when a run is resumed (they do not change what was learned so
 # far: cadences, evaluation settings, where the data files are; more epochs extend the run).
 FREE_FIELDS = ("model_dir", "data.data_dir", "train.epochs", "train.checkpoint_every",
-               "train.log_every", "train.eval_every_epoch", "train.include_seen")
+               "train.log_every", "train.eval_every_epoch", "train.include_seen",
+               "train.eval_users")
 
 
 def run_dir(model_dir):

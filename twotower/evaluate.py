@@ -37,45 +37,90 @@ def restore(model_dir):
   return config, prepared, two_tower
 
 
+def user_sample(users, max_users, seed=0):
+  """The users a split is evaluated on: sorted int64 [U], every distinct user of `users`, or
+  with 0 < max_users < their number a seeded sample of max_users of them (the same sample at
+  every call with the same seed: the figures of a run's evaluations compare)."""
+  distinct = np.unique(np.asarray(users, np.int64))
+  if max_users and len(distinct) > max_users:
+    rng = np.random.default_rng(seed + 9973)
+    distinct = np.sort(rng.choice(distinct, max_users, replace=False))
+  return distinct
+
+
+def sub_csr(csr, users):
+  """The rows `users` of a CSR (indptr, indices), as a CSR indexed by position in `users`."""
+  indptr, indices = csr
+  starts, ends = indptr[users], indptr[users + 1]
+  lengths = ends - starts
+  new_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(indptr.dtype)
+  offsets = np.arange(new_indptr[-1]) - np.repeat(new_indptr[:-1], lengths)
+  return new_indptr, indices[np.repeat(starts, lengths) + offsets]
+
+
+def _positions(users, rows_users):
+  """(keep bool [n], position in `users` int64 [n] of the kept rows)."""
+  rows_users = np.asarray(rows_users, np.int64)
+  at = np.minimum(np.searchsorted(users, rows_users), max(len(users) - 1, 0))
+  keep = users[at] == rows_users if len(users) else np.zeros(len(rows_users), bool)
+  return keep, at[keep]
+
+
 def evaluate(two_tower, prepared, split="test", include_seen=False, temperature=1.0):
   """Full-corpus metrics of the towers on one split (see twotower/metrics.py)."""
-  data, seen = prepared.eval_split(split)
-  query = two_tower.query_tower.embed_all()
-  items = two_tower.item_tower.embed_all()
-  return metrics.evaluate(query, items, data.users, data.items,
-                          None if include_seen else seen, temperature)
+  kind = "seen_included" if include_seen else "seen_excluded"
+  return evaluate_both(two_tower, prepared, split, temperature, kinds=(kind,))[kind]
 
 
-def evaluate_both(two_tower, prepared, split="test", temperature=1.0, tasks=()):
+def evaluate_both(two_tower, prepared, split="test", temperature=1.0, tasks=(), max_users=0,
+                  seed=0, kinds=("seen_excluded", "seen_included")):
   """{'seen_excluded': {...}, 'seen_included': {...}} for one split, and with `tasks`
-  (--tasks) {'tasks': {pointwise task: {'auc': ..., 'logloss': ...}}}."""
+  (--tasks) {'tasks': {pointwise task: {'auc': ..., 'logloss': ...}}}.
+
+  Only the split's users are embedded (their rows read, in chunks), and with
+  0 < max_users < their number only a seeded sample of them (`user_sample`): the result then
+  also holds {'users': {'evaluated': U, 'in_split': all}}.
+  """
   data, seen = prepared.eval_split(split)
-  query = two_tower.query_tower.embed_all()
+  # The split's users: those of all its rows (labelled 0 or 1 with --tasks; the retrieval
+  # figures are on the positive rows).
+  labelled = prepared.valid if split == "validation" else prepared.test
+  in_split = len(np.unique(labelled.users))
+  users = user_sample(labelled.users, max_users, seed)              # [U]
+  keep, rows = _positions(users, data.users)                        # rows: [n] in 0..U-1
+  query = two_tower.query_tower.embed_rows(users)                   # [U, D]
   items = two_tower.item_tower.embed_all()
+  test_items = np.asarray(data.items)[keep]
   out = {}
-  for name, exclude in (("seen_excluded", seen), ("seen_included", None)):
-    out[name] = metrics.evaluate(query, items, data.users, data.items, exclude, temperature)
+  for name in kinds:
+    exclude = sub_csr(seen, users) if name == "seen_excluded" else None
+    out[name] = metrics.evaluate(query, items, rows, test_items, exclude, temperature)
   pointwise = [name for name in tasks if name in config_lib.POINTWISE_LOSSES]
   if pointwise:
-    rows = prepared.valid if split == "validation" else prepared.test
-    figures = pointwise_figures(query, items, rows, temperature)
+    lkeep, lrows = _positions(users, labelled.users)
+    figures = pointwise_figures(query, items, lrows, np.asarray(labelled.items)[lkeep],
+                                np.asarray(labelled.labels)[lkeep], temperature)
     out["tasks"] = {name: dict(figures) for name in pointwise}
+  if len(users) < in_split:
+    out["users"] = {"evaluated": len(users), "in_split": in_split}
   return out
 
 
-def pointwise_figures(query_emb, item_emb, rows, temperature):
-  """{'auc', 'logloss'} of the pair scores of labelled rows (`Interactions` with 0/1 labels).
+def pointwise_figures(query_emb, item_emb, users, items, labels, temperature):
+  """{'auc', 'logloss'} of the pair scores of labelled rows.
 
   Args:
-    query_emb: float32 [num_users, D].
+    query_emb: float32 [U, D].
     item_emb: float32 [num_items, D].
-    rows: `Interactions` whose labels are 0/1.
+    users: int [n], each row's row of query_emb.
+    items: int [n], each row's item.
+    labels: [n] 0/1 labels.
     temperature: divides the scores.
   """
-  q = np.asarray(query_emb, np.float64)[rows.users]  # [n, D]
-  c = np.asarray(item_emb, np.float64)[rows.items]  # [n, D]
+  q = np.asarray(query_emb, np.float64)[users]  # [n, D]
+  c = np.asarray(item_emb, np.float64)[items]  # [n, D]
   logit = np.einsum("nd,nd->n", q, c) / temperature  # [n]
-  z = rows.labels > 0
+  z = np.asarray(labels) > 0
   # -log sigmoid(x) = softplus(-x), computed stably.
   logloss = np.mean(np.where(z, np.logaddexp(0.0, -logit), np.logaddexp(0.0, logit)))
   return {"auc": metrics.auc(logit, z), "logloss": float(logloss)}

@@ -195,10 +195,14 @@ class Tower(tf.Module):
 
   def embed_all(self, batch_size=65536):
     """Embeds every entity, in chunks: numpy float32 [num_ids, embedding_dim]."""
-    out = []
-    for start in range(0, self.num_ids, batch_size):
-      ids = tf.range(start, min(start + batch_size, self.num_ids))
-      out.append(self.embed_index(ids).numpy())
+    return self.embed_rows(np.arange(self.num_ids), batch_size)
+
+  def embed_rows(self, indices, batch_size=65536):
+    """Embeds the given entities, in chunks: numpy float32 [len(indices), embedding_dim]
+    (on a cluster only their rows are read from the parameter servers)."""
+    indices = np.asarray(indices, np.int64)
+    out = [self.embed_index(tf.constant(indices[start:start + batch_size])).numpy()
+           for start in range(0, len(indices), batch_size)]
     return np.concatenate(out, 0) if out else np.zeros([0, self.output_dim], np.float32)
 
   @property

@@ -408,7 +408,8 @@ def _train(config, rundir, prepared, resume, stats, dist, cluster_input):
         tick = time.monotonic()
     if (t.eval_every_epoch or epoch == t.epochs - 1) and dist.is_chief:
       with average.swapped() if average is not None else contextlib.nullcontext():
-        last_eval = _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch)
+        last_eval = _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch,
+                                last=epoch == t.epochs - 1)
   if average is not None:
     average.commit()
   manager.save(checkpoint_number=step)
@@ -454,26 +455,26 @@ def _task_summaries(names, task_means, task_weights):
     mean.reset_state()
 
 
-def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch):
-  """The full-corpus evaluation after an epoch: summaries and a log line; returns both."""
+def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch, last):
+  """The evaluation after an epoch: summaries and log lines; returns the figures.
+
+  Every user of the split is scored after the `last` epoch; after the others at most
+  --eval_users of them (a seeded sample). When that sample is smaller than the split, its
+  figures go to eval_sampled/* after every evaluated epoch, the last included (so the curve
+  reaches the end), and the whole split's to eval/* after the last.
+  """
   t = config.train
   split = "validation" if prepared.valid is not None else "test"
-  both = evaluate_lib.evaluate_both(two_tower, prepared, split, t.temperature, t.tasks)
-  main = both["seen_included" if t.include_seen else "seen_excluded"]
-  with eval_writer.as_default(step=step):
-    for k, v in main.items():
-      tf.summary.scalar(f"eval/{k}", v)
-    for k, v in both["seen_included" if not t.include_seen else "seen_excluded"].items():
-      tf.summary.scalar(f"eval_{'seen_included' if not t.include_seen else 'seen_excluded'}"
-                        f"/{k}", v)
-    for name, figures in both.get("tasks", {}).items():
-      for k, v in figures.items():
-        tf.summary.scalar(f"eval/{name}/{k}", v)
-  logging.info("epoch %d (%s): hit@10 %.4f hit@100 %.4f ndcg@10 %.4f mrr %.4f | seen "
-               "included hit@100 %.4f", epoch + 1, split, main["hit@10"], main["hit@100"],
-               main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
-  for name, figures in both.get("tasks", {}).items():
-    logging.info("epoch %d (%s): %s %s", epoch + 1, split, name, evaluate_lib.summary(figures))
+  sampled = evaluate_lib.evaluate_both(two_tower, prepared, split, t.temperature, t.tasks,
+                                       max_users=t.eval_users, seed=t.seed)
+  if "users" in sampled:
+    _eval_summaries(config, sampled, eval_writer, step, epoch, split, "eval_sampled")
+  if last or "users" not in sampled:
+    both = (sampled if "users" not in sampled else
+            evaluate_lib.evaluate_both(two_tower, prepared, split, t.temperature, t.tasks))
+    _eval_summaries(config, both, eval_writer, step, epoch, split, "eval")
+  else:
+    both = sampled
   if prepared.cold is not None:
     both["cold_users"] = evaluate_lib.evaluate_cold(two_tower, prepared, t.temperature)
     with eval_writer.as_default(step=step):
@@ -483,6 +484,31 @@ def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch):
                  evaluate_lib.summary(both["cold_users"]["twotower"]),
                  evaluate_lib.summary(both["cold_users"]["most_popular"]))
   return both
+
+
+def _eval_summaries(config, both, eval_writer, step, epoch, split, prefix):
+  """One evaluation's TensorBoard scalars (<prefix>/*: the primary figures, the other kind
+  under <prefix>_seen_included/* or <prefix>_seen_excluded/*) and log lines."""
+  t = config.train
+  primary = "seen_included" if t.include_seen else "seen_excluded"
+  other = "seen_excluded" if t.include_seen else "seen_included"
+  main = both[primary]
+  with eval_writer.as_default(step=step):
+    for k, v in main.items():
+      tf.summary.scalar(f"{prefix}/{k}", v)
+    for k, v in both[other].items():
+      tf.summary.scalar(f"{prefix}_{other}/{k}", v)
+    for name, figures in both.get("tasks", {}).items():
+      for k, v in figures.items():
+        tf.summary.scalar(f"{prefix}/{name}/{k}", v)
+  users = both.get("users")
+  what = split if users is None else (f"{split}, a sample of {users['evaluated']:,} of "
+                                      f"{users['in_split']:,} users")
+  logging.info("epoch %d (%s): hit@10 %.4f hit@100 %.4f ndcg@10 %.4f mrr %.4f | seen "
+               "included hit@100 %.4f", epoch + 1, what, main["hit@10"], main["hit@100"],
+               main["ndcg@10"], main["mrr"], both["seen_included"]["hit@100"])
+  for name, figures in both.get("tasks", {}).items():
+    logging.info("epoch %d (%s): %s %s", epoch + 1, what, name, evaluate_lib.summary(figures))
 
 
 def _finish(config, prepared, two_tower, train_writer, eval_writer, last_eval):
@@ -650,7 +676,8 @@ def _train_on_cluster(config, rundir, prepared, stats, dist, two_tower, step_fn,
     if step % steps_per_epoch == 0 or step == total_steps:
       epoch = (step - 1) // steps_per_epoch
       if t.eval_every_epoch or step == total_steps:
-        last_eval = _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch)
+        last_eval = _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch,
+                                last=step == total_steps)
   manager.save(checkpoint_number=step)
   progress.update(step * t.batch_size, force=True)
   if stats is not None:
