@@ -711,3 +711,29 @@ def test_optimizer_slots_are_resplit_for_another_table_layout():
     train_lib.resplit_slots(slots, [[(6, 4)], [(3, 2)], [(7, 4)], [()]])  # rows differ
   with pytest.raises(UserError, match="optimizer state does not match"):
     train_lib.resplit_slots(slots, groups[:3])  # a saved variable left over
+
+
+def test_history_pooling_equals_numpy():
+  # Histories (CSR over 4 users of 6 items): 0 -> [1, 4], 1 -> [], 2 -> [0, 2, 5],
+  # 3 -> [3]; and the OOV row (index 4): empty.
+  indptr = np.array([0, 2, 2, 5, 6])
+  indices = np.array([1, 4, 0, 2, 5, 3])
+  tower = model_lib.Tower(4, [], 3, (), use_ids=True, history=(indptr, indices, 6),
+                          normalize=False, oov=True, seed=3)
+  ids = tf.constant([2, 0, 1, 3, 4, 2], tf.int64)
+  exclude = tf.constant([5, -1, -1, 3, -1, -1], tf.int64)
+  got = tower(ids, [], exclude).numpy()
+  table = tower.history_table.numpy()
+  want_pool = []
+  for u, ex in zip(ids.numpy(), exclude.numpy()):
+    items = list(indices[indptr[u]:indptr[u + 1]]) if u < 4 else []
+    if ex >= 0:
+      items.remove(ex)
+    want_pool.append(table[items].mean(0) if items else np.zeros(table.shape[1]))
+  x = np.concatenate([tower.id_table.numpy()[ids.numpy()], np.array(want_pool)], 1)
+  want = x @ tower.weights[0].numpy() + tower.biases[0].numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # The per-entity data are variables made with the tables (sharded with them on a
+  # cluster), not trainable.
+  assert {v.name.split("/")[-1].split(":")[0] for v in tower.variables if not v.trainable} \
+      == {"history_start", "history_len", "history_items"}

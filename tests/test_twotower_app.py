@@ -75,6 +75,8 @@ def test_train_eval_export_end_to_end(tmp_path):
     (["train", "--dataset=synthetic", "--id_dropout=0.3", "--nouser_oov", "--model_dir=x"],
      "--id_dropout needs --user_oov"),
     (["train", "--dataset=synthetic", "--eval_users=-1", "--model_dir=x"], "--eval_users"),
+    (["train", "--dataset=synthetic", "--use_history", "--jit_compile", "--model_dir=x"],
+     "--use_history does not run under --jit_compile"),
     (["fly", "--model_dir=x"], "error: expected one action, got fly"),
     (["train"], "error: --model_dir is required"),
 ])
