@@ -128,3 +128,10 @@ def test_training_evaluates_a_sample_and_the_whole_split_at_the_end(tmp_path):
   train_lib.train(config, prepared, resume=False)
   tags = _eval_tags(config.model_dir)
   assert len(tags["eval/hit@10"]) == 3 and not any(k.startswith("eval_sampled") for k in tags)
+  # Without --eval_every_epoch: one whole evaluation at the end, no sample.
+  config = dataclasses.replace(config, model_dir=str(tmp_path / "end"))
+  config = dataclasses.replace(config, train=dataclasses.replace(
+      config.train, eval_users=40, eval_every_epoch=False))
+  train_lib.train(config, prepared, resume=False)
+  tags = _eval_tags(config.model_dir)
+  assert len(tags["eval/hit@10"]) == 1 and not any(k.startswith("eval_sampled") for k in tags)

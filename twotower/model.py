@@ -114,6 +114,7 @@ class Tower(tf.Module):
         indptr, indices, num_items = history
         # Each entity's history items as CSR: row r's items are history_items[start_r:
         # start_r + len_r] (the OOV row: none). int64 [num_ids (+ 1)] twice, int64 [nnz].
+        # `history` holds the starts (None: the tower pools no history).
         indptr = np.asarray(indptr, np.int64)
         self.history = data_variable(
             np.concatenate([indptr[:-1], np.full(int(self.oov), indptr[-1])]), "history_start")

@@ -465,8 +465,10 @@ def _epoch_eval(config, prepared, two_tower, eval_writer, step, epoch, last):
   """
   t = config.train
   split = "validation" if prepared.valid is not None else "test"
+  # Without --eval_every_epoch the last evaluation is the only one: no sample (no curve).
   sampled = evaluate_lib.evaluate_both(two_tower, prepared, split, t.temperature, t.tasks,
-                                       max_users=t.eval_users, seed=t.seed)
+                                       max_users=t.eval_users if t.eval_every_epoch else 0,
+                                       seed=t.seed)
   if "users" in sampled:
     _eval_summaries(config, sampled, eval_writer, step, epoch, split, "eval_sampled")
   if last or "users" not in sampled:
