@@ -200,18 +200,16 @@ def test_tables_are_sharded_and_read_in_order(tmp_path):
     assert [s.shape[0] for s in shards] == [5, 5]
     assert len(tower.feature_embeddings[0].variables) == 2
     assert not hasattr(tower.weights[0], "variables")  # dense layers stay whole
-    # The per-entity data (feature tokens, histories) are sharded like the tables, and the
-    # tower embeds as the same tower in one process.
+    # The per-entity data (feature tokens, histories) are sharded like the tables. (The
+    # tower's pooling on a cluster is exercised by the end-to-end test below, in child
+    # processes: eager remote calls from this process leave it registered functions that
+    # it tries to remove, after the cluster is gone, at loopback ports later tests reuse.)
     for data in (tower.feature_values[0], tower.history, tower.history_len,
                  tower.history_items):
       assert len(data.variables) == 2
-    local = model_lib.Tower(10, [("f", 5, values)], 4, (8,), seed=3, history=history)
-    ids = tf.constant([7, 2, 9, 0, 7, 1], tf.int64)
-    exclude = tf.constant([2, -1, 3, 1, -1, -1], tf.int64)
-    np.testing.assert_array_equal(tower.entity_features(ids)[0].numpy(), values[ids.numpy()])
-    np.testing.assert_allclose(tower(ids, tower.entity_features(ids), exclude).numpy(),
-                               local(ids, local.entity_features(ids), exclude).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(
+        distribute.gather_rows(tower.feature_values[0], tf.constant([7, 2, 9])).numpy(),
+        values[[7, 2, 9]])
     full = tf.concat(shards, 0).numpy()
     ids = tf.constant([7, 2, 9, 0, 7])
     np.testing.assert_array_equal(distribute.gather_rows(tower.id_table, ids).numpy(),
