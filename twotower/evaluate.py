@@ -50,12 +50,10 @@ def user_sample(users, max_users, seed=0):
 
 def sub_csr(csr, users):
   """The rows `users` of a CSR (indptr, indices), as a CSR indexed by position in `users`."""
-  indptr, indices = csr
-  starts, ends = indptr[users], indptr[users + 1]
-  lengths = ends - starts
-  new_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(indptr.dtype)
-  offsets = np.arange(new_indptr[-1]) - np.repeat(new_indptr[:-1], lengths)
-  return new_indptr, indices[np.repeat(starts, lengths) + offsets]
+  indptr = csr[0]
+  lengths = indptr[users + 1] - indptr[users]
+  _, items = metrics.csr_rows(users, csr)
+  return np.concatenate([[0], np.cumsum(lengths)]).astype(indptr.dtype), items
 
 
 def _positions(users, rows_users):

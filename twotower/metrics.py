@@ -25,8 +25,9 @@ import tensorflow as tf
 KS = (1, 5, 10, 50, 100)
 
 
-def _user_rows(users_chunk, seen):
-  """(row, item) pairs of the items to exclude for each row of a chunk."""
+def csr_rows(users_chunk, seen):
+  """(row, item) pairs of the items of each user of a chunk in the CSR `seen`, the rows
+  numbered by position in the chunk."""
   indptr, indices = seen
   starts = indptr[users_chunk]
   lengths = indptr[users_chunk + 1] - starts
@@ -67,7 +68,7 @@ def ranks(query_emb, item_emb, test_users, test_items, exclude=None, temperature
     ti = test_items[r0:r0 + row_chunk]
     target = np.einsum("bd,bd->b", q, item_emb[ti])
     if exclude is not None:
-      ex_rows, ex_items = _user_rows(u, exclude)
+      ex_rows, ex_items = csr_rows(u, exclude)
     lse_max = np.full(len(u), -np.inf)
     lse_sum = np.zeros(len(u))
     for c0 in range(0, num_items, item_chunk):
