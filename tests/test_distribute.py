@@ -295,6 +295,57 @@ def test_interrupt_and_kill_of_the_chief_leave_no_server(tmp_path):
   assert "interrupted" in errs[signal.SIGINT]
 
 
+_SWALLOWING_CHIEF = """
+import sys, time
+from tf_embeddings.training import distribute
+with distribute.interrupt_watchdog([lambda: print("cleaned up", flush=True)],
+                                   grace=float(sys.argv[1])):
+  print("ready", flush=True)
+  while True:  # a main thread that never comes back from Ctrl-C (as one blocked in C++)
+    try:
+      time.sleep(60)
+    except KeyboardInterrupt:
+      pass
+"""
+
+
+@pytest.mark.parametrize("grace,signals", [(1.0, 1), (600.0, 2)])
+def test_watchdog_ends_a_chief_that_does_not_come_back_from_ctrl_c(grace, signals):
+  """After the grace, or at a second Ctrl-C: the cleanups run, the message, status 130."""
+  with subprocess.Popen([sys.executable, "-c", _SWALLOWING_CHIEF, str(grace)], cwd=ROOT,
+                        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as chief:
+    assert chief.stdout.readline() == "ready\n"
+    for _ in range(signals):
+      chief.send_signal(signal.SIGINT)
+      time.sleep(0.3)
+    out, err = chief.communicate(timeout=30)
+  assert chief.returncode == 130, err
+  assert out == "cleaned up\n" and err.startswith("interrupted: resume"), (out, err)
+
+
+def test_watchdog_leaves_the_usual_path_alone():
+  """A Ctrl-C the main thread handles takes the usual path; without one, the wakeup fd
+  and the thread are gone when the context ends."""
+  code = ("import os, signal, time\n"
+          "from tf_embeddings.training import distribute\n"
+          "try:\n"
+          "  with distribute.interrupt_watchdog([lambda: print('forced')], grace=30):\n"
+          "    os.kill(os.getpid(), signal.SIGINT)\n"
+          "    time.sleep(30)\n"
+          "except KeyboardInterrupt:\n"
+          "  print('usual path', flush=True)\n"
+          "  os._exit(3)\n")
+  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
+                       capture_output=True, timeout=60, check=False)
+  assert (res.returncode, res.stdout) == (3, "usual path\n"), res.stderr
+  with distribute.interrupt_watchdog([]):
+    ours = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(ours)
+  assert ours != -1
+  assert signal.set_wakeup_fd(-1) == -1
+  assert not [t for t in threading.enumerate() if t.name == "interrupt-watchdog"]
+
+
 def _task_of(pid):
   with open(f"/proc/{pid}/environ", "rb") as f:
     for item in f.read().split(b"\0"):

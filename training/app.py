@@ -68,6 +68,9 @@ def parse_flags(argv, usage=None, flag_module=None):
     _fail(" ".join(str(e).split()) + " (--helpfull lists the flags)")
 
 
+INTERRUPTED = "interrupted: resume with the same command (checkpoints are kept)\n"
+
+
 def run(main, usage=None, flag_module=None):
   """Like `absl.app.run(main)`, printing `error: <message>` and exiting 2 on UserError.
 
@@ -81,7 +84,7 @@ def run(main, usage=None, flag_module=None):
     except UserError as e:
       _fail(e)
     except KeyboardInterrupt:
-      sys.stderr.write("interrupted: resume with the same command (checkpoints are kept)\n")
+      sys.stderr.write(INTERRUPTED)
       sys.exit(130)
 
   app.run(guarded, flags_parser=lambda argv: parse_flags(argv, usage, flag_module))

@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -280,6 +281,76 @@ class LocalCluster:
       self.log_dir = None
 
 
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+INTERRUPT_GRACE_SECS = 15.0
+
+
+@contextlib.contextmanager
+def interrupt_watchdog(cleanups, grace=INTERRUPT_GRACE_SECS):
+  """Makes Ctrl-C end a chief even while its main thread is blocked in TensorFlow.
+
+  Python runs its SIGINT handler (KeyboardInterrupt) only when the main thread comes back
+  to the interpreter; a chief waiting in a remote call (variables created on a parameter
+  server, a step the coordinator waits for, a collective) may come back late or never,
+  and TensorFlow code can swallow the exception. The C-level handler still writes the
+  signal's number to the wakeup fd (`signal.set_wakeup_fd`): a thread reading it leaves
+  the usual path `grace` seconds (KeyboardInterrupt, the servers stopped by their context
+  managers, exit 130), then runs `cleanups` (a list the caller fills: stopping the local
+  cluster), prints the same message and ends the process with status 130. A second Ctrl-C
+  does so at once. Nothing is half-written by that: checkpoints and exports are written
+  atomically, and the run directory's lock is an flock, released with the process.
+
+  Once a Ctrl-C came, the thread stays on after this context ends (until the process
+  exits), so that a hang further up the interrupted path is bounded too. Outside the
+  main thread (set_wakeup_fd is only allowed there) this does nothing.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  read_fd, write_fd = os.pipe()
+  os.set_blocking(write_fd, False)
+  previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+  interrupted = threading.Event()
+
+  def force_exit():
+    for cleanup in reversed(cleanups):
+      with contextlib.suppress(Exception):
+        cleanup()
+    with contextlib.suppress(Exception):
+      sys.stderr.write(app_lib.INTERRUPTED)
+      sys.stderr.flush()
+    os._exit(130)  # pylint: disable=protected-access
+
+  def watch():
+    deadline = None
+    while True:
+      timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+      ready, _, _ = select.select([read_fd], [], [], timeout)
+      if not ready:  # the grace after the first Ctrl-C is over
+        force_exit()
+      data = os.read(read_fd, 64)
+      if not data:  # the context ended without a Ctrl-C
+        return
+      for _ in range(data.count(bytes([signal.SIGINT]))):
+        if interrupted.is_set():
+          force_exit()
+        interrupted.set()
+        deadline = time.monotonic() + grace
+
+  thread = threading.Thread(target=watch, name="interrupt-watchdog", daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    if not interrupted.is_set():
+      signal.set_wakeup_fd(previous)
+      os.close(write_fd)  # the thread reads the end of the pipe and returns
+      thread.join()
+      os.close(read_fd)
+
+
 # ----------------------------------------------------------------------------- strategies
 
 
@@ -384,12 +455,16 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
     return
   if strategy == "parameter_server":
     with contextlib.ExitStack() as stack:
+      cleanups = []
+      stack.enter_context(interrupt_watchdog(cleanups))
       if local_cluster:
         workers, ps = local_cluster
         if ps < 1:
           raise UserError("--strategy=parameter_server needs at least one parameter server: "
                           "--local_cluster=workers:N,ps:M with M >= 1")
-        local = stack.enter_context(LocalCluster(app_module, workers, ps, cluster_timeout))
+        local = LocalCluster(app_module, workers, ps, cluster_timeout)
+        cleanups.append(local.stop)
+        stack.enter_context(local)
         cluster, task_type, index = local.cluster, "chief", 0
       else:
         cluster, task_type, index = parse_tf_config(os.environ.get("TF_CONFIG", ""))
@@ -427,13 +502,14 @@ def distribution(app_name, app_module, strategy="default", supported=("default",
     yield _mirrored()
     return
   if strategy == "multi_worker":
-    dist = _multi_worker(app_name, cluster_timeout)
-    try:
-      yield dist
-    except lost_peer_errors() as e:
-      # A peer died mid-step (its collectives fail here): synchronous replicas cannot go
-      # on without it; the chief's checkpoints can.
-      raise cluster_lost("worker", e) from None
+    with interrupt_watchdog([]):
+      dist = _multi_worker(app_name, cluster_timeout)
+      try:
+        yield dist
+      except lost_peer_errors() as e:
+        # A peer died mid-step (its collectives fail here): synchronous replicas cannot go
+        # on without it; the chief's checkpoints can.
+        raise cluster_lost("worker", e) from None
     return
   raise UserError(f"--strategy={strategy} is not implemented")  # pragma: no cover
 
