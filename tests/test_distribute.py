@@ -188,8 +188,11 @@ def test_tables_are_sharded_and_read_in_order(tmp_path):
         lambda: inputs.worker_dataset_from_file(path, 40, 5, True, dist.num_workers)))
     halves = shares_read(from_file, lambda b: b // 20)
     assert halves == {(0,), (1,)}, halves  # one share a batch, and both shares read
+    # Histories of the 10 users over 6 items (CSR).
+    history = (np.array([0, 2, 2, 5, 6, 6, 8, 9, 9, 11, 12]),
+               np.array([1, 4, 0, 2, 5, 3, 1, 2, 5, 0, 4, 3]), 6)
     with dist.scope():
-      tower = model_lib.Tower(10, [("f", 5, values)], 4, (8,), seed=3,
+      tower = model_lib.Tower(10, [("f", 5, values)], 4, (8,), seed=3, history=history,
                               table_scope=dist.tables)
     shards = tower.id_table.variables
     assert [s.device.split("/device")[0] for s in shards] == [
@@ -197,6 +200,16 @@ def test_tables_are_sharded_and_read_in_order(tmp_path):
     assert [s.shape[0] for s in shards] == [5, 5]
     assert len(tower.feature_embeddings[0].variables) == 2
     assert not hasattr(tower.weights[0], "variables")  # dense layers stay whole
+    # The per-entity data (feature tokens, histories) are sharded like the tables. (The
+    # tower's pooling on a cluster is exercised by the end-to-end test below, in child
+    # processes: eager remote calls from this process leave it registered functions that
+    # it tries to remove, after the cluster is gone, at loopback ports later tests reuse.)
+    for data in (tower.feature_values[0], tower.history, tower.history_len,
+                 tower.history_items):
+      assert len(data.variables) == 2
+    np.testing.assert_array_equal(
+        distribute.gather_rows(tower.feature_values[0], tf.constant([7, 2, 9])).numpy(),
+        values[[7, 2, 9]])
     full = tf.concat(shards, 0).numpy()
     ids = tf.constant([7, 2, 9, 0, 7])
     np.testing.assert_array_equal(distribute.gather_rows(tower.id_table, ids).numpy(),

@@ -733,3 +733,7 @@ def test_history_pooling_equals_numpy():
   x = np.concatenate([tower.id_table.numpy()[ids.numpy()], np.array(want_pool)], 1)
   want = x @ tower.weights[0].numpy() + tower.biases[0].numpy()
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # The per-entity data are variables made with the tables (sharded with them on a
+  # cluster), not trainable.
+  assert {v.name.split("/")[-1].split(":")[0] for v in tower.variables if not v.trainable} \
+      == {"history_start", "history_len", "history_items"}

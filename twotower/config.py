@@ -254,8 +254,8 @@ def _check(config):
     raise UserError("--pareto_min_weights does not run under --jit_compile (XLA does not "
                     "compile the weights' solver): leave --jit_compile off")
   if m.use_history and t.jit_compile:
-    raise UserError("--use_history does not run under --jit_compile (XLA does not compile "
-                    "the history's sparse product): leave --jit_compile off")
+    raise UserError("--use_history does not run under --jit_compile (each user's history "
+                    "has its own length; XLA needs static shapes): leave --jit_compile off")
   if t.mixed_negatives and "inbatch_softmax" not in task_names(t):
     raise UserError("--mixed_negatives needs --loss=inbatch_softmax")
   if t.logq_weight < 0:

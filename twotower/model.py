@@ -64,8 +64,6 @@ class Tower(tf.Module):
     self.embedding_dim = int(embedding_dim)
     self.use_ids = bool(use_ids)
     self.oov = bool(oov)
-    # Rows of the id table (and history): the entities, then the OOV row.
-    rows_total = self.num_ids + int(self.oov)
     feature_dim = int(feature_dim or embedding_dim)
     init = lambda shape, s, scale: tf.random.stateless_normal(shape, [seed, s]) * scale
 
@@ -84,11 +82,22 @@ class Tower(tf.Module):
       full = [shape[0] + (extra_row is not None), shape[1]]
       return tf.Variable(row_initial(full, rows), shape=full, dtype=tf.float32, name=name)
 
+    def data_variable(values, name):
+      """Per-entity data read by row (side-feature tokens, histories) as a non-trainable
+      variable made with the tables: on a cluster sharded over the parameter servers like
+      them, each shard made there from its rows, and a step gathers its batch's rows only
+      (as a graph constant it would be copied into every function a worker runs)."""
+      values = np.asarray(values)
+      return tf.Variable(row_initial(list(values.shape),
+                                     lambda start, count: tf.constant(values[start:start + count])),
+                         shape=values.shape, dtype=values.dtype, trainable=False, name=name)
+
     self.feature_names = [f[0] for f in feature_tables]
-    # Per-entity side-feature token indices: list of int32 [num_ids, L_f].
-    self.feature_values = [tf.constant(np.asarray(v, np.int32)) for _, _, v in feature_tables]
     in_dim = 0
     with table_scope():
+      # Per-entity side-feature token indices: list of int32 [num_ids, L_f].
+      self.feature_values = [data_variable(np.asarray(v, np.int32), f"{fname}_tokens")
+                             for fname, _, v in feature_tables]
       if self.use_ids:
         # Id embeddings: [num_ids (+ 1 OOV row), embedding_dim]. The OOV row is drawn
         # apart, so the entities' rows are those of a table without it.
@@ -103,14 +112,15 @@ class Tower(tf.Module):
       self.history = None
       if history is not None:
         indptr, indices, num_items = history
-        rows = np.repeat(np.arange(self.num_ids), np.diff(indptr))
-        # User x item history matrix: [num_ids (+ 1 empty OOV row), num_items], ones.
-        self.history = tf.sparse.SparseTensor(
-            np.stack([rows, indices], 1).astype(np.int64), tf.ones([len(indices)]),
-            [rows_total, int(num_items)])
-        # Number of history items per entity: [num_ids (+ 1)].
-        self.history_len = tf.constant(np.concatenate(
-            [np.diff(indptr), np.zeros(int(self.oov))]).astype(np.float32))
+        # Each entity's history items as CSR: row r's items are history_items[start_r:
+        # start_r + len_r] (the OOV row: none). int64 [num_ids (+ 1)] twice, int64 [nnz].
+        # `history` holds the starts (None: the tower pools no history).
+        indptr = np.asarray(indptr, np.int64)
+        self.history = data_variable(
+            np.concatenate([indptr[:-1], np.full(int(self.oov), indptr[-1])]), "history_start")
+        self.history_len = data_variable(
+            np.concatenate([np.diff(indptr), np.zeros(int(self.oov), np.int64)]), "history_len")
+        self.history_items = data_variable(np.asarray(indices, np.int64), "history_items")
         self.history_table = table_variable([int(num_items), feature_dim], 50, 0.1,
                                             "history_embeddings")
         in_dim += feature_dim
@@ -155,9 +165,20 @@ class Tower(tf.Module):
       mask = tf.cast(values > 0, emb.dtype)[..., None]  # [B, L, 1]
       parts.append(tf.reduce_sum(emb * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0))
     if self.history is not None:
-      # Sum of history item embeddings of every entity: [num_ids, F], then the batch: [B, F].
-      sums = tf.gather(tf.sparse.sparse_dense_matmul(self.history, self.history_table), ids)
-      count = tf.gather(self.history_len, ids)  # [B]
+      # Sum of the history item embeddings of each row of the batch: [B, F].
+      lengths = gather_rows(self.history_len, ids)                              # [B]
+      row = tf.repeat(tf.range(tf.size(ids, out_type=tf.int64)), lengths)         # [n]
+      at = (tf.repeat(gather_rows(self.history, ids), lengths)
+            + tf.range(tf.reduce_sum(lengths)) - tf.repeat(tf.cumsum(lengths, exclusive=True),
+                                                            lengths))           # [n]
+      # Each distinct item's row once (its gradient too), summed per row of the batch.
+      distinct, position = tf.unique(gather_rows(self.history_items, at))        # [u], [n]
+      member = tf.SparseTensor(tf.stack([row, tf.cast(position, tf.int64)], 1),
+                               tf.ones_like(row, tf.float32),
+                               tf.stack([tf.size(ids, out_type=tf.int64),
+                                         tf.size(distinct, out_type=tf.int64)]))  # [B, u]
+      sums = tf.sparse.sparse_dense_matmul(member, gather_rows(self.history_table, distinct))
+      count = tf.cast(lengths, sums.dtype)                                        # [B]
       if exclude_items is not None:
         # -1 = nothing to leave out (e.g. a negative-labelled row).
         keep = tf.cast(exclude_items >= 0, sums.dtype)  # [B]
@@ -180,7 +201,7 @@ class Tower(tf.Module):
 
   def entity_features(self, ids):
     """Side-feature token indices of entities `ids`: list of int32 [B, L_f]."""
-    return [tf.gather(v, ids) for v in self.feature_values]
+    return [gather_rows(v, ids) for v in self.feature_values]
 
   def embed_index(self, ids, exclude_items=None, drop_ids=None):
     """Embeds entities by index: float32 [B, embedding_dim] (`__call__`'s arguments)."""
