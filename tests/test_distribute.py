@@ -313,9 +313,12 @@ import sys, time
 from tf_embeddings.training import distribute
 with distribute.interrupt_watchdog([lambda: print("cleaned up", flush=True)],
                                    grace=float(sys.argv[1])):
-  print("ready", flush=True)
+  ready = False
   while True:  # a main thread that never comes back from Ctrl-C (as one blocked in C++)
     try:
+      if not ready:
+        ready = True
+        print("ready", flush=True)
       time.sleep(60)
     except KeyboardInterrupt:
       pass
