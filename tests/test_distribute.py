@@ -493,6 +493,11 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
     assert (f"{table} in 2 shards on /job:ps/replica:0/task:0, /job:ps/replica:0/task:1"
             in err), err[-3000:]
   assert not wait_gone(mark), "server processes outlived the chief"
+  # The frequent words spread over the shards (count-sorted ids: row = id would put them
+  # all on the first); the checkpoint says so.
+  assert "table rows: row = id x " in err, err[-3000:]
+  _, vocab, latest = model_lib.saved_run(run)
+  assert not model_lib.checkpoint_layout(latest, len(vocab)).identity
   cluster = json.loads(out)["heldout_full_softmax_loss"]
   # The same text in one process (the library entry, in this process).
   single = train_lib.train(config_lib.Config(model_dir=str(tmp_path / "one"), corpus=corpus,
@@ -525,6 +530,8 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
   with open(os.path.join(out_dir, "vocab.txt"), encoding="utf-8") as f:
     words = f.read().split()
   assert vectors.shape == (len(vocab) - 1, 16)
+  # Exported in id order, as the restored model holds them.
+  np.testing.assert_array_equal(vectors, model.input_embeddings.numpy()[1:])
   # Topic words next to their topic (an untrained table: about 0.1).
   assert _topic_purity(words, vectors) > 0.8
 

@@ -65,3 +65,30 @@ def test_model_built_from_a_checkpoint_holds_its_tables(tmp_path):
                                   getattr(trained, name).numpy())
   with pytest.raises(ValueError, match="input_embeddings has shape"):
     model_lib.Word2Vec(_tiny_config(vocab_size=1000), tables=model_lib.read_tables(path))
+
+
+def test_tables_of_a_spread_layout_read_back_in_id_order(tmp_path):
+  """A parameter-server run writes its tables in a spread layout (row = id x a mod V) and
+  says so in the checkpoint; one process reads them back in id order. A checkpoint written
+  before the layout existed (no table_layout) is read as row = id."""
+  layout = model_lib.RowLayout.spread(1001)
+  spread = model_lib.Word2Vec(_tiny_config(), seed=1, layout=layout)
+  by_id = {"input_embeddings": np.random.default_rng(0).normal(size=[1001, 13]),
+           "output_embeddings": np.random.default_rng(1).normal(size=[1001, 13]),
+           "output_biases": np.arange(1001.0)}
+  at = layout.rows_np(np.arange(1001))
+  for name, value in by_id.items():
+    placed = np.empty_like(value)
+    placed[at] = value
+    getattr(spread, name).assign(placed)
+  ckpt, _ = model_lib.make_checkpoint(spread)
+  path = ckpt.write(str(tmp_path / "spread"))
+  assert model_lib.checkpoint_layout(path, 1001).multiplier == layout.multiplier
+  tables = model_lib.read_tables(path)
+  for name, value in by_id.items():
+    np.testing.assert_allclose(tables[name].numpy(), value, rtol=1e-6)
+  old = tf.train.Checkpoint(**{name: getattr(spread, name) for name in model_lib.TABLES})
+  path = old.write(str(tmp_path / "old"))
+  assert model_lib.checkpoint_layout(path, 1001).identity
+  np.testing.assert_array_equal(model_lib.read_tables(path)["output_biases"].numpy(),
+                                spread.output_biases.numpy())

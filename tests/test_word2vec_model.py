@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tf_embeddings.data import pipeline
 from tf_embeddings.losses import samplers as samplers_lib
+from tf_embeddings.training.distribute import RowLayout
 from w2v_reference import StepConfig, Word2Vec  # the library's, plus the example layout
 
 V, DIM, BATCH, K = 12, 4, 6, 4
@@ -991,9 +992,22 @@ def test_block_on_gathered_rows_equals_the_block_on_the_tables(model, loss, row_
   args = [tf.constant(block[k]) for k in ("inputs", "lengths", "targets")]
   lrs = tf.constant([0.5, 0.4, 0.3, 0.2])
   whole, rows = (model_lib.Word2Vec(config, unigram_counts=counts, seed=3) for _ in range(2))
+  # The tables of a parameter-server run: the frequent words spread over the shards.
+  layout = RowLayout.spread(vocab)
+  spread = model_lib.Word2Vec(config, unigram_counts=counts, seed=3, layout=layout)
   for m in (whole, rows):
     randomise(m, 4, scale=0.2)
   before = table_values(whole)
+  at = layout.rows_np(np.arange(vocab))  # id i's row
+  for table, value in zip((spread.input_embeddings, spread.output_embeddings,
+                           spread.output_biases), before):
+    placed = np.empty_like(value)
+    placed[at] = value
+    table.assign(placed)
+  ids = tf.constant(np.arange(1, 31, dtype=np.int32) * 37 % vocab)
+  hidden = ((lambda m: m.hidden(ids)) if model == "skipgram" else
+            (lambda m: m.hidden(tf.reshape(ids, [5, 6]), tf.constant([6, 5, 4, 3, 2]))))
+  np.testing.assert_allclose(hidden(spread).numpy(), hidden(whole).numpy(), rtol=1e-6)
   # 1 + steps * (text 32 + 2 * 3, centres 32, negatives 4 groups * (6 offsets) * 5).
   touched = 1 + 4 * (38 + 32 + (120 if model == "skipgram" else 20))
   assert model_lib.kernels.rows_per_block(config, block["inputs"].shape[1]) == min(vocab,
@@ -1008,3 +1022,9 @@ def test_block_on_gathered_rows_equals_the_block_on_the_tables(model, loss, row_
     assert_close(got, want, rtol=1e-5, atol=1e-6, what=name)
     untouched = np.all(want == b, axis=tuple(range(1, b.ndim)))
     np.testing.assert_array_equal(got[untouched], b[untouched])
+  # The same block on the spread tables moves each id's row as the block on the others.
+  loss_spread = spread.train_block_on_rows(*args, lrs, tf.constant(42, tf.int64),
+                                           window=whole.block_window(block["lengths"]))
+  assert_close(float(loss_spread), float(loss_whole), rtol=1e-6)
+  for name, want, got in zip(["input", "output", "bias"], after, table_values(spread)):
+    assert_close(got[at], want, rtol=1e-5, atol=1e-6, what=f"spread {name}")

@@ -28,6 +28,7 @@ from tf_embeddings import losses
 from tf_embeddings.data import evalsets
 from tf_embeddings.data import pipeline
 from tf_embeddings.data.errors import UserError
+from tf_embeddings.training.distribute import RowLayout
 from tf_embeddings.training.distribute import gather_rows
 from tf_embeddings.word2vec import intrinsic
 
@@ -47,17 +48,19 @@ class TableRows:
   copy of the table).
 
   Supports `.shape`, `table[start:stop]` and `table[int array]`, what word2vec/intrinsic.py
-  reads.
+  reads, indexed by id (`layout`: where each id's row is; default row = id).
   """
 
-  def __init__(self, variable):
+  def __init__(self, variable, layout=None):
     self.variable = variable
+    self.layout = layout or RowLayout(variable.shape[0])
     self.shape = tuple(variable.shape)
 
   def __getitem__(self, key):
     if isinstance(key, slice):
       key = np.arange(*key.indices(self.shape[0]))
-    return gather_rows(self.variable, tf.constant(np.asarray(key, dtype=np.int64))).numpy()
+    rows = self.layout.rows_np(np.asarray(key, dtype=np.int64))
+    return gather_rows(self.variable, tf.constant(rows)).numpy()
 
 
 def tensorflow_best(unit):
@@ -139,8 +142,9 @@ class Evaluator:
           losses.full_softmax_loss
 
       def loss(targets, hidden):
-        return full_loss(model.output_embeddings, model.output_biases, targets, hidden,
-                         chunk_size=chunk_size)
+        # The classes in row order: only the targets' rows matter to the loss.
+        return full_loss(model.output_embeddings, model.output_biases,
+                         model.layout.rows(targets), hidden, chunk_size=chunk_size)
 
       self._full_loss = (model, tf.function(
           loss, autograph=False, input_signature=[tf.TensorSpec([None], tf.int64),
@@ -151,7 +155,7 @@ class Evaluator:
     """All figures as a dict (json-able); `sampled`: the held-out loss and the analogies on
     their samples (SAMPLE_HELDOUT examples, SAMPLE_QUESTIONS questions; the figures
     "heldout_examples" and "analogy_seen" say how many were scored)."""
-    vectors = TableRows(model.input_embeddings)
+    vectors = TableRows(model.input_embeddings, model.layout)
     figures = {"vocab_size": len(self.vocab)}
     examples = SAMPLE_HELDOUT if sampled else None
     loss = self.heldout_loss(model, examples)
@@ -196,14 +200,15 @@ def scalars(figures):
           if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
 
 
-def write_projector(rundir, config, vocab, vectors):
+def write_projector(rundir, config, vocab, vectors, layout=None):
   """Vectors + words of the most frequent words for TensorBoard's Projector tab.
 
   `rundir`: the run's `RunDir`; `vectors`: the [vocab, dim] table (array or tf.Variable);
-  only the rows written are read.
+  only the rows written are read; `layout`: where each id's row is (default row = id).
   """
   n = min(len(vocab), config.projector_words + 1)
   # A gather, not a slice: a variable that was updated sparsely copies itself whole on a
   # dense read (a 1M x 300 table: +1.3 GB peak RSS at the end of training).
-  rows = gather_rows(vectors, tf.range(1, n)).numpy()
+  ids = tf.range(1, n)
+  rows = gather_rows(vectors, layout.rows(ids) if layout else ids).numpy()
   rundir.write_projector(vocab.words[1:n], rows, counts=vocab.counts[1:n])

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_embeddings.data.errors import UserError
+from tf_embeddings.training.distribute import RowLayout
 from tf_embeddings.training.distribute import gather_rows
 from tf_embeddings.training.distribute import row_initial
 from tf_embeddings.word2vec import config as config_lib
@@ -132,7 +133,8 @@ class StepConfig:
 class Word2Vec(tf.Module):
   """The three word2vec tables and the compiled training call."""
 
-  def __init__(self, config, unigram_counts=None, seed=0, tables=None, table_scope=None):
+  def __init__(self, config, unigram_counts=None, seed=0, tables=None, table_scope=None,
+               layout=None):
     """Creates the variables.
 
     Args:
@@ -145,6 +147,9 @@ class Word2Vec(tf.Module):
       table_scope: optional context manager the three tables are created in (a
         parameter-server strategy's `Distribution.tables`: ShardedVariables; they are then
         trained with `train_block_on_rows`).
+      layout: where each id's row is in the tables (`distribute.RowLayout`; default
+        row = id). A parameter-server run spreads the frequent words over the shards;
+        `train_block_on_rows`, `hidden` and the evaluation read and write through it.
     """
     super().__init__(name="word2vec")
     c = config
@@ -154,6 +159,9 @@ class Word2Vec(tf.Module):
       raise ValueError(f"row_update must be one of {ROW_UPDATES}")
     self.config = c
     self.seed = seed
+    self.layout = layout or RowLayout(c.vocab_size)
+    if self.layout.size != c.vocab_size:
+      raise ValueError(f"a layout of {self.layout.size} rows for {c.vocab_size} ids")
     half = 0.5 / c.dim
     shapes = {"input_embeddings": [c.vocab_size, c.dim],
               "output_embeddings": [c.vocab_size, c.dim], "output_biases": [c.vocab_size]}
@@ -264,7 +272,7 @@ class Word2Vec(tf.Module):
       inputs: int32 [batch] (skip-gram) or [batch, 2 * window] (CBOW, padded).
       lengths: int32 [batch] number of real context ids (CBOW only).
     """
-    return kernels.hidden(self.config, self.tables, inputs, lengths)
+    return kernels.hidden(self.config, self.tables, self.layout.rows(inputs), lengths)
 
   def slot_contexts(self, inputs):
     """int32 [steps, batch_size, 2w], the context id of every (centre, offset) slot of a
@@ -332,9 +340,10 @@ class Word2Vec(tf.Module):
     capacity = kernels.rows_per_block(c, inputs.shape[1])
     count = tf.size(unique)
     tables = (self.input_embeddings, self.output_embeddings, self.output_biases)
+    at = self.layout.rows(unique)  # where the ids' rows are in the tables
     before = []
     for table in tables:
-      rows = gather_rows(table, unique)
+      rows = gather_rows(table, at)
       padding = [[0, capacity - count]] + [[0, 0]] * (len(table.shape) - 1)
       before.append(tf.ensure_shape(tf.pad(rows, padding), [capacity, *table.shape[1:]]))
     if upto == "gather":
@@ -344,7 +353,7 @@ class Word2Vec(tf.Module):
     if upto == "compute":
       return loss + tf.add_n([tf.reduce_sum(a) for a in after])
     for table, old, new in zip(tables[:3 if c.train_biases else 2], before, after):
-      table.scatter_add(tf.IndexedSlices((new - old)[:count], unique))
+      table.scatter_add(tf.IndexedSlices((new - old)[:count], at))
     return loss
 
   def block_window(self, lengths):
@@ -396,16 +405,17 @@ def step_config(config, vocab_size):
       train_biases=config.train_biases, row_update=config.row_update)
 
 
-def build_model(config, vocab, checkpoint=None, table_scope=None):
+def build_model(config, vocab, checkpoint=None, table_scope=None, layout=None):
   """A new Word2Vec of the run's Config over its Vocabulary (UserError if too small), its
-  tables read from `checkpoint` (a path) if given; table_scope as for `Word2Vec`."""
+  tables read from `checkpoint` (a path, in id order) if given; table_scope and layout as
+  for `Word2Vec`."""
   if config.num_sampled >= len(vocab) - 1:
     raise UserError(f"the vocabulary has {len(vocab) - 1} words besides UNK, not more than "
                     f"--num_sampled={config.num_sampled}: lower --num_sampled or "
                     "--min_count, or use a bigger corpus")
   return Word2Vec(step_config(config, len(vocab)), unigram_counts=vocab.counts,
                   seed=config.seed, tables=read_tables(checkpoint) if checkpoint else None,
-                  table_scope=table_scope)
+                  table_scope=table_scope, layout=layout)
 
 
 # The checkpointed tables (`make_checkpoint`), by attribute name.
@@ -417,8 +427,22 @@ def checkpoint_key(name):
   return f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
 
 
+# The layout's multiplier in a `make_checkpoint` checkpoint (absent before 2026-12-02's
+# fifth session: row = id).
+LAYOUT_KEY = "table_layout/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def checkpoint_layout(checkpoint, vocab_size):
+  """The RowLayout the tables of `checkpoint` (a path) were written in."""
+  reader = tf.train.load_checkpoint(checkpoint)
+  multiplier = int(reader.get_tensor(LAYOUT_KEY)) if reader.has_tensor(LAYOUT_KEY) else 1
+  return RowLayout(vocab_size, multiplier)
+
+
 def read_tables(checkpoint, names=TABLES):
-  """{name: tensor} of the tables in `checkpoint` (a path), read from disk into tensors.
+  """{name: tensor} of the tables in `checkpoint` (a path), read from disk into tensors,
+  in id order (a spread layout's rows are put back in id order: one more copy of a table
+  at a time while that happens).
 
   A model built from them (`Word2Vec(tables=...)`) holds one copy of each table. Building
   the model first and restoring into it held two: restoring assigns new buffers and
@@ -429,12 +453,18 @@ def read_tables(checkpoint, names=TABLES):
   values = tf.raw_ops.RestoreV2(prefix=checkpoint, tensor_names=keys,
                                 shape_and_slices=[""] * len(keys),
                                 dtypes=[tf.float32] * len(keys))
-  return dict(zip(names, values))
+  tables = dict(zip(names, values))
+  del values
+  layout = checkpoint_layout(checkpoint, tables[names[0]].shape[0])
+  for name in names:
+    tables[name] = layout.to_ids(tables[name])
+  return tables
 
 
 def make_checkpoint(model):
-  """(tf.train.Checkpoint of the model's tables and the run's position, {name: position
-  variable}): epoch, next_chunk (the first chunk of the epoch not trained yet), step."""
+  """(tf.train.Checkpoint of the model's tables, their layout's multiplier and the run's
+  position, {name: position variable}): epoch, next_chunk (the first chunk of the epoch not
+  trained yet), step. (The layout is read before building the model: `checkpoint_layout`.)"""
   state = {
       "epoch": tf.Variable(0, dtype=tf.int64, name="epoch"),
       "next_chunk": tf.Variable(0, dtype=tf.int64, name="next_chunk"),
@@ -442,7 +472,10 @@ def make_checkpoint(model):
   }
   ckpt = tf.train.Checkpoint(input_embeddings=model.input_embeddings,
                              output_embeddings=model.output_embeddings,
-                             output_biases=model.output_biases, **state)
+                             output_biases=model.output_biases,
+                             table_layout=tf.Variable(model.layout.multiplier, dtype=tf.int64,
+                                                      trainable=False, name="table_layout"),
+                             **state)
   return ckpt, state
 
 

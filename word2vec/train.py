@@ -173,6 +173,8 @@ def _log_table_shards(model):
     shards = getattr(table, "variables", None) or [table]
     logging.info("%s in %d shard%s on %s", name, len(shards), "s" if len(shards) > 1 else "",
                  ", ".join(s.device.split("/device")[0] for s in shards))
+  logging.info("table rows: %s", "row = id" if model.layout.identity else
+               f"row = id x {model.layout.multiplier} mod {model.layout.size} (spread)")
 
 
 def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coordinator"):
@@ -187,8 +189,12 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   latest = rundir.latest_checkpoint() if has_checkpoint else None
   with dist.scope():
     if dist.distributed:
-      # Sharded tables start from the initialisation and are restored below.
-      model = model_lib.build_model(config, vocab, table_scope=dist.tables)
+      # Sharded tables start from the initialisation and are restored below, in the layout
+      # of the checkpoint; a new run's spreads the frequent words over the shards.
+      layout = (model_lib.checkpoint_layout(latest, len(vocab)) if latest
+                else distribute.RowLayout.spread(len(vocab)) if dist.table_shards > 1
+                else None)
+      model = model_lib.build_model(config, vocab, table_scope=dist.tables, layout=layout)
     else:
       # A resumed run's tables are read straight from its last checkpoint (one copy each).
       model = model_lib.build_model(config, vocab, checkpoint=latest)
@@ -204,8 +210,12 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   ckpt, state = model_lib.make_checkpoint(model)
   manager = checkpoint_manager(rundir, ckpt)
   if latest:
-    # The position in the run; in one process the tables came with the model.
-    restored = ckpt if dist.distributed else tf.train.Checkpoint(**state)
+    # The position in the run; in one process the tables came with the model (in id
+    # order). The layout was read before (`checkpoint_layout`), and is absent from older
+    # checkpoints: not restored here.
+    tables = {name: getattr(model, name) for name in model_lib.TABLES} if dist.distributed \
+        else {}
+    restored = tf.train.Checkpoint(**tables, **state)
     restored.restore(latest).assert_existing_objects_matched()
     logging.info("resumed from %s: epoch %d, chunk %d, step %d", latest,
                  int(state["epoch"]), int(state["next_chunk"]), int(state["step"]))
@@ -411,7 +421,7 @@ def train_prepared(config, rundir, dist, prepared, timings, cluster_input="coord
   figures["train_seconds"] = train_seconds
   figures["train_words_per_sec"] = (done - start_done) / max(train_seconds, 1e-9)
   export_start = time.monotonic()
-  evaluate_lib.write_projector(rundir, config, vocab, model.input_embeddings)
+  evaluate_lib.write_projector(rundir, config, vocab, model.input_embeddings, model.layout)
   rundir.save_eval(figures)
   writer.flush()
   timings["compilation"] = step_timer.compilation
