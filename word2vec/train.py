@@ -54,8 +54,9 @@ def train(config, dist=None, cluster_input="coordinator"):
   (config.json written): a bad corpus or flag leaves nothing behind.
 
   dist: `training.distribute.Distribution` (default: one process). Under parameter_server
-  the workers train the blocks this process makes; the checkpoints are a single
-  process's (the tables whole), so eval, export and resuming read them in either layout.
+  the workers train the blocks this process makes; the checkpoints hold the tables whole
+  (in the run's row layout, which they record), so eval, export and resuming read them in
+  any number of shards or in one process.
   cluster_input: on a cluster, where the blocks are made: "coordinator" (here, sent to the
   worker that trains each) or "workers" (each from its share of the corpus,
   data/pipeline_ops.py).
