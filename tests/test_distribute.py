@@ -482,9 +482,11 @@ def test_word2vec_parameter_server_end_to_end_restores_in_one_process(tmp_path):
   mark = uuid.uuid4().hex
   run = str(tmp_path / "ps")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TEST_MARK=mark)
+  # The kill at the first progress line (every 0.25 s: at 1 s it came at 88.6% of a 1 s
+  # training on a loaded machine, too late for the worker to be missed).
   rc, out, lines = _start_and_kill(
       [sys.executable, "-m", "tf_embeddings.word2vec", "train", f"--corpus={corpus}",
-       f"--model_dir={run}", *W2V, "--summary_every_secs=1", "--strategy=parameter_server",
+       f"--model_dir={run}", *W2V, "--summary_every_secs=0.25", "--strategy=parameter_server",
        "--local_cluster=workers:2,ps:2"], env, [("train: ", "worker:1")])
   err = "".join(lines)
   assert rc == 0, err[-3000:]
@@ -570,7 +572,7 @@ def test_word2vec_killed_worker_survived_killed_ps_resumes(tmp_path):
           f"--model_dir={run}", "--epochs=2", "--checkpoint_every_steps=200",
           *[f"--{k}={','.join(v) if isinstance(v, tuple) else v}"
             for k, v in fields.items() if k != "epochs"],
-          "--summary_every_secs=1",
+          "--summary_every_secs=0.25",  # the first progress line, the kill, well before the end
           "--strategy=parameter_server", "--local_cluster=workers:2,ps:1",
           "--cluster_input=workers"]
   rc, _, lines = _start_and_kill(args, env, [("train: ", "worker:1"),
