@@ -19,7 +19,7 @@ single-process block on whole tables (what `word2vec train` runs without a clust
 same rows path without RPC (tables local). Prints ms per block and raw corpus words/s.
 
     .venv/bin/python benchmarks/word2vec_cluster_steps.py [--corpus=PATH] [--model=cbow]
-        [--blocks=40] [--workers=1] [--ps=1]
+        [--blocks=40] [--workers=1] [--ps=1] [--layout=spread|id]
 
 On 2 cores the servers, the chief and XLA share the cores: this shows the cost of each
 phase, not scaling (docs/scaling.md).
@@ -51,6 +51,9 @@ def main():
   p.add_argument("--workers", type=int, default=1)
   p.add_argument("--ps", type=int, default=1)
   p.add_argument("--repeats", type=int, default=2, help="timed passes; the best is kept")
+  p.add_argument("--layout", default="spread", choices=["spread", "id"],
+                 help="the tables' row layout on the cluster: spread (what a new run on more "
+                      "than one shard uses) or row = id")
   args = p.parse_args()
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
@@ -119,7 +122,9 @@ def main():
                                supported=("default", "parameter_server"),
                                local_cluster=(args.workers, args.ps)) as dist:
     with dist.scope():
-      model = model_lib.build_model(config, vocab, table_scope=dist.tables)
+      layout = (distribute.RowLayout.spread(len(vocab)) if args.layout == "spread"
+                else None)
+      model = model_lib.build_model(config, vocab, table_scope=dist.tables, layout=layout)
     strategy, coordinator = dist.strategy, dist.coordinator
     functions = {}
 
@@ -154,7 +159,7 @@ def main():
       return run
 
     print(f"cluster: {args.workers} worker(s) + {args.ps} parameter server(s), "
-          f"cumulative phases:")
+          f"{args.layout} layout, cumulative phases:")
     for upto in PHASES:
       report(upto, best_of(cluster(upto)))
     print("split (ms/block): " + ", ".join(
