@@ -40,6 +40,7 @@ def test_to_ids_puts_rows_back_in_id_order():
   by_row = np.empty_like(by_id)
   by_row[layout.rows_np(np.arange(size))] = by_id
   np.testing.assert_array_equal(layout.to_ids(tf.constant(by_row)).numpy(), by_id)
+  np.testing.assert_array_equal(layout.to_ids(by_row), by_id)  # numpy in, numpy out
   identity = RowLayout(size)
   assert identity.identity and identity.to_ids(by_row) is by_row
 

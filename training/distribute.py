@@ -849,9 +849,13 @@ class RowLayout:
     return (ids.astype(np.int64) * self.multiplier % self.size).astype(ids.dtype)
 
   def to_ids(self, table):
-    """A [size, ...] tensor in row order -> the same rows in id order (row i of the result
-    is id i's): one gather, a copy of the table (the identity layout: the table itself)."""
+    """A [size, ...] tensor or numpy array in row order -> the same rows in id order (row i
+    of the result is id i's), of the same kind: one gather, a copy of the table (the
+    identity layout: the table itself)."""
     if self.identity:
       return table
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    if isinstance(table, np.ndarray):
+      return table[self.rows_np(np.arange(self.size))]
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     return tf.gather(table, self.rows(tf.range(self.size, dtype=tf.int64)))

@@ -5,7 +5,6 @@ checkpoint, model.restore): the corpus is never read again, and the trainer is n
 """
 import os
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -46,9 +45,8 @@ def export(model_dir, fmt, output, overwrite):
     raise UserError(f"--model_dir={model_dir}: its checkpoint has {table.shape[0]} rows but "
                     f"vocab.tsv {len(vocab)} words: the run directory was changed by hand; "
                     "retrain it")
-  layout = model_lib.checkpoint_layout(latest, len(vocab))
-  if not layout.identity:  # trained on parameter servers: rows put back in id order
-    table = table[layout.rows_np(np.arange(len(vocab)))]
+  # Trained on parameter servers: the rows put back in id order.
+  table = model_lib.checkpoint_layout(latest, len(vocab)).to_ids(table)
   # Rows by descending frequency; UNK (id 0, never trained) is left out.
   words, vectors = vocab.words[1:], table[1:]
 
