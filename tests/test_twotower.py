@@ -152,6 +152,7 @@ def test_resolve_routes_settings_by_flag_name_and_refuses_what_cannot_go_togethe
                              "--num_hard_negatives does not combine with --mixed_negatives"),
                             ({"num_hard_negatives": -1}, "--num_hard_negatives must be >= 0"),
                             ({"logq_weight": -0.5}, "--logq_weight must be >= 0"),
+                            ({"ensemble": 0}, "--ensemble must be >= 1"),
                             ({"optimizer": "sgd"}, "--weight_decay needs --optimizer=adam"),
                             ({"use_ids": False, "use_features": False}, "need an input"),
                             ({"dataset": "csv"}, "--data_path"),

@@ -47,7 +47,7 @@ class DataConfig:
 class ModelConfig:
   """Tower architecture."""
   # Runs recorded before these fields existed were built without them.
-  LEGACY_DEFAULTS: typing.ClassVar[dict] = {"user_oov": False}
+  LEGACY_DEFAULTS: typing.ClassVar[dict] = {"user_oov": False, "ensemble": 1}
   # 48 since 2026-12-02 (fifth session; was 32): with the train defaults below, chosen
   # together on the validation split (README, "How the defaults were chosen").
   embedding_dim: int = 48
@@ -61,6 +61,11 @@ class ModelConfig:
   # One more row in the user id table for ids unseen at training time (the export serves
   # them through their side features; --id_dropout trains it).
   user_oov: bool = True
+  # Members of an ensemble: this many pairs of towers, each initialised from its own seed
+  # and trained with its own loss on the same batches; a tower's output is its members'
+  # outputs side by side, divided by sqrt(ensemble), so a score is the mean of the members'
+  # scores (1: one pair of towers).
+  ensemble: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +280,8 @@ def _check(config):
   if t.weight_decay and t.optimizer not in ("adam", "lazy_adam"):
     raise UserError("--weight_decay needs --optimizer=adam or lazy_adam (it is AdamW's "
                     "decoupled decay)")
+  if m.ensemble < 1:
+    raise UserError("--ensemble must be >= 1 (1 = one pair of towers)")
   if not (m.use_ids or m.use_features):
     raise UserError("the towers need an input: --use_ids or --use_features")
   if not 0.0 <= t.id_dropout <= 1.0:

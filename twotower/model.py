@@ -231,6 +231,47 @@ class Tower(tf.Module):
     return self.embedding_dim + (1 if self.bias_column else 0)
 
 
+class Ensemble(tf.Module):
+  """Several towers of one entity side by side: the output of member k fills columns
+  [k * d, (k + 1) * d) of the ensemble's, and the whole is divided by sqrt(members), so the
+  dot product of two ensembles is the mean of their members' dot products (of unit-norm
+  members, a mean cosine; the ensemble's output has unit norm too). Same interface as
+  `Tower`; the members are trained each with its own loss (`objective.Objective`).
+  """
+
+  def __init__(self, members, name=None):
+    super().__init__(name=name)
+    self.members = list(members)
+    first = self.members[0]
+    self.num_ids = first.num_ids
+    self.use_ids = first.use_ids
+    self.oov = first.oov
+    self.feature_names = first.feature_names
+    # The members' side-feature tokens and histories are the same data: the first's serve.
+    self.feature_values = first.feature_values
+    self.history = first.history
+    self.embedding_dim = sum(m.embedding_dim for m in self.members)
+    self._scale = 1.0 / np.sqrt(len(self.members))
+
+  def __call__(self, ids, features, exclude_items=None, drop_ids=None):
+    """`Tower.__call__` of every member, side by side: float32 [B, output_dim]."""
+    return tf.concat([m(ids, features, exclude_items, drop_ids) for m in self.members],
+                     -1) * self._scale
+
+  @property
+  def output_dim(self):
+    return sum(m.output_dim for m in self.members)
+
+  @property
+  def oov_index(self):
+    return self.members[0].oov_index
+
+  entity_features = Tower.entity_features
+  embed_index = Tower.embed_index
+  embed_all = Tower.embed_all
+  embed_rows = Tower.embed_rows
+
+
 def feature_tables(features, selected=None):
   """Turns `data.interactions.Feature`s into Tower feature_tables.
 
@@ -275,14 +316,29 @@ def build_model(config, data, history=None, table_scope=contextlib.nullcontext):
     history = (*history, data.num_items)
   else:
     history = None
-  query = Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
-                seed=m.seed * 2 + 1, history=history,
-                bias_column="one" if m.item_bias else None, normalize=m.normalize,
-                name="query_tower", table_scope=table_scope, oov=m.user_oov)
-  item = Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
-               seed=m.seed * 2 + 2, bias_column="learned" if m.item_bias else None,
-               normalize=m.normalize, name="item_tower", table_scope=table_scope)
-  return TwoTower(query, item)
+
+  def towers(k):
+    """Member k's (query, item) towers; member 0's are those of a run without --ensemble."""
+    seed = m.seed * 2 + MEMBER_SEED_STRIDE * k
+    suffix = f"_{k}" if m.ensemble > 1 else ""
+    query = Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
+                  seed=seed + 1, history=history,
+                  bias_column="one" if m.item_bias else None, normalize=m.normalize,
+                  name="query_tower" + suffix, table_scope=table_scope, oov=m.user_oov)
+    item = Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
+                 seed=seed + 2, bias_column="learned" if m.item_bias else None,
+                 normalize=m.normalize, name="item_tower" + suffix, table_scope=table_scope)
+    return query, item
+
+  if m.ensemble == 1:
+    return TwoTower(*towers(0))
+  queries, items = zip(*[towers(k) for k in range(m.ensemble)])
+  return TwoTower(Ensemble(queries, name="query_tower"), Ensemble(items, name="item_tower"))
+
+
+# Member k of an ensemble initialises from the seeds of member 0 plus k times this (far from
+# the seeds of other --model_seed values' member 0, which are 2 apart).
+MEMBER_SEED_STRIDE = 1000003
 
 
 def make_checkpoint(two_tower, optimizer=None, average=None, task_weights=None, step=None):

@@ -15,6 +15,8 @@ pure functions of `losses/`:
   history           leave the positive out of the user's pooled history (--use_history);
   id dropout        replace a query's user id by the out-of-vocabulary id with probability
                     --id_dropout (the query then depends on the example, not the user only).
+With --ensemble, every member pair of towers gets these losses on its own scores, and the
+loss is their mean (an ensemble trained in one step, not a loss of the averaged score).
 The in-batch softmax takes the cheapest of three equal computations: the batch's [B, B]
 logits, [B, items] when the corpus is smaller than the batch, or [distinct users, items]
 when the query depends on the user only (`losses.in_batch_softmax_loss_per_item`,
@@ -31,6 +33,7 @@ import tensorflow as tf
 
 from tf_embeddings import losses
 from tf_embeddings.twotower import config as config_lib
+from tf_embeddings.twotower import model as model_lib
 
 
 def negative_distribution(train_config, item_counts):
@@ -67,6 +70,15 @@ class Objective:
 
   def __init__(self, train_config, two_tower, item_counts, replicas=False):
     t = self.config = train_config
+    # An ensemble (--ensemble): each pair of member towers has its own objective; the loss
+    # is the mean of theirs.
+    self.members = None
+    if isinstance(two_tower.query_tower, model_lib.Ensemble):
+      self.members = [
+          Objective(train_config, model_lib.TwoTower(q, i, name=f"member_{k}"), item_counts,
+                    replicas)
+          for k, (q, i) in enumerate(zip(two_tower.query_tower.members,
+                                         two_tower.item_tower.members))]
     # Called in each replica of a synchronous strategy (`replicas`): the in-batch softmax
     # gathers the candidates of every replica, and each replica returns its share of the
     # global batch's mean (the replicas' losses and gradients are summed).
@@ -136,6 +148,9 @@ class Objective:
 
   def task_loss(self, loss, batch, step):
     """The loss named `loss` (one of config.LOSSES) of one batch: scalar float32."""
+    if self.members:
+      return tf.add_n([m.task_loss(loss, batch, step) for m in self.members]) / len(
+          self.members)
     t = self.config
     qt, it = self.query_tower, self.item_tower
     users, items = batch["user"], batch["item"]
