@@ -35,31 +35,69 @@ def prepared():
   return inputs.prepare(SYNTH)
 
 
-@pytest.mark.parametrize("model", [{}, {"item_bias": True}, {"normalize": False}])
-def test_ensemble_score_is_the_mean_of_its_members_scores(tmp_path, prepared, model):
+def _member(ensemble, k):
+  """A one-member Tower built like `ensemble` with member k's slices of its variables."""
+  e = ensemble
+  history = None
+  if e.history is not None:
+    history = (np.concatenate([e.history.numpy()[:e.num_ids], [e.history_items.shape[0]]]),
+               e.history_items.numpy(), e.history_table.shape[0])
+  features = [(name, table.shape[0], values.numpy()) for name, table, values in
+              zip(e.feature_names, e.feature_embeddings, e.feature_values)]
+  layers = [w.shape[-1] for w in e.weights[:-1]]
+  one = model_lib.Tower(e.num_ids, features, e.embedding_dim, layers, e.use_ids,
+                        history=history, bias_column=e.bias_column, normalize=e.normalize,
+                        oov=e.oov)
+
+  def cols(v):
+    width = v.shape[1] // e.members
+    return v.numpy()[:, k * width:(k + 1) * width]
+  if e.use_ids:
+    one.id_table.assign(cols(e.id_table))
+  for mine, theirs in zip(one.feature_embeddings, e.feature_embeddings):
+    mine.assign(cols(theirs))
+  if e.history is not None:
+    one.history_table.assign(cols(e.history_table))
+  if e.bias_column == "learned":
+    one.bias_table.assign(cols(e.bias_table))
+  for mine, theirs in zip(one.weights + one.biases, e.weights + e.biases):
+    mine.assign(theirs.numpy()[k])
+  return one
+
+
+@pytest.mark.parametrize("model", [{}, {"item_bias": True}, {"normalize": False},
+                                   {"use_history": True}, {"tower_layers": ()}])
+def test_each_member_of_an_ensemble_is_a_tower_of_its_own(tmp_path, prepared, model):
+  # The ensemble's vectorised forward pass equals, member by member, a one-member Tower
+  # holding that member's slices of the variables; its output is theirs side by side
+  # divided by sqrt(3), so a score is the mean of the members' scores.
+  history = inputs.history(prepared) if model.get("use_history") else None
   two_tower = model_lib.build_model(_config(tmp_path, ensemble=3, model=model),
-                                    prepared.data)
+                                    prepared.data, history)
   q, i = two_tower.query_tower, two_tower.item_tower
-  assert isinstance(q, model_lib.Ensemble) and len(q.members) == 3
+  assert q.members == 3
   qe, ie = q.embed_all(), i.embed_all()
-  width = q.members[0].output_dim
-  assert qe.shape == (prepared.data.num_users, 3 * width) == (len(qe), q.output_dim)
-  members = [(m.embed_all(), n.embed_all()) for m, n in zip(q.members, i.members)]
-  want = np.mean([a @ b.T for a, b in members], 0)
-  np.testing.assert_allclose(qe @ ie.T, want, rtol=1e-5, atol=1e-6)
-  if not model:  # unit-norm members: the ensemble's rows have unit norm too
+  assert qe.shape == (prepared.data.num_users, q.output_dim)
+  mq = [_member(q, k).embed_all() for k in range(3)]
+  mi = [_member(i, k).embed_all() for k in range(3)]
+  np.testing.assert_allclose(qe, np.concatenate(mq, 1) / np.sqrt(3), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ie, np.concatenate(mi, 1) / np.sqrt(3), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(qe @ ie.T, np.mean([a @ b.T for a, b in zip(mq, mi)], 0),
+                             rtol=1e-4, atol=1e-6)
+  for k, part in enumerate(model_lib.member_outputs(tf.constant(ie), 3)):
+    np.testing.assert_allclose(part.numpy(), mi[k], rtol=1e-5, atol=1e-6)
+  if model.get("normalize", True) and not model.get("item_bias"):
     np.testing.assert_allclose(np.linalg.norm(qe, axis=1), 1.0, rtol=1e-5)
-  # Members differ (own seeds); member 0 is the tower a run without --ensemble builds.
-  assert not np.allclose(members[0][1], members[1][1])
-  single = model_lib.build_model(_config(tmp_path, ensemble=1, model=model), prepared.data)
-  assert isinstance(single.item_tower, model_lib.Tower)
-  np.testing.assert_array_equal(single.item_tower.embed_all(), members[0][1])
-  np.testing.assert_array_equal(single.query_tower.embed_all(), members[0][0])
+  # The members start apart (their own initial values).
+  assert not np.allclose(mi[0], mi[1])
 
 
 @pytest.mark.parametrize("loss, extra", [
     ("inbatch_softmax", {}),
+    ("inbatch_softmax", {"mixed_negatives": 16}),
     ("bce", {"num_negatives": 3}),
+    ("sampled_softmax", {"num_negatives": 5}),
+    ("info_nce", {}),
     ("weighted_ce", {}),
 ])
 def test_ensemble_loss_is_the_mean_of_its_members_losses(tmp_path, prepared, loss, extra):
@@ -73,17 +111,22 @@ def test_ensemble_loss_is_the_mean_of_its_members_losses(tmp_path, prepared, los
            "session": tf.constant(rng.integers(0, 8, 64))}
   step = tf.constant(3, tf.int64)
   got = objective_lib.Objective(config.train, two_tower, counts)(batch, step)
-  each = [objective_lib.Objective(config.train, model_lib.TwoTower(q, i), counts)(batch, step)
-          for q, i in zip(two_tower.query_tower.members, two_tower.item_tower.members)]
-  assert not np.isclose(float(each[0]), float(each[1]))
-  np.testing.assert_allclose(float(got), np.mean([float(x) for x in each]), rtol=1e-6)
+  each = [float(objective_lib.Objective(config.train, model_lib.TwoTower(
+      _member(two_tower.query_tower, k), _member(two_tower.item_tower, k)), counts)(
+          batch, step)) for k in range(2)]
+  assert not np.isclose(each[0], each[1])
+  if loss == "sampled_softmax":
+    # Each member draws its own negatives (an unseeded sampler): the same loss, other draws.
+    assert np.isfinite(float(got)) and min(each) / 2 < float(got) < 2 * max(each)
+    return
+  np.testing.assert_allclose(float(got), np.mean(each), rtol=1e-5)
 
 
 def test_ensemble_trains_resumes_exactly_and_exports(tmp_path, prepared, monkeypatch):
   from tf_embeddings.twotower import export as export_lib  # pylint: disable=import-outside-toplevel
   full = _config(tmp_path, "full", epochs=2, average_momentum=0.99)
   two_tower, _ = train_lib.train(full, prepared, resume=False)
-  want = two_tower.item_tower.members[1].id_table.numpy()
+  want = two_tower.item_tower.id_table.numpy()
   got = evaluate_lib.evaluate(two_tower, prepared, "test")
   assert got["hit@10"] > 0.034  # random: 10/300
   # Killed in the second epoch, resumed: the same weights as the uninterrupted run.
@@ -95,7 +138,7 @@ def test_ensemble_trains_resumes_exactly_and_exports(tmp_path, prepared, monkeyp
       "ckpt-60")
   monkeypatch.setattr(inputs, "epoch_dataset", real)
   resumed, _ = train_lib.train(cut, prepared, resume=True)
-  np.testing.assert_allclose(resumed.item_tower.members[1].id_table.numpy(), want, atol=1e-5)
+  np.testing.assert_allclose(resumed.item_tower.id_table.numpy(), want, atol=1e-5)
   # `twotower eval` restores the ensemble from the run directory alone.
   config, again, restored = evaluate_lib.restore(full.model_dir)
   assert config.model.ensemble == 2

@@ -31,7 +31,7 @@ class Tower(tf.Module):
 
   def __init__(self, num_ids, feature_tables, embedding_dim, layers=(), use_ids=True,
                feature_dim=None, seed=0, history=None, bias_column=None, normalize=True,
-               name=None, table_scope=contextlib.nullcontext, oov=False):
+               name=None, table_scope=contextlib.nullcontext, oov=False, members=1):
     """Builds the variables.
 
     Args:
@@ -58,12 +58,21 @@ class Tower(tf.Module):
         ParameterServerStrategy: sharded by rows over the parameter servers; the MLP is not).
       oov: the id table has one more row, `oov_index`, for entities unseen at training
         time (no side features or history of its own: the caller gives the features).
+      members: an ensemble of this many towers in one (--ensemble): every table has
+        members x its width (member k's columns [k * w, (k + 1) * w)), every MLP layer a
+        [members, in, out] kernel, and each member's output is normalised on its own; the
+        output is the members' outputs side by side divided by sqrt(members), so a dot
+        product of two towers is the mean of their members' (`member_outputs` splits it).
+        One set of variables and ops for all members: a step costs far less than members
+        separate towers.
     """
     super().__init__(name=name)
     self.num_ids = int(num_ids)
     self.embedding_dim = int(embedding_dim)
     self.use_ids = bool(use_ids)
     self.oov = bool(oov)
+    self.members = int(members)
+    k_ = self.members
     feature_dim = int(feature_dim or embedding_dim)
     init = lambda shape, s, scale: tf.random.stateless_normal(shape, [seed, s]) * scale
 
@@ -101,13 +110,13 @@ class Tower(tf.Module):
       if self.use_ids:
         # Id embeddings: [num_ids (+ 1 OOV row), embedding_dim]. The OOV row is drawn
         # apart, so the entities' rows are those of a table without it.
-        self.id_table = table_variable([self.num_ids, self.embedding_dim], 1, 0.1,
+        self.id_table = table_variable([self.num_ids, k_ * self.embedding_dim], 1, 0.1,
                                        "id_embeddings", 3 if self.oov else None)
         in_dim += self.embedding_dim
       self.feature_embeddings = []
       for k, (fname, vocab_size, _) in enumerate(feature_tables):
         self.feature_embeddings.append(table_variable(
-            [int(vocab_size), feature_dim], 10 + k, 0.1, f"{fname}_embeddings"))
+            [int(vocab_size), k_ * feature_dim], 10 + k, 0.1, f"{fname}_embeddings"))
         in_dim += feature_dim
       self.history = None
       if history is not None:
@@ -121,14 +130,14 @@ class Tower(tf.Module):
         self.history_len = data_variable(
             np.concatenate([np.diff(indptr), np.zeros(int(self.oov), np.int64)]), "history_len")
         self.history_items = data_variable(np.asarray(indices, np.int64), "history_items")
-        self.history_table = table_variable([int(num_items), feature_dim], 50, 0.1,
+        self.history_table = table_variable([int(num_items), k_ * feature_dim], 50, 0.1,
                                             "history_embeddings")
         in_dim += feature_dim
       self.bias_column = bias_column
       self.normalize = bool(normalize)
       if bias_column == "learned":
         # Per-entity bias: [num_ids, 1].
-        self.bias_table = tf.Variable(row_initial([self.num_ids, 1]), shape=[self.num_ids, 1],
+        self.bias_table = tf.Variable(row_initial([self.num_ids, k_]), shape=[self.num_ids, k_],
                                       dtype=tf.float32, name="bias")
     self.identity = (not layers and not feature_tables and self.use_ids and history is None)
     self.weights, self.biases = [], []
@@ -137,8 +146,11 @@ class Tower(tf.Module):
       for k, width in enumerate(widths):
         # He initialisation for ReLU layers, Glorot-like for the last one.
         scale = np.sqrt((2.0 if k < len(widths) - 1 else 1.0) / in_dim)
-        self.weights.append(tf.Variable(init([in_dim, width], 100 + k, scale), name=f"w{k}"))
-        self.biases.append(tf.Variable(tf.zeros([width]), name=f"b{k}"))
+        # One member: [in, out]; an ensemble: [members, in, out] (biases [members, out]).
+        lead = [k_] if k_ > 1 else []
+        self.weights.append(tf.Variable(init(lead + [in_dim, width], 100 + k, scale),
+                                        name=f"w{k}"))
+        self.biases.append(tf.Variable(tf.zeros(lead + [width]), name=f"b{k}"))
         in_dim = width
 
   def __call__(self, ids, features, exclude_items=None, drop_ids=None):
@@ -185,18 +197,24 @@ class Tower(tf.Module):
         sums -= gather_rows(self.history_table, tf.maximum(exclude_items, 0)) * keep[:, None]
         count -= keep
       parts.append(sums / tf.maximum(count, 1.0)[:, None])
-    x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+    k_ = self.members
+    if k_ > 1:  # each part [B, members * w] -> [B, members, w]
+      parts = [tf.reshape(p, [-1, k_, p.shape[-1] // k_]) for p in parts]
+    x = parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)  # [B, (members,) in]
     n = len(self.weights)
     for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-      x = tf.matmul(x, w) + b
+      x = (tf.matmul(x, w) if k_ == 1 else tf.einsum("bki,kio->bko", x, w)) + b
       if k < n - 1:
         x = tf.nn.relu(x)
     if self.normalize:
       x = tf.math.l2_normalize(x, axis=-1)
     if self.bias_column == "one":
-      x = tf.concat([x, tf.ones_like(x[:, :1])], -1)
+      x = tf.concat([x, tf.ones_like(x[..., :1])], -1)
     elif self.bias_column == "learned":
-      x = tf.concat([x, gather_rows(self.bias_table, ids)], -1)
+      bias = gather_rows(self.bias_table, ids)  # [B, members]
+      x = tf.concat([x, bias if k_ == 1 else bias[..., None]], -1)
+    if k_ > 1:
+      x = tf.reshape(x, [-1, k_ * x.shape[-1]]) * (1.0 / np.sqrt(k_))
     return x
 
   def entity_features(self, ids):
@@ -228,48 +246,15 @@ class Tower(tf.Module):
 
   @property
   def output_dim(self):
-    return self.embedding_dim + (1 if self.bias_column else 0)
+    return self.members * (self.embedding_dim + (1 if self.bias_column else 0))
 
 
-class Ensemble(tf.Module):
-  """Several towers of one entity side by side: the output of member k fills columns
-  [k * d, (k + 1) * d) of the ensemble's, and the whole is divided by sqrt(members), so the
-  dot product of two ensembles is the mean of their members' dot products (of unit-norm
-  members, a mean cosine; the ensemble's output has unit norm too). Same interface as
-  `Tower`; the members are trained each with its own loss (`objective.Objective`).
-  """
-
-  def __init__(self, members, name=None):
-    super().__init__(name=name)
-    self.members = list(members)
-    first = self.members[0]
-    self.num_ids = first.num_ids
-    self.use_ids = first.use_ids
-    self.oov = first.oov
-    self.feature_names = first.feature_names
-    # The members' side-feature tokens and histories are the same data: the first's serve.
-    self.feature_values = first.feature_values
-    self.history = first.history
-    self.embedding_dim = sum(m.embedding_dim for m in self.members)
-    self._scale = 1.0 / np.sqrt(len(self.members))
-
-  def __call__(self, ids, features, exclude_items=None, drop_ids=None):
-    """`Tower.__call__` of every member, side by side: float32 [B, output_dim]."""
-    return tf.concat([m(ids, features, exclude_items, drop_ids) for m in self.members],
-                     -1) * self._scale
-
-  @property
-  def output_dim(self):
-    return sum(m.output_dim for m in self.members)
-
-  @property
-  def oov_index(self):
-    return self.members[0].oov_index
-
-  entity_features = Tower.entity_features
-  embed_index = Tower.embed_index
-  embed_all = Tower.embed_all
-  embed_rows = Tower.embed_rows
+def member_outputs(x, members):
+  """The members' own outputs in a tower output `x` [..., members * w]: a list of `members`
+  tensors [..., w] (each of unit norm when the tower normalises); [x] for one member."""
+  if members == 1:
+    return [x]
+  return [part * np.sqrt(members) for part in tf.split(x, members, axis=-1)]
 
 
 def feature_tables(features, selected=None):
@@ -316,29 +301,16 @@ def build_model(config, data, history=None, table_scope=contextlib.nullcontext):
     history = (*history, data.num_items)
   else:
     history = None
-
-  def towers(k):
-    """Member k's (query, item) towers; member 0's are those of a run without --ensemble."""
-    seed = m.seed * 2 + MEMBER_SEED_STRIDE * k
-    suffix = f"_{k}" if m.ensemble > 1 else ""
-    query = Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
-                  seed=seed + 1, history=history,
-                  bias_column="one" if m.item_bias else None, normalize=m.normalize,
-                  name="query_tower" + suffix, table_scope=table_scope, oov=m.user_oov)
-    item = Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
-                 seed=seed + 2, bias_column="learned" if m.item_bias else None,
-                 normalize=m.normalize, name="item_tower" + suffix, table_scope=table_scope)
-    return query, item
-
-  if m.ensemble == 1:
-    return TwoTower(*towers(0))
-  queries, items = zip(*[towers(k) for k in range(m.ensemble)])
-  return TwoTower(Ensemble(queries, name="query_tower"), Ensemble(items, name="item_tower"))
-
-
-# Member k of an ensemble initialises from the seeds of member 0 plus k times this (far from
-# the seeds of other --model_seed values' member 0, which are 2 apart).
-MEMBER_SEED_STRIDE = 1000003
+  query = Tower(data.num_users, uf, m.embedding_dim, m.tower_layers, m.use_ids,
+                seed=m.seed * 2 + 1, history=history,
+                bias_column="one" if m.item_bias else None, normalize=m.normalize,
+                name="query_tower", table_scope=table_scope, oov=m.user_oov,
+                members=m.ensemble)
+  item = Tower(data.num_items, itf, m.embedding_dim, m.tower_layers, m.use_ids,
+               seed=m.seed * 2 + 2, bias_column="learned" if m.item_bias else None,
+               normalize=m.normalize, name="item_tower", table_scope=table_scope,
+               members=m.ensemble)
+  return TwoTower(query, item)
 
 
 def make_checkpoint(two_tower, optimizer=None, average=None, task_weights=None, step=None):

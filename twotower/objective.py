@@ -15,8 +15,9 @@ pure functions of `losses/`:
   history           leave the positive out of the user's pooled history (--use_history);
   id dropout        replace a query's user id by the out-of-vocabulary id with probability
                     --id_dropout (the query then depends on the example, not the user only).
-With --ensemble, every member pair of towers gets these losses on its own scores, and the
-loss is their mean (an ensemble trained in one step, not a loss of the averaged score).
+With --ensemble, every member of the towers gets these losses on its own scores (its own
+columns of the towers' outputs, `model.member_outputs`), and the loss is their mean: an
+ensemble trained in one step, not a loss of the averaged score.
 The in-batch softmax takes the cheapest of three equal computations: the batch's [B, B]
 logits, [B, items] when the corpus is smaller than the batch, or [distinct users, items]
 when the query depends on the user only (`losses.in_batch_softmax_loss_per_item`,
@@ -70,20 +71,14 @@ class Objective:
 
   def __init__(self, train_config, two_tower, item_counts, replicas=False):
     t = self.config = train_config
-    # An ensemble (--ensemble): each pair of member towers has its own objective; the loss
-    # is the mean of theirs.
-    self.members = None
-    if isinstance(two_tower.query_tower, model_lib.Ensemble):
-      self.members = [
-          Objective(train_config, model_lib.TwoTower(q, i, name=f"member_{k}"), item_counts,
-                    replicas)
-          for k, (q, i) in enumerate(zip(two_tower.query_tower.members,
-                                         two_tower.item_tower.members))]
     # Called in each replica of a synchronous strategy (`replicas`): the in-batch softmax
     # gathers the candidates of every replica, and each replica returns its share of the
     # global batch's mean (the replicas' losses and gradients are summed).
     self.replicas = replicas
     self.query_tower, self.item_tower = two_tower.query_tower, two_tower.item_tower
+    # --ensemble: the towers' outputs hold this many members side by side; every loss is
+    # computed on each member's own scores and averaged (`each_member`).
+    self.members = self.query_tower.members
     self.num_items = self.item_tower.num_ids
     self.temperature = t.temperature
     self.num_hard_negatives = t.num_hard_negatives or None
@@ -132,6 +127,15 @@ class Objective:
     """Ids for accidental-hit removal: `items`, or None when it is off."""
     return items if self.config.remove_accidental_hits else None
 
+  def each_member(self, loss_fn, *embeddings):
+    """loss_fn(*embeddings) with one member, else the mean over the members of loss_fn of
+    each member's own columns of `embeddings` (tower outputs, [..., members * w])."""
+    if self.members == 1:
+      return loss_fn(*embeddings)
+    split = [model_lib.member_outputs(e, self.members) for e in embeddings]
+    return tf.add_n([loss_fn(*[parts[k] for parts in split])
+                     for k in range(self.members)]) / self.members
+
   def pair_scores(self, q, c):
     """Score of each query with its own item, divided by the temperature: [B]."""
     return tf.reduce_sum(q * c, -1) / self.temperature
@@ -148,9 +152,6 @@ class Objective:
 
   def task_loss(self, loss, batch, step):
     """The loss named `loss` (one of config.LOSSES) of one batch: scalar float32."""
-    if self.members:
-      return tf.add_n([m.task_loss(loss, batch, step) for m in self.members]) / len(
-          self.members)
     t = self.config
     qt, it = self.query_tower, self.item_tower
     users, items = batch["user"], batch["item"]
@@ -165,33 +166,39 @@ class Objective:
             if t.id_dropout else None)
     q = qt.embed_index(users, exclude, drop)  # [B, D]
     if loss == "inbatch_softmax" and self.per_item:
-      return losses.in_batch_softmax_loss_per_item(
-          q, it.embed_index(self.all_ids), items, self.temperature, self.item_q)
+      return self.each_member(
+          lambda q, a: losses.in_batch_softmax_loss_per_item(q, a, items, self.temperature,
+                                                             self.item_q),
+          q, it.embed_index(self.all_ids))
     if loss == "inbatch_softmax" and t.mixed_negatives:
       return self._mixed(q, items, step)
     if loss == "inbatch_softmax":
       c = it.embed_index(items)  # [B, D]
       if self.replicas:
         return self._gathered(q, c, items)
-      return losses.in_batch_softmax_loss(q, c, self.temperature, self.log_q_of(items),
-                                          self.hit_ids(items),
-                                          num_hard_negatives=self.num_hard_negatives)
+      return self.each_member(
+          lambda q, c: losses.in_batch_softmax_loss(
+              q, c, self.temperature, self.log_q_of(items), self.hit_ids(items),
+              num_hard_negatives=self.num_hard_negatives), q, c)
     if loss == "info_nce":
       c = it.embed_index(items)
-      return losses.info_nce_loss(tf.concat([q, c], 0), self.temperature)
+      return self.each_member(
+          lambda q, c: losses.info_nce_loss(tf.concat([q, c], 0), self.temperature), q, c)
     if loss == "bce":
       return self._bce(q, it.embed_index(items), step)
     if loss == "sampled_softmax":
       # The item tower over the whole corpus: [num_items, D] (fine up to ~1e5 items).
-      all_items = it.embed_index(tf.range(self.num_items))
-      return losses.sampled_softmax_loss(
-          all_items, tf.zeros([self.num_items]), items[:, None], q / self.temperature,
-          num_sampled=t.num_negatives, num_classes=self.num_items, sampler=self.sampler,
-          unigrams=self.unigrams if self.sampler == "unigram" else None,
-          remove_accidental_hits=t.remove_accidental_hits)
+      return self.each_member(
+          lambda q, all_items: losses.sampled_softmax_loss(
+              all_items, tf.zeros([self.num_items]), items[:, None], q / self.temperature,
+              num_sampled=t.num_negatives, num_classes=self.num_items, sampler=self.sampler,
+              unigrams=self.unigrams if self.sampler == "unigram" else None,
+              remove_accidental_hits=t.remove_accidental_hits),
+          q, it.embed_index(tf.range(self.num_items)))
     # Pointwise heads over labelled (user, item) rows.
-    logit = self.pair_scores(q, it.embed_index(items))  # [B]
-    return pointwise_loss(t, loss, batch["label"], logit, batch["session"])
+    return self.each_member(
+        lambda q, c: pointwise_loss(t, loss, batch["label"], self.pair_scores(q, c),
+                                    batch["session"]), q, it.embed_index(items))
 
   def _gathered(self, q, c, items):
     """The in-batch softmax of this replica's queries against the candidates of every
@@ -208,9 +215,10 @@ class Objective:
     all_c = ctx.all_gather(c, axis=0)          # [n * B, D], replica r's rows at r * B
     all_items = ctx.all_gather(items, axis=0)  # [n * B]
     offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(items)[0]
-    return losses.in_batch_softmax_loss(
-        q, all_c, self.temperature, self.log_q_of(all_items), self.hit_ids(all_items),
-        query_offset=offset, num_hard_negatives=self.num_hard_negatives) / n
+    return self.each_member(
+        lambda q, all_c: losses.in_batch_softmax_loss(
+            q, all_c, self.temperature, self.log_q_of(all_items), self.hit_ids(all_items),
+            query_offset=offset, num_hard_negatives=self.num_hard_negatives), q, all_c) / n
 
   def _per_user(self, users, items):
     """The in-batch softmax on [distinct users, items] logits (all users under XLA)."""
@@ -220,9 +228,10 @@ class Objective:
     else:
       distinct, row = tf.unique(users, out_idx=tf.int32)               # [U], [B]
     q = self.query_tower.embed_index(distinct)                         # [U, D]
-    return losses.in_batch_softmax_loss_per_user(
-        q, row, self.item_tower.embed_index(self.all_ids), items, self.temperature,
-        self.log_item_q)
+    return self.each_member(
+        lambda q, a: losses.in_batch_softmax_loss_per_user(q, row, a, items, self.temperature,
+                                                           self.log_item_q),
+        q, self.item_tower.embed_index(self.all_ids))
 
   def _mixed(self, q, items, step):
     """In-batch items + `mixed_negatives` uniform items (Yang et al., WWW 2020).
@@ -236,11 +245,13 @@ class Objective:
     log_e = t.logq_weight * tf.math.log(
         b * tf.exp(self.log_q) + t.mixed_negatives / self.num_items)  # [N]
     use_q = t.logq_correction
-    return losses.mixed_negatives_softmax_loss(
-        q, it.embed_index(items), it.embed_index(sampled), self.temperature,
-        item_log_q=tf.gather(log_e, items) if use_q else None,
-        sampled_log_q=tf.gather(log_e, sampled) if use_q else None,
-        item_ids=self.hit_ids(items), sampled_ids=self.hit_ids(sampled))
+    return self.each_member(
+        lambda q, c, s: losses.mixed_negatives_softmax_loss(
+            q, c, s, self.temperature,
+            item_log_q=tf.gather(log_e, items) if use_q else None,
+            sampled_log_q=tf.gather(log_e, sampled) if use_q else None,
+            item_ids=self.hit_ids(items), sampled_ids=self.hit_ids(sampled)),
+        q, it.embed_index(items), it.embed_index(sampled))
 
   def _bce(self, q, c, step):
     """Sigmoid cross-entropy of each positive and `num_negatives` drawn negatives."""
@@ -251,10 +262,13 @@ class Objective:
     neg = tf.random.stateless_categorical(tf.tile(self.neg_logits, [b, 1]), t.num_negatives,
                                           seed)
     nc = tf.reshape(self.item_tower.embed_index(tf.reshape(neg, [-1])),
-                    [b, t.num_negatives, -1])  # [B, N, D]
-    pos_logit = self.pair_scores(q, c)  # [B]
-    neg_logit = tf.einsum("bd,bnd->bn", q, nc) / self.temperature  # [B, N]
-    return losses.sigmoid_cross_entropy_loss(pos_logit, neg_logit)
+                    [b, t.num_negatives, self.item_tower.output_dim])  # [B, N, D]
+
+    def loss_fn(q, c, nc):
+      pos_logit = self.pair_scores(q, c)  # [B]
+      neg_logit = tf.einsum("bd,bnd->bn", q, nc) / self.temperature  # [B, N]
+      return losses.sigmoid_cross_entropy_loss(pos_logit, neg_logit)
+    return self.each_member(loss_fn, q, c, nc)
 
 
 def pointwise_loss(train_config, loss, labels, logit, sessions):
