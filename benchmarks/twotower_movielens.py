@@ -280,7 +280,7 @@ def main():
     if not args.skip_speed:
       speed = config_lib.resolve(
           os.path.join(tmp, "speed"), **dataclasses.asdict(data_config),
-          embedding_dim=32, tower_layers=(), use_features=False,
+          embedding_dim=32, tower_layers=(), use_features=False, ensemble=1,
           # Learning rate 0.05: at 27 steps the default 0.01 is too slow (0.144 top-100).
           batch_size=8192, learning_rate=0.05, epochs=args.speed_epochs,
           eval_every_epoch=False, temperature=0.2, weight_decay=0.0, average_momentum=0.0)

@@ -122,15 +122,16 @@ def test_a_run_recorded_before_tasks_loads_as_a_single_task_run(tmp_path):
 
 
 def _config(tmp_path, name, **train):
-  # The retrieval defaults of 2026-12-02 (second session), under which these one-epoch
-  # checks were set (the pointwise head's AUC threshold among them).
+  # The retrieval defaults of 2026-12-02 (second session), one pair of towers, under which
+  # these one-epoch checks were set (the pointwise head's AUC threshold among them).
   t = dict(batch_size=256, epochs=1, learning_rate=0.01, eval_every_epoch=False,
            checkpoint_every=20, log_every=1, tasks=TASKS, temperature=0.1, logq_weight=1.1)
   t.update(train)
   if "pareto_min_weights" not in t and "task_weights" not in t:
     t["task_weights"] = (0.5, 0.5)
   return config_lib.Config(str(tmp_path / name), LABELLED,
-                           config_lib.ModelConfig(embedding_dim=16, tower_layers=(32,)),
+                           config_lib.ModelConfig(embedding_dim=16, tower_layers=(32,),
+                                                  ensemble=1),
                            config_lib.TrainConfig(**t))
 
 
