@@ -362,6 +362,41 @@ def test_watchdog_leaves_the_usual_path_alone():
   assert not [t for t in threading.enumerate() if t.name == "interrupt-watchdog"]
 
 
+def test_watchdog_bounds_the_way_out_of_an_interrupted_context():
+  """A Ctrl-C that leaves the context as KeyboardInterrupt keeps the watchdog on (even
+  when the thread had not read its byte yet: the context lets it catch up first), so a
+  hang further up the interrupted path ends after the grace, cleanups run, status 130."""
+  code = ("import os, signal, time\n"
+          "from tf_embeddings.training import distribute\n"
+          "try:\n"
+          "  with distribute.interrupt_watchdog([lambda: print('cleaned up')], grace=1):\n"
+          "    os.kill(os.getpid(), signal.SIGINT)\n"
+          "    time.sleep(30)\n"
+          "except KeyboardInterrupt:\n"
+          "  print('unwound', flush=True)\n"
+          "while True:  # stuck further up, deaf to Ctrl-C\n"
+          "  try:\n"
+          "    time.sleep(60)\n"
+          "  except KeyboardInterrupt:\n"
+          "    pass\n")
+  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
+                       capture_output=True, timeout=60, check=False)
+  assert res.returncode == 130, res.stderr
+  assert res.stdout == "unwound\ncleaned up\n" and res.stderr.startswith(
+      "interrupted: resume"), (res.stdout, res.stderr)
+
+
+def test_watchdog_lets_a_keyboard_interrupt_raised_by_code_through():
+  """KeyboardInterrupt raised by code (no signal: a test's simulated Ctrl-C) leaves the
+  context as any exception does: the thread and the wakeup fd are gone, nothing exits."""
+  with pytest.raises(KeyboardInterrupt):
+    with distribute.interrupt_watchdog([lambda: pytest.fail("forced exit")], grace=0.1):
+      raise KeyboardInterrupt
+  time.sleep(0.3)  # longer than the grace: a watchdog left on would have ended pytest
+  assert signal.set_wakeup_fd(-1) == -1
+  assert not [t for t in threading.enumerate() if t.name == "interrupt-watchdog"]
+
+
 def _task_of(pid):
   with open(f"/proc/{pid}/environ", "rb") as f:
     for item in f.read().split(b"\0"):

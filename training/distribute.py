@@ -288,6 +288,12 @@ class LocalCluster:
 INTERRUPT_GRACE_SECS = 15.0
 
 
+# The byte interrupt_watchdog writes to its own pipe when KeyboardInterrupt leaves its
+# context (no signal has number 0), and how long it waits for its thread to read it.
+_ACK = b"\0"
+ACK_WAIT_SECS = 5.0
+
+
 @contextlib.contextmanager
 def interrupt_watchdog(cleanups, grace=INTERRUPT_GRACE_SECS):
   """Makes Ctrl-C end a chief even while its main thread is blocked in TensorFlow.
@@ -304,8 +310,11 @@ def interrupt_watchdog(cleanups, grace=INTERRUPT_GRACE_SECS):
   atomically, and the run directory's lock is an flock, released with the process.
 
   Once a Ctrl-C came, the thread stays on after this context ends (until the process
-  exits), so that a hang further up the interrupted path is bounded too. Outside the
-  main thread (set_wakeup_fd is only allowed there) this does nothing.
+  exits), so that a hang further up the interrupted path is bounded too; when the context
+  is left with KeyboardInterrupt it first lets the thread read the pipe up to that point
+  (on a loaded machine the exception can come out before the thread saw the signal), and
+  a KeyboardInterrupt raised by code, without a Ctrl-C, leaves it as any exception does.
+  Outside the main thread (set_wakeup_fd is only allowed there) this does nothing.
   """
   if threading.current_thread() is not threading.main_thread():
     yield
@@ -313,7 +322,6 @@ def interrupt_watchdog(cleanups, grace=INTERRUPT_GRACE_SECS):
   read_fd, write_fd = os.pipe()
   os.set_blocking(write_fd, False)
   previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-  interrupted = threading.Event()
 
   def force_exit():
     for cleanup in reversed(cleanups):
@@ -332,18 +340,34 @@ def interrupt_watchdog(cleanups, grace=INTERRUPT_GRACE_SECS):
       if not ready:  # the grace after the first Ctrl-C is over
         force_exit()
       data = os.read(read_fd, 64)
-      if not data:  # the context ended without a Ctrl-C
-        return
-      for _ in range(data.count(bytes([signal.SIGINT]))):
-        if interrupted.is_set():
-          force_exit()
-        interrupted.set()
-        deadline = time.monotonic() + grace
+      if not data:  # the context ended
+        if not interrupted.is_set():
+          return
+        # A Ctrl-C came just as it ended: its grace still bounds the way out.
+        time.sleep(max(deadline - time.monotonic(), 0.0))
+        force_exit()
+      for byte in data:  # in the order written: a signal's byte before the ack it caused
+        if byte == _ACK[0]:
+          acknowledged.set()
+        elif byte == signal.SIGINT:
+          if interrupted.is_set():
+            force_exit()
+          interrupted.set()
+          deadline = time.monotonic() + grace
 
+  interrupted, acknowledged = threading.Event(), threading.Event()
   thread = threading.Thread(target=watch, name="interrupt-watchdog", daemon=True)
   thread.start()
   try:
     yield
+  except KeyboardInterrupt:
+    # Leaving with KeyboardInterrupt, maybe before the watchdog read the Ctrl-C's byte (a
+    # loaded machine): let it read up to here, so that `interrupted` says whether a Ctrl-C
+    # came (a KeyboardInterrupt raised by code has none) and the watchdog stays on if so.
+    with contextlib.suppress(OSError):
+      os.write(write_fd, _ACK)
+      acknowledged.wait(ACK_WAIT_SECS)
+    raise
   finally:
     if not interrupted.is_set():
       signal.set_wakeup_fd(previous)
