@@ -339,20 +339,27 @@ def test_watchdog_ends_a_chief_that_does_not_come_back_from_ctrl_c(grace, signal
   assert out == "cleaned up\n" and err.startswith("interrupted: resume"), (out, err)
 
 
-def test_watchdog_leaves_the_usual_path_alone():
-  """A Ctrl-C the main thread handles takes the usual path; without one, the wakeup fd
-  and the thread are gone when the context ends."""
+def _ctrl_c_inside_watchdog(cleanup_says, grace, then):
+  """Runs a Python that sends itself Ctrl-C inside interrupt_watchdog (its cleanup prints
+  `cleanup_says`, after `grace` seconds), then runs the code `then` (indented by two, in
+  the `except KeyboardInterrupt:` around the context). Returns the CompletedProcess."""
   code = ("import os, signal, time\n"
           "from tf_embeddings.training import distribute\n"
           "try:\n"
-          "  with distribute.interrupt_watchdog([lambda: print('forced')], grace=30):\n"
+          f"  with distribute.interrupt_watchdog([lambda: print({cleanup_says!r})], "
+          f"grace={grace}):\n"
           "    os.kill(os.getpid(), signal.SIGINT)\n"
           "    time.sleep(30)\n"
-          "except KeyboardInterrupt:\n"
-          "  print('usual path', flush=True)\n"
-          "  os._exit(3)\n")
-  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
-                       capture_output=True, timeout=60, check=False)
+          "except KeyboardInterrupt:\n" + then)
+  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
+                        capture_output=True, timeout=60, check=False)
+
+
+def test_watchdog_leaves_the_usual_path_alone():
+  """A Ctrl-C the main thread handles takes the usual path; without one, the wakeup fd
+  and the thread are gone when the context ends."""
+  res = _ctrl_c_inside_watchdog("forced", 30, "  print('usual path', flush=True)\n"
+                                               "  os._exit(3)\n")
   assert (res.returncode, res.stdout) == (3, "usual path\n"), res.stderr
   with distribute.interrupt_watchdog([]):
     ours = signal.set_wakeup_fd(-1)
@@ -366,21 +373,12 @@ def test_watchdog_bounds_the_way_out_of_an_interrupted_context():
   """A Ctrl-C that leaves the context as KeyboardInterrupt keeps the watchdog on (even
   when the thread had not read its byte yet: the context lets it catch up first), so a
   hang further up the interrupted path ends after the grace, cleanups run, status 130."""
-  code = ("import os, signal, time\n"
-          "from tf_embeddings.training import distribute\n"
-          "try:\n"
-          "  with distribute.interrupt_watchdog([lambda: print('cleaned up')], grace=1):\n"
-          "    os.kill(os.getpid(), signal.SIGINT)\n"
-          "    time.sleep(30)\n"
-          "except KeyboardInterrupt:\n"
-          "  print('unwound', flush=True)\n"
-          "while True:  # stuck further up, deaf to Ctrl-C\n"
-          "  try:\n"
-          "    time.sleep(60)\n"
-          "  except KeyboardInterrupt:\n"
-          "    pass\n")
-  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
-                       capture_output=True, timeout=60, check=False)
+  res = _ctrl_c_inside_watchdog("cleaned up", 1, "  print('unwound', flush=True)\n"
+                                                 "while True:  # stuck further up, deaf to Ctrl-C\n"
+                                                 "  try:\n"
+                                                 "    time.sleep(60)\n"
+                                                 "  except KeyboardInterrupt:\n"
+                                                 "    pass\n")
   assert res.returncode == 130, res.stderr
   assert res.stdout == "unwound\ncleaned up\n" and res.stderr.startswith(
       "interrupted: resume"), (res.stdout, res.stderr)
