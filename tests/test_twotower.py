@@ -190,8 +190,11 @@ def _config(tmp_path, name="run", **train):
   t = dict(batch_size=256, epochs=2, learning_rate=0.01, eval_every_epoch=False,
            checkpoint_every=20, log_every=10)
   t.update(train)
+  # One member: the ensemble (default 3) has its own tests (test_twotower_ensemble.py)
+  # and would cost 1.75x in every training here.
   return config_lib.Config(str(tmp_path / name), SYNTH,
-                           config_lib.ModelConfig(embedding_dim=16, tower_layers=(32,)),
+                           config_lib.ModelConfig(embedding_dim=16, tower_layers=(32,),
+                                                  ensemble=1),
                            config_lib.TrainConfig(**t))
 
 

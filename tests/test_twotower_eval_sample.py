@@ -22,8 +22,10 @@ def _config(tmp_path, data=SYNTH, **train):
   t = dict(batch_size=256, epochs=2, eval_every_epoch=False, checkpoint_every=20,
            log_every=10)
   t.update(train)
+  # One member: the ensemble has its own tests (test_twotower_ensemble.py).
   return config_lib.Config(str(tmp_path / "run"), data,
-                           config_lib.ModelConfig(embedding_dim=16, tower_layers=(32,)),
+                           config_lib.ModelConfig(embedding_dim=16, tower_layers=(32,),
+                                                  ensemble=1),
                            config_lib.TrainConfig(**t))
 
 
