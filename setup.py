@@ -32,7 +32,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest", "gensim==4.4.0", "scipy"],
+        "test": ["pytest", "pytest-xdist", "gensim==4.4.0", "scipy"],
         "bench": ["gensim==4.4.0", "scipy"],
     },
     entry_points={
