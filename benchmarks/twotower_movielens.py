@@ -298,8 +298,8 @@ def main():
       lines.append(row("TFRS 0.7.7 basic retrieval tutorial (3 epochs, same run)",
                        figures(q, it, prepared, split), rate))
 
-  print(f"\nMovieLens-100K, random 80/20 (seed {args.split_seed}), every rating a positive, scored on the "
-        f"{split} split; {len(prepared.train)} train / "
+  print(f"\nMovieLens-100K, random 80/20 (seed {args.split_seed}), every rating a positive, "
+        f"scored on the {split} split; {len(prepared.train)} train / "
         f"{len(prepared.eval_split(split)[0])} {split} interactions; baselines tuned on the "
         f"validation split in {tuning_wall:.0f}s")
   print("\n".join(lines))

@@ -6,6 +6,8 @@ repository folders put on sys.path.
 import os
 import signal
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # A test run started in the background by a non-interactive shell (`cmd &`) inherits SIGINT
@@ -25,7 +27,6 @@ _CLUSTER_MODULES = ("test_distribute.py", "test_multi_worker.py")
 
 
 def pytest_collection_modifyitems(config, items):  # pylint: disable=unused-argument
-  import pytest  # pylint: disable=import-outside-toplevel
   for item in items:
     name = item.path.name
     if name in _CLUSTER_MODULES:
